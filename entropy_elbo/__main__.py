@@ -1,0 +1,3 @@
+from entropy_elbo.cli import main
+
+main()
