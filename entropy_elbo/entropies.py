@@ -1,0 +1,88 @@
+"""Closed forms of the paper, in nats: pure tensor functions, no modules and no I/O.
+
+Log-variances in, float64 out. Equation numbers are those of Damm et al. (AISTATS 2023).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+LOG_2PI_E = math.log(2 * math.pi * math.e)
+LOG_2PI = math.log(2 * math.pi)
+
+
+def gaussian_entropy(log_var: Tensor) -> Tensor:
+    """Entropy of N(m, s^2) per dimension: 0.5 * log(2*pi*e*s^2)."""
+    return 0.5 * (LOG_2PI_E + log_var.double())
+
+
+def encoder_entropy(log_tau2: Tensor) -> Tensor:
+    """Entropy of each q(z|x_n), summed over latents (Thm. 2, eq. 14, first term): (B, H) -> (B,)."""
+    return gaussian_entropy(log_tau2).sum(-1)
+
+
+def prior_entropy(h: int, prior_log_var: Tensor | None = None) -> float:
+    """Entropy of the prior N(0, A) (eq. 14, second term; eq. 8 for a learned diagonal A)."""
+    if prior_log_var is None:
+        return 0.5 * h * LOG_2PI_E
+    return float(gaussian_entropy(prior_log_var).sum())
+
+
+def decoder_entropy(log_sigma2: Tensor, d: int) -> Tensor:
+    """Entropy of p(x|z) summed over D dimensions (eq. 14, third term).
+
+    log_sigma2 holds one value (scalar variance, broadcast over D) or D values (per-dim), or is
+    batched (B, ...) with D values per row (a variance network); returns () or (B,).
+    """
+    ent = gaussian_entropy(log_sigma2)
+    if ent.numel() == 1:
+        return ent.reshape(()) * d
+    if ent.numel() == d:
+        return ent.sum()
+    return ent.flatten(1).sum(-1) * (d / ent[0].numel())
+
+
+def entropy_elbo(mean_encoder_entropy: float, prior_ent: float, mean_decoder_entropy: float) -> float:
+    """ELBO at a stationary point as a sum of three entropies (Thm. 1, eq. 5)."""
+    return mean_encoder_entropy - prior_ent - mean_decoder_entropy
+
+
+def kl_to_prior(nu: Tensor, log_tau2: Tensor, prior_log_var: Tensor | None = None) -> Tensor:
+    """KL(N(nu, tau^2) || N(0, A)) summed over latents, closed form (eq. 2): (B, H) -> (B,)."""
+    nu, log_tau2 = nu.double(), log_tau2.double()
+    if prior_log_var is None:
+        return 0.5 * (nu.pow(2) + log_tau2.exp() - log_tau2 - 1).sum(-1)
+    log_a = prior_log_var.double()
+    return 0.5 * ((nu.pow(2) + log_tau2.exp()) / log_a.exp() + log_a - log_tau2 - 1).sum(-1)
+
+
+def gaussian_log_likelihood(x: Tensor, mu: Tensor, log_sigma2: Tensor) -> Tensor:
+    """log N(x; mu, diag sigma^2) summed over every non-batch dimension (eq. 2): -> (..., B)."""
+    x, mu, log_sigma2 = x.double(), mu.double(), log_sigma2.double()
+    per_dim = -0.5 * (LOG_2PI + log_sigma2 + (x - mu).pow(2) / log_sigma2.exp())
+    per_dim = per_dim.expand(torch.broadcast_shapes(per_dim.shape, mu.shape))
+    return per_dim.flatten(-x.dim() + 1).sum(-1)
+
+
+def gap_to_elbo(r: Tensor, a: Tensor) -> float:
+    """Exact ELBO minus entropy ELBO at any parameters (proof of Thm. 1, eq. 76): sum_d (1-r_d)/2 + sum_h (1-a_h)/2."""
+    return float(0.5 * (1 - r.double()).sum() + 0.5 * (1 - a.double()).sum())
+
+
+def ppca_log_likelihood(w: Tensor, sigma2: float, scatter: Tensor) -> float:
+    """Probabilistic PCA log-likelihood per data point (eq. 26); scatter = mean_n (x_n - mu0)(x_n - mu0)^T."""
+    w = w.double()
+    d = w.shape[0]
+    c = w @ w.T + sigma2 * torch.eye(d, dtype=torch.float64)
+    chol = torch.linalg.cholesky(c)
+    logdet = 2 * torch.log(torch.diagonal(chol)).sum()
+    trace = torch.cholesky_solve(scatter.double(), chol).diagonal().sum()
+    return float(-0.5 * d * LOG_2PI - 0.5 * logdet - 0.5 * trace)
+
+
+def bic(n: int, elbo_per_point: float, n_params: int) -> float:
+    """Bayesian information criterion from a per-point ELBO (Appendix A): -2*N*F + P*log N."""
+    return -2.0 * n * elbo_per_point + n_params * math.log(n)

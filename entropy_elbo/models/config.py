@@ -1,0 +1,44 @@
+"""The architecture of a model as data: saved inside every checkpoint so loading rebuilds it from the file."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+from entropy_elbo.errors import ModelError
+
+ACTIVATIONS = ("relu", "leaky_relu", "tanh", "elu", "softplus")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model; `kind` picks the family in `entropy_elbo.models.MODELS`."""
+
+    kind: str
+    data_dim: int
+    latent_dim: int
+    hidden: tuple[int, ...] = (50, 50)
+    activation: str = "relu"
+    decoder_variance: str = "scalar"  # scalar | per-dim | network | fixed
+    init_log_sigma2: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.data_dim < 1 or self.latent_dim < 1:
+            raise ModelError(f"model: data_dim={self.data_dim}, latent_dim={self.latent_dim}; both must be >= 1")
+        if self.activation not in ACTIVATIONS:
+            raise ModelError(f"model: activation {self.activation!r} unknown; use one of {', '.join(ACTIVATIONS)}")
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelConfig:
+        raw = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise ModelError(f"model config: unknown fields {sorted(unknown)}; was it written by a newer entropy-elbo?")
+        return cls(**raw)
