@@ -108,7 +108,7 @@ def test_csv_with_and_without_header(tmp_path, table):
     plain, header, single = tmp_path / "plain.csv", tmp_path / "header.txt", tmp_path / "single.csv"
     np.savetxt(plain, table, delimiter=",", fmt="%.9g")
     np.savetxt(header, table, delimiter=",", fmt="%.9g", header="a,b,c,d,e", comments="")
-    single.write_text("1.5\n2.5\n-3\n")
+    single.write_text("\ufeff1.5\n2.5\n-3\n", encoding="utf-8")  # a byte-order mark, as Excel writes
     np.testing.assert_array_equal(open_array(plain), table)
     np.testing.assert_array_equal(open_array(header, drop_column=0), table[:, 1:])
     np.testing.assert_array_equal(open_array(single), [[1.5], [2.5], [-3.0]])
@@ -160,8 +160,10 @@ def bad_files(tmp_path):
     cases.append((tmp_path / "notnpz.npz", "member 'readme' is not a numpy array", {}))
     np.savez(tmp_path / "objects.npz", a=np.array([None, 1], dtype=object))
     cases.append((tmp_path / "objects.npz", "holds Python objects", {}))
-    add("ragged.csv", "not a numeric comma-separated table", content="1,2,3\n4,5\n")
-    add("words.csv", "not a numeric comma-separated table", content="a,b\n1,2\nthree,4\n")
+    add("ragged.csv", "number of columns changed from 3 to 2 at line 3", content="1,2,3\n1,2,3\n4,5\n")
+    add("words.csv", "string 'three' to float32 at line 3, column 0", content="a,b\n1,2\nthree,4\n")
+    add("late.csv", "string 'x' to float32 at line 4, column 1", content="1,2\n3,4\n5,6\n7,x\n")
+    add("raggedhead.csv", "changed from 3 to 2 at line 4", content="a,b,c\n1,2,3\n1,2,3\n4,5\n")
     add("headeronly.csv", "has 0 rows", content="a,b,c\n")
     add("binary.csv", "not a text file", content=b"\xff\xfe\x00\x81\x93" * 10)
     return cases

@@ -10,12 +10,14 @@ into memory (text as float32, the precision every batch has anyway).
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Literal
 
 import numpy as np
@@ -123,7 +125,7 @@ def _open_npz(path: Path, key: str | None) -> np.ndarray:
 
 def _first_line_is_header(path: Path) -> bool:
     """Whether the first line of a comma-separated file is a non-numeric header."""
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         first = f.readline().strip()
     try:
         for value in first.split(",") if first else []:
@@ -139,15 +141,26 @@ def _open_text(path: Path) -> np.ndarray:
         skip = 1 if _first_line_is_header(path) else 0
         with warnings.catch_warnings():  # an empty table gets our own 0-rows error below
             warnings.simplefilter("ignore", UserWarning)
-            x = np.loadtxt(path, delimiter=",", dtype=np.float32, skiprows=skip, ndmin=2)
+            x = np.loadtxt(path, np.float32, delimiter=",", skiprows=skip, ndmin=2, encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not a text file (not UTF-8); pass a comma-separated table") from e
     except ValueError as e:
-        msg = str(e).splitlines()[0] if str(e) else "bad value"
-        raise DataError(f"{path}: not a numeric comma-separated table ({msg}); fix that line") from e
+        raise DataError(f"{path}: not a numeric comma-separated table: {_text_error(e, skip)}; fix it") from e
     except OSError as e:
         raise DataError(f"{path}: cannot be read ({e.strerror or e}); check its permissions") from e
     return x
+
+
+def _text_error(e: ValueError, skip: int) -> str:
+    """numpy's loadtxt error with its row numbers turned into 1-based file lines and 0-based columns."""
+    msg = str(e).split(";")[0].rstrip(".")
+    bad_value = re.search(r"(could not convert string .*) at row (\d+), column (\d+)", msg)
+    if bad_value:
+        return f"{bad_value[1]} at line {int(bad_value[2]) + skip + 1}, column {int(bad_value[3]) - 1}"
+    ragged = re.search(r"(the number of columns changed from \d+ to \d+) at row (\d+)", msg)
+    if ragged:
+        return f"{ragged[1]} at line {int(ragged[2]) + skip}"
+    return msg
 
 
 def _check_dtype(dtype: np.dtype, path: Path) -> None:
@@ -328,7 +341,7 @@ def split_indices(n: int, holdout: float, seed: int) -> tuple[np.ndarray, np.nda
 # ---------------------------------------------------------------------------------------------- images
 
 
-def _image_to_array(path: Path, image_size: int, image_module) -> np.ndarray:
+def _image_to_array(path: Path, image_size: int, image_module: ModuleType) -> np.ndarray:
     """One image as float32 (3, S, S) in [0, 1]: RGB, shorter side resized to S, centre-cropped."""
     try:
         with image_module.open(path) as img:
