@@ -1,0 +1,444 @@
+"""Data files: open .npy/.npz/.csv tables and image folders, stream float32 batches, scale, split, save.
+
+Design: `open_array` always returns a numpy array. A `.npy` comes back memory-mapped (`np.memmap`), so
+nothing is read until `iter_batches` slices a chunk; dropping its first or last column is a zero-copy
+view of the memmap, and dropping an interior column copies the table chunk by chunk into an anonymous
+temporary file that is memory-mapped in turn (bounded RAM, one pass). `.npz` and text files are read
+into memory (text as float32, the precision every batch has anyway).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import warnings
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Literal
+
+import numpy as np
+
+from entropy_elbo.errors import DataError
+
+NPY_MAGIC = b"\x93NUMPY"
+ZIP_MAGIC = b"PK\x03\x04"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+TEXT_SUFFIXES = (".csv", ".txt")
+COPY_CHUNK_ROWS = 65_536
+
+
+# ---------------------------------------------------------------------------------------------- opening
+
+
+def open_array(path: str | Path, key: str | None = None, drop_column: int | None = None) -> np.ndarray:
+    """A data table (N, D) or image stack (N, C, H, W) from .npy (memory-mapped), .npz, .csv or .txt."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file; check the path")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; pass a .npy/.npz/.csv file (or use load_image_folder)")
+    suffix = path.suffix.lower()
+    if key is not None and suffix != ".npz":
+        raise DataError(f"{path}: --key {key!r} applies to .npz files only; drop it")
+    if suffix == ".npy":
+        x = _open_npy(path)
+    elif suffix == ".npz":
+        x = _open_npz(path, key)
+    elif suffix in TEXT_SUFFIXES:
+        x = _open_text(path)
+    else:
+        raise DataError(f"{path}: unsupported extension {suffix or '(none)'!r}; use .npy, .npz, .csv or .txt")
+    _check_array(x, path)
+    return x if drop_column is None else _drop_column(x, drop_column, path)
+
+
+def _read_head(path: Path, n: int) -> bytes:
+    """The first n bytes of a file, or a DataError saying it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e.strerror or e}); check its permissions") from e
+
+
+def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    """Shape, dtype and data offset from a .npy header, read without touching the data."""
+    head = _read_head(path, 6)
+    if not head:
+        raise DataError(f"{path}: the file is empty; re-save it with numpy.save")
+    if head != NPY_MAGIC:
+        hint = "it is a zip; rename it to .npz" if head[:4] == ZIP_MAGIC else "save it with numpy.save"
+        raise DataError(f"{path}: not a .npy file (bad magic bytes {head!r}); {hint}")
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version not in readers:
+                raise DataError(f"{path}: .npy format {version} is unsupported; re-save it with numpy.save")
+            shape, _, dtype = readers[version](f)
+            return shape, dtype, f.tell()
+    except (ValueError, OSError, SyntaxError) as e:
+        raise DataError(f"{path}: corrupt .npy header ({e}); re-save it with numpy.save") from e
+
+
+def _open_npy(path: Path) -> np.ndarray:
+    """A .npy opened memory-mapped read-only, after its header, dtype and size are checked."""
+    shape, dtype, offset = _npy_header(path)
+    _check_dtype(dtype, path)
+    _check_shape(shape, path)
+    expected = offset + int(np.prod(shape)) * dtype.itemsize
+    actual = path.stat().st_size
+    if actual < expected:
+        raise DataError(f"{path}: truncated .npy ({actual} bytes, header {shape} {dtype} needs {expected}); "
+                        "copy or save it again")
+    return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
+def _open_npz(path: Path, key: str | None) -> np.ndarray:
+    """One array of a .npz archive, chosen by key (or the only one)."""
+    if _read_head(path, 4) != ZIP_MAGIC:
+        raise DataError(f"{path}: not a .npz (zip) archive; save it with numpy.savez")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            keys = list(npz.files)
+            if not keys:
+                raise DataError(f"{path}: the .npz holds no arrays")
+            if key is None and len(keys) > 1:
+                raise DataError(f"{path}: holds arrays {keys}; pass --key to pick one")
+            key = keys[0] if key is None else key
+            if key not in keys:
+                raise DataError(f"{path}: no array {key!r}; keys are {keys}, pass one with --key")
+            x = npz[key]
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        if "pickle" in str(e):
+            raise DataError(f"{path}: array {key!r} holds Python objects (pickle is never loaded); "
+                            "save a numeric array") from e
+        raise DataError(f"{path}: corrupt .npz ({e}); save it again with numpy.savez") from e
+    if not isinstance(x, np.ndarray):  # a zip member that is not a .npy comes back as raw bytes
+        raise DataError(f"{path}: member {key!r} is not a numpy array; save the archive with numpy.savez")
+    return x
+
+
+def _first_line_is_header(path: Path) -> bool:
+    """Whether the first line of a comma-separated file is a non-numeric header."""
+    with open(path, encoding="utf-8-sig") as f:
+        first = f.readline().strip()
+    try:
+        for value in first.split(",") if first else []:
+            float(value)
+    except ValueError:
+        return True
+    return False
+
+
+def _open_text(path: Path) -> np.ndarray:
+    """A comma-separated numeric table as float32 (N, D), skipping one header line if present."""
+    try:
+        skip = 1 if _first_line_is_header(path) else 0
+        with warnings.catch_warnings():  # an empty table gets our own 0-rows error below
+            warnings.simplefilter("ignore", UserWarning)
+            x = np.loadtxt(path, np.float32, delimiter=",", skiprows=skip, ndmin=2, encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not a text file (not UTF-8); pass a comma-separated table") from e
+    except ValueError as e:
+        raise DataError(f"{path}: not a numeric comma-separated table: {_text_error(e, skip)}; fix it") from e
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e.strerror or e}); check its permissions") from e
+    return x
+
+
+def _text_error(e: ValueError, skip: int) -> str:
+    """numpy's loadtxt error with its row numbers turned into 1-based file lines and 0-based columns."""
+    msg = str(e).split(";")[0].rstrip(".")
+    bad_value = re.search(r"(could not convert string .*) at row (\d+), column (\d+)", msg)
+    if bad_value:
+        return f"{bad_value[1]} at line {int(bad_value[2]) + skip + 1}, column {int(bad_value[3]) - 1}"
+    ragged = re.search(r"(the number of columns changed from \d+ to \d+) at row (\d+)", msg)
+    if ragged:
+        return f"{ragged[1]} at line {int(ragged[2]) + skip}"
+    return msg
+
+
+def _check_dtype(dtype: np.dtype, path: Path) -> None:
+    """Refuse dtypes that are not real numbers (object, complex, strings, records, dates)."""
+    if dtype.kind not in "fiub" or dtype.fields is not None:
+        raise DataError(f"{path}: dtype {dtype} is not real numeric; save the data as float32")
+
+
+def _check_shape(shape: tuple[int, ...], path: Path) -> None:
+    """Require (N, D) tables or (N, C, H, W) images with at least one row and one feature."""
+    if len(shape) == 1:
+        raise DataError(f"{path}: 1-d array of shape {shape}; reshape it to (N, 1) for one feature")
+    if len(shape) not in (2, 4):
+        raise DataError(f"{path}: array of shape {shape} has {len(shape)} dims; need (N, D) or (N, C, H, W)")
+    if shape[0] == 0:
+        raise DataError(f"{path}: array of shape {shape} has 0 rows; pass a non-empty data set")
+    if 0 in shape[1:]:
+        raise DataError(f"{path}: array of shape {shape} has no features; pass a non-empty data set")
+
+
+def _check_array(x: np.ndarray, path: Path) -> None:
+    """Dtype and shape checks for any opened array."""
+    _check_dtype(x.dtype, path)
+    _check_shape(x.shape, path)
+
+
+def _drop_column(x: np.ndarray, column: int, path: Path) -> np.ndarray:
+    """x without one column: a view for the first/last column, else a chunked copy (memmap stays on disk)."""
+    if x.ndim != 2:
+        raise DataError(f"{path}: --drop-column needs an (N, D) table, got shape {x.shape}")
+    d = x.shape[1]
+    if not -d <= column < d or d < 2:
+        raise DataError(f"{path}: cannot drop column {column} of {d} columns; pick one in [{-d}, {d})")
+    column %= d
+    if column == 0:
+        return x[:, 1:]
+    if column == d - 1:
+        return x[:, :-1]
+    if not isinstance(x, np.memmap):
+        return np.delete(x, column, axis=1)
+    with tempfile.TemporaryFile() as f:  # mmap keeps its own descriptor; the file is already unlinked
+        out = np.memmap(f, dtype=x.dtype, mode="w+", shape=(x.shape[0], d - 1))
+    for start in range(0, x.shape[0], COPY_CHUNK_ROWS):
+        chunk = np.asarray(x[start : start + COPY_CHUNK_ROWS])  # (B, D)
+        out[start : start + len(chunk)] = np.delete(chunk, column, axis=1)
+    out.flush()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- batches
+
+
+def _raw_chunks(
+    x: np.ndarray, batch_size: int, indices: np.ndarray | None
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(rows, chunk) pairs of at most batch_size rows in their stored dtype, in `indices` order if given."""
+    if batch_size <= 0:
+        raise DataError(f"batch_size must be a positive number of rows, got {batch_size}")
+    if indices is None:
+        for start in range(0, len(x), batch_size):
+            stop = min(start + batch_size, len(x))
+            yield np.arange(start, stop), np.asarray(x[start:stop])
+        return
+    indices = np.asarray(indices)
+    if indices.ndim != 1 or (indices.size and not np.issubdtype(indices.dtype, np.integer)):
+        raise DataError(f"indices must be a 1-d integer array, got shape {indices.shape} {indices.dtype}")
+    if indices.size and (indices.min() < 0 or indices.max() >= len(x)):
+        raise DataError(f"indices must lie in [0, {len(x)}), got [{indices.min()}, {indices.max()}]")
+    for start in range(0, len(indices), batch_size):
+        rows = indices[start : start + batch_size]
+        order = np.argsort(rows, kind="stable")
+        chunk = np.empty((len(rows), *x.shape[1:]), dtype=x.dtype)
+        chunk[order] = x[rows[order]]  # sorted reads are sequential on a memmap
+        yield rows, chunk
+
+
+def _check_finite(chunk: np.ndarray, rows: np.ndarray, source: str, raw: np.ndarray | None = None) -> None:
+    """Raise a DataError naming the first row and column holding NaN or Inf."""
+    bad = ~np.isfinite(chunk)
+    if not bad.any():
+        return
+    pos = np.unravel_index(int(np.argmax(bad)), chunk.shape)
+    value = chunk[pos] if raw is None else raw[pos]
+    where = f"column {pos[1]}" if chunk.ndim == 2 else f"position {tuple(int(p) for p in pos[1:])}"
+    what = f"value {value} is too large for float32" if np.isfinite(value) else f"non-finite value {value}"
+    raise DataError(f"{source}: row {int(rows[pos[0]])}, {where} holds a {what}; clean the data first")
+
+
+def iter_batches(
+    x: np.ndarray,
+    batch_size: int,
+    *,
+    source: str = "data",
+    indices: np.ndarray | None = None,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> Iterator[np.ndarray]:
+    """Contiguous float32 chunks of at most batch_size rows, checked finite; memory bounded by the chunk."""
+    for rows, raw in _raw_chunks(x, batch_size, indices):
+        with np.errstate(over="ignore"):
+            chunk = np.ascontiguousarray(raw, dtype=np.float32)  # (B, ...)
+        _check_finite(chunk, rows, source, raw)
+        if transform is not None:
+            chunk = np.ascontiguousarray(transform(chunk), dtype=np.float32)
+        yield chunk
+
+
+# ---------------------------------------------------------------------------------------------- scaling
+
+
+@dataclass(frozen=True, eq=False)
+class Scaler:
+    """A fitted per-feature affine map x -> (x - shift) / scale, applied to float32 batches."""
+
+    kind: str
+    shift: np.ndarray  # (F,) or () for "none"
+    scale: np.ndarray  # (F,), 1 where a column is constant
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Scale one batch (B, ...) feature-wise and return float32."""
+        flat = x.reshape(len(x), -1).astype(np.float64)  # (B, F)
+        return ((flat - self.shift) / self.scale).astype(np.float32).reshape(x.shape)
+
+    def inverse(self, x: np.ndarray) -> np.ndarray:
+        """Map a scaled batch back to data units, float32."""
+        flat = x.reshape(len(x), -1).astype(np.float64)  # (B, F)
+        return (flat * self.scale + self.shift).astype(np.float32).reshape(x.shape)
+
+
+def fit_scaler(
+    x: np.ndarray,
+    kind: Literal["minmax", "standard", "none"],
+    batch_size: int = 65536,
+    indices: np.ndarray | None = None,
+    source: str = "data",
+) -> Scaler:
+    """Fit a min-max or standard scaler in one streaming float64 pass over the given (training) rows."""
+    if kind == "none":
+        return Scaler("none", np.zeros(()), np.ones(()))
+    if kind not in ("minmax", "standard"):
+        raise DataError(f"unknown scaling {kind!r}; use 'minmax', 'standard' or 'none'")
+    count, mean, m2 = 0, 0.0, 0.0
+    lo, hi = np.inf, -np.inf
+    for rows, raw in _raw_chunks(x, batch_size, indices):
+        chunk = raw.reshape(len(raw), -1).astype(np.float64)  # (B, F)
+        _check_finite(chunk, rows, source)
+        lo, hi = np.minimum(lo, chunk.min(0)), np.maximum(hi, chunk.max(0))
+        b, b_mean = len(chunk), chunk.mean(0)
+        delta = b_mean - mean  # Chan et al. pairwise update of mean and sum of squares
+        m2 = m2 + ((chunk - b_mean) ** 2).sum(0) + delta**2 * count * b / (count + b)
+        mean = mean + delta * b / (count + b)
+        count += b
+    if count == 0:
+        raise DataError(f"{source}: no rows to fit the {kind} scaler on; pass a non-empty training split")
+    if kind == "minmax":
+        return Scaler(kind, lo, _nonzero(hi - lo))
+    return Scaler(kind, mean, _nonzero(np.sqrt(m2 / count)))
+
+
+def _nonzero(scale: np.ndarray) -> np.ndarray:
+    """Replace zero scales (constant columns) by 1, so they map to 0 instead of dividing by zero."""
+    return np.where(scale > 0, scale, 1.0)
+
+
+# ---------------------------------------------------------------------------------------------- splitting
+
+
+def split_indices(n: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded random partition of range(n) into (train, heldout), each sorted for sequential reads."""
+    if n < 1:
+        raise DataError(f"cannot split {n} rows; pass a non-empty data set")
+    if not 0.0 <= holdout < 1.0:
+        raise DataError(f"holdout must lie in [0, 1), got {holdout}")
+    n_held = min(int(round(n * holdout)), n - 1)
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[n_held:]), np.sort(perm[:n_held])
+
+
+# ---------------------------------------------------------------------------------------------- images
+
+
+def _image_to_array(path: Path, image_size: int, image_module: ModuleType) -> np.ndarray:
+    """One image as float32 (3, S, S) in [0, 1]: RGB, shorter side resized to S, centre-cropped."""
+    try:
+        with image_module.open(path) as img:
+            img = img.convert("RGB")
+            w, h = img.size
+            factor = image_size / min(w, h)
+            size = (max(image_size, round(w * factor)), max(image_size, round(h * factor)))
+            img = img.resize(size, image_module.Resampling.BICUBIC)
+            left, top = (size[0] - image_size) // 2, (size[1] - image_size) // 2
+            img = img.crop((left, top, left + image_size, top + image_size))
+            pixels = np.asarray(img, dtype=np.float32) / 255.0  # (S, S, 3)
+    except (OSError, ValueError, SyntaxError) as e:
+        raise DataError(f"{path}: unreadable image ({e}); remove or replace it") from e
+    return np.clip(pixels, 0.0, 1.0).transpose(2, 0, 1)
+
+
+def load_image_folder(path: str | Path, image_size: int = 64) -> np.ndarray:
+    """All png/jpg/jpeg/bmp images of a folder as float32 (N, 3, S, S) in [0, 1] (CelebA, App. D.4)."""
+    path = Path(path)
+    try:
+        from PIL import Image
+    except ImportError as e:
+        raise DataError(f"{path}: reading images needs Pillow; pip install 'entropy-elbo[images]'") from e
+    if not path.is_dir():
+        raise DataError(f"{path}: not a folder; pass a folder of png/jpg/jpeg/bmp images")
+    if image_size < 1:
+        raise DataError(f"image_size must be a positive number of pixels, got {image_size}")
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise DataError(f"{path}: no .png/.jpg/.jpeg/.bmp images in this folder")
+    out = np.empty((len(files), 3, image_size, image_size), dtype=np.float32)  # (N, 3, S, S)
+    for i, f in enumerate(files):
+        out[i] = _image_to_array(f, image_size, Image)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- saving
+
+
+def save_array(x: np.ndarray, out: str | Path) -> None:
+    """Write x to .npy (or .csv) atomically: a temp file in the same folder, fsync, then os.replace."""
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix not in (".npy", ".csv"):
+        raise DataError(f"{out}: cannot save as {suffix or '(no extension)'!r}; use .npy or .csv")
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise DataError(f"{out}: folder {folder} does not exist; create it first")
+    if suffix == ".csv" and np.ndim(x) != 2:
+        raise DataError(f"{out}: .csv needs an (N, D) table, got shape {np.shape(x)}; save as .npy")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{out.name}.", suffix=".tmp")
+    except OSError as e:
+        raise DataError(f"{out}: folder {folder} is not writable ({e.strerror or e})") from e
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if suffix == ".npy":
+                np.save(f, np.asarray(x), allow_pickle=False)
+            else:
+                np.savetxt(f, np.asarray(x), delimiter=",", fmt="%.9g")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise DataError(f"{out}: could not be written ({e.strerror or e}); check space and rights") from e
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------------------------------------- resolving
+
+
+def resolve_data(
+    spec: str, key: str | None = None, drop_column: int | None = None, seed: int = 0
+) -> tuple[np.ndarray, str]:
+    """A synthetic set's name or a file/image-folder path -> (array, description of its source)."""
+    from entropy_elbo.data.synthetic import SYNTHETIC, make_synthetic
+
+    if spec in SYNTHETIC and not Path(spec).exists():
+        if key is not None or drop_column is not None:
+            raise DataError(f"{spec}: --key and --drop-column apply to files, not synthetic data; drop them")
+        x = make_synthetic(spec, seed=seed)
+        return x, f"synthetic '{spec}' data ({x.shape[0]}x{x.shape[1]}, seed {seed})"
+    path = Path(spec)
+    if path.is_dir():
+        if key is not None or drop_column is not None:
+            raise DataError(f"{path}: --key and --drop-column apply to array files, not image folders")
+        x = load_image_folder(path)
+        return x, f"image folder {path} ({x.shape[0]} images, {x.shape[1]}x{x.shape[2]}x{x.shape[3]})"
+    if not path.exists():
+        names = ", ".join(sorted(SYNTHETIC))
+        raise DataError(f"{spec}: no such file or folder, and not a synthetic data set ({names})")
+    x = open_array(path, key=key, drop_column=drop_column)
+    how = "memory-mapped" if isinstance(x, np.memmap) else "in memory"
+    extras = f", key {key!r}" if key else ""
+    extras += f", column {drop_column} dropped" if drop_column is not None else ""
+    shape = "x".join(str(s) for s in x.shape)
+    return x, f"file {path} ({shape} {x.dtype}, {how}{extras})"

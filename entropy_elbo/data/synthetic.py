@@ -1,0 +1,161 @@
+"""The paper's synthetic data: pPCA (App. D.5), PCA-ring (eq. 80-82), manifold (App. D.4), stream (App. A).
+
+Every generator is seeded with `np.random.default_rng(seed)` and draws its fixed structure (W and mu, the
+manifold's index pairs, the stream's rotation U) before any sample, so the structure depends on the seed
+only, never on n. Samples come back float32 (what every batch is); the generating parameters float64.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+
+from entropy_elbo.errors import DataError
+
+PPCA_D, PPCA_H, PPCA_SIGMA = 10, 2, 0.1  # App. D.5: D=10, H=2, sigma_gen=0.1
+MANIFOLD_D = 100  # App. D.4
+STREAM_D, STREAM_NOISE = 10, 0.1  # App. A: D=10, x = U diag(s) e + 0.1 n
+
+
+def _check_n(n: int, name: str) -> None:
+    """Refuse a non-positive sample count."""
+    if int(n) != n or n < 1:
+        raise DataError(f"{name}: the number of samples must be a positive integer, got {n}")
+
+
+# ---------------------------------------------------------------------------------------------- pPCA and ring
+
+
+def _draw_ppca_params(rng: np.random.Generator) -> dict:
+    """W_gen (D, H) and mu_gen (D,) uniform in [0, 1], sigma_gen^2 = 0.01 (App. D.5, eq. 78-79)."""
+    w = rng.uniform(0.0, 1.0, size=(PPCA_D, PPCA_H))
+    mu = rng.uniform(0.0, 1.0, size=PPCA_D)
+    return {"W": w, "mu": mu, "sigma2": PPCA_SIGMA**2}
+
+
+def ppca_truth(seed: int = 0) -> dict:
+    """The generating W (D, H), mu (D,) and sigma2 behind ppca(n, seed) and ring(n, seed) (eq. 78-81)."""
+    return _draw_ppca_params(np.random.default_rng(seed))
+
+
+def _ppca_centred(n: int, seed: int) -> tuple[np.ndarray, dict]:
+    """Samples W z + sigma eps (N, D) in float64 without the mean, and the parameters (eq. 78-79, 80-81)."""
+    rng = np.random.default_rng(seed)
+    truth = _draw_ppca_params(rng)
+    z = rng.standard_normal((n, PPCA_H))  # (N, H)
+    eps = rng.standard_normal((n, PPCA_D))  # (N, D)
+    return z @ truth["W"].T + PPCA_SIGMA * eps, truth
+
+
+def ppca(n: int = 20_000, seed: int = 0) -> np.ndarray:
+    """Probabilistic PCA data x = W z + mu + 0.1 eps, D=10, H=2 (App. D.5, eq. 78-79); float32 (N, 10)."""
+    _check_n(n, "ppca")
+    x, truth = _ppca_centred(n, seed)
+    return (x + truth["mu"]).astype(np.float32)
+
+
+def ring(n: int = 20_000, seed: int = 0) -> np.ndarray:
+    """PCA-ring x' = mu + x/10 + x/|x| with x ~ N(0, W W^T + sigma^2 I) (App. D.5, eq. 80-82); float32."""
+    _check_n(n, "ring")
+    x, truth = _ppca_centred(n, seed)  # (N, D), same W, mu, z, eps as ppca(n, seed)
+    norm = np.maximum(np.linalg.norm(x, axis=1, keepdims=True), np.finfo(np.float64).tiny)  # (N, 1)
+    return (truth["mu"] + x / 10.0 + x / norm).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------- manifold
+
+
+def _minmax_columns(x: np.ndarray) -> np.ndarray:
+    """Scale every column to [0, 1]; a constant column becomes 0."""
+    lo, hi = x.min(axis=0), x.max(axis=0)
+    return (x - lo) / np.where(hi > lo, hi - lo, 1.0)
+
+
+def manifold(n: int = 50_000, seed: int = 0, k: int = 10) -> np.ndarray:
+    """Manifold data, D=100: k Gaussian dims, the rest 0.35 cos(x_a^2 + x_b^2), scaled to [0,1] (App. D.4)."""
+    _check_n(n, "manifold")
+    if not 1 <= k < MANIFOLD_D:
+        raise DataError(f"manifold: k must lie in [1, {MANIFOLD_D - 1}], got {k}")
+    rng = np.random.default_rng(seed)
+    pairs = rng.integers(0, k, size=(MANIFOLD_D - k, 2))  # (D-k, 2): a, b among the first k, with replacement
+    base = 0.35 * rng.standard_normal((n, k)) - 0.175  # (N, k), as in the authors' code
+    rest = 0.35 * np.cos(base[:, pairs[:, 0]] ** 2 + base[:, pairs[:, 1]] ** 2)  # (N, D-k)
+    return _minmax_columns(np.concatenate([base, rest], axis=1)).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------- stream
+
+
+class StreamPhase(NamedTuple):
+    """Rows [start, stop) of stream() have intrinsic dimension dim (App. A)."""
+
+    start: int
+    stop: int
+    dim: int
+
+
+def stream_phases(n_per_phase: int = 100_000, dims: tuple[int, ...] = (6, 2, 4)) -> tuple[StreamPhase, ...]:
+    """Row ranges and true intrinsic dimensions of stream(n_per_phase, seed, dims), in order (App. A)."""
+    return tuple(StreamPhase(i * n_per_phase, (i + 1) * n_per_phase, d) for i, d in enumerate(dims))
+
+
+def _random_orthogonal(rng: np.random.Generator, d: int) -> np.ndarray:
+    """A Haar-distributed orthogonal (d, d) matrix: QR of a Gaussian matrix with the signs fixed."""
+    q, r = np.linalg.qr(rng.standard_normal((d, d)))
+    return q * np.sign(np.diag(r))
+
+
+def _draw_stream_params(rng: np.random.Generator) -> dict:
+    """One rotation U (D, D) for the whole stream and the scales s = linspace(1, 5, D) (App. A)."""
+    return {"U": _random_orthogonal(rng, STREAM_D), "s": np.linspace(1.0, 5.0, STREAM_D),
+            "noise_std": STREAM_NOISE}
+
+
+def stream_truth(seed: int = 0) -> dict:
+    """The rotation U, full scale vector s and noise std behind stream(..., seed) (App. A)."""
+    return _draw_stream_params(np.random.default_rng(seed))
+
+
+def stream(n_per_phase: int = 100_000, seed: int = 0, dims: tuple[int, ...] = (6, 2, 4)) -> np.ndarray:
+    """Streaming data, D=10: phases x = U diag(s) e + 0.1 n with s past the phase's dim zeroed (App. A)."""
+    _check_n(n_per_phase, "stream")
+    if not dims or any(not 1 <= d <= STREAM_D for d in dims):
+        raise DataError(f"stream: every phase dimension must lie in [1, {STREAM_D}], got {tuple(dims)}")
+    rng = np.random.default_rng(seed)
+    truth = _draw_stream_params(rng)
+    phases = []
+    for d in dims:
+        s = np.where(np.arange(STREAM_D) < d, truth["s"], 0.0)  # (D,)
+        e = rng.standard_normal((n_per_phase, STREAM_D))  # (N, D)
+        noise = rng.standard_normal((n_per_phase, STREAM_D))  # (N, D)
+        phases.append((e * s) @ truth["U"].T + STREAM_NOISE * noise)
+    return np.concatenate(phases).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------- registry
+
+
+SYNTHETIC: dict[str, Callable[..., np.ndarray]] = {
+    "ppca": ppca,
+    "ring": ring,
+    "manifold": manifold,
+    "stream": stream,
+}
+
+
+def make_synthetic(name: str, n: int | None = None, seed: int = 0) -> np.ndarray:
+    """A synthetic set by name, n rows in all (default: the paper's size); stream splits n over its phases."""
+    if name not in SYNTHETIC:
+        raise DataError(f"unknown synthetic data set {name!r}; choose one of {', '.join(sorted(SYNTHETIC))}")
+    if n is None:
+        return SYNTHETIC[name](seed=seed)
+    _check_n(n, name)
+    if name == "stream":
+        phases = len(stream_phases(1))
+        if n % phases:
+            hint = n - n % phases or phases
+            raise DataError(f"stream: n={n} must be a multiple of its {phases} phases, e.g. {hint}")
+        return stream(n // phases, seed=seed)
+    return SYNTHETIC[name](n, seed=seed)
