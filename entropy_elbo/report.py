@@ -38,7 +38,8 @@ def estimate_table(est: Estimate, source: str) -> Table:
     t.add_row("entropy ELBO", f"{_fmt(est.entropy_elbo)} {u}", "encoder - prior - decoder entropy (Thm. 2, eq. 14)")
     t.add_row("  encoder entropy", f"{_fmt(est.entropies['encoder'])} {u}", "mean_n sum_h 0.5 log(2 pi e tau^2)")
     t.add_row("  prior entropy", f"{_fmt(est.entropies['prior'])} {u}", "0.5 log det(2 pi e A)")
-    how = "sampled z, variance net only (eq. 22)" if est.decoder_variance == "network" else "sum_d 0.5 log(2 pi e sigma^2)"
+    network = est.decoder_variance == "network"
+    how = "sampled z, variance net only (eq. 22)" if network else "sum_d 0.5 log(2 pi e sigma^2)"
     t.add_row("  decoder entropy", f"{_fmt(est.entropies['decoder'])} {u}", how)
     if est.mc_elbo is not None:
         t.add_row("Monte Carlo ELBO", f"{_fmt(est.mc_elbo)} {u}", f"eq. 2, {est.mc_samples} samples per point")

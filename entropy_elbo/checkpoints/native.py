@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from entropy_elbo.errors import CheckpointError
@@ -89,7 +89,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
     model = build_model(config)
     try:
         state = load_file(path, device=str(device))
-    except (SafetensorsError, OSError, RuntimeError) as err:
+    except (SafetensorError, OSError, RuntimeError) as err:
         raise CheckpointError(f"{path}: cannot read its tensors ({err}); the file is damaged or truncated") from None
     try:
         model.load_state_dict(state, strict=True)
