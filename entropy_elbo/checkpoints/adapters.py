@@ -189,7 +189,7 @@ class ShapesMLP(VAEBase):
         if dec.kind == "network":
             return to_log_var(self._run(z, self.dec_net, act_last=False), dec.param or "logvar")
         if dec.kind == "fixed":
-            return torch.tensor(math.log(dec.value) if dec.value else 0.0, device=z.device)
+            return torch.tensor(math.log(dec.value) if dec.value else 0.0, dtype=torch.float64, device=z.device)
         raw = self.tensor(dec.name)
         return to_log_var(raw, dec.param or "logvar").reshape(-1 if raw.numel() > 1 else ())
 
@@ -315,7 +315,7 @@ class ModuleAdapter(VAEBase):
     def _decoder_log_var(self, z: Tensor, ts: list[Tensor]) -> Tensor:
         dec, source = self.plan.decoder, self.plan.dec_source
         if source == "fixed":
-            return torch.tensor(math.log(dec.value) if dec.value else 0.0, device=z.device)
+            return torch.tensor(math.log(dec.value) if dec.value else 0.0, dtype=torch.float64, device=z.device)
         if source == "param":
             raw = self._named(dec.name)
             return to_log_var(raw, dec.param or "logvar").reshape(-1 if raw.numel() > 1 else ())
