@@ -73,8 +73,10 @@ def independent_mc_elbo(encode, decode, sigma2: torch.Tensor, x: torch.Tensor, s
     lls = []
     for _ in range(samples):
         z = nu + tau.float() * torch.randn(nu.shape, generator=gen)
-        mean = decode(z).double().reshape(x.shape)
-        lls.append(Normal(mean, sigma2.double().sqrt()).log_prob(x.double()).flatten(1).sum(-1))
+        out = decode(z)
+        mean, var = out if isinstance(out, tuple) else (out, sigma2)  # a variance network returns its own
+        mean = mean.double().reshape(x.shape)
+        lls.append(Normal(mean, var.double().sqrt()).log_prob(x.double()).flatten(1).sum(-1))
     ll = torch.stack(lls)  # (S, N)
     f = ll.mean(0) - kl
     se = math.sqrt(float(ll.var(0).sum()) / samples) / x.shape[0]
@@ -382,6 +384,27 @@ def test_ambiguity_lists_candidates_and_override_picks(tmp_path: Path) -> None:
     assert info["decoder"]["value"] == pytest.approx(math.exp(0.5), rel=1e-6)
 
 
+def test_variance_network_from_shapes_mc_elbo(tmp_path: Path) -> None:
+    torch.manual_seed(9)
+    d, h = 5, 2
+    vae = PlainMLP(d, h).eval()
+    var_net = nn.Sequential(nn.Linear(h, 8), nn.Tanh(), nn.Linear(8, d))  # VAE-3: log sigma^2(z)
+    state = {k: v for k, v in vae.state_dict().items() if k != "noise_std"}
+    state.update({f"dec_logvar.{k}": v for k, v in var_net.state_dict().items()})
+    path = tmp_path / "vae3.pt"
+    torch.save(state, path)
+    x = torch.randn(N_ROWS, d)
+    data = save_data(tmp_path, x)
+    est = run_json("estimate", path, "--data", data, "--activation", "tanh", "--samples", "64")
+    assert est["decoder_variance"] == "network"
+
+    def decode(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return vae.decode(z), var_net(z).exp()
+
+    mine, se = independent_mc_elbo(vae.encode, decode, torch.tensor(1.0), x, 64)
+    assert_within_4_se(est, mine, se)
+
+
 # ---------------------------------------------------------------------------------------------- the user's class
 
 
@@ -517,3 +540,115 @@ def test_native_files_load_unchanged_and_inspect(tmp_path: Path) -> None:
     assert (info["model_kind"], info["h"], info["d"]) == ("vae1", 2, 4)
     assert info["decoder"]["value"] == pytest.approx(math.exp(-0.7), rel=1e-6)
     assert sys.modules.get("entropy_elbo.cli") is not None
+
+
+FORWARD_ONLY = '''
+import torch
+from torch import nn
+
+
+class Decoder(nn.Module):
+    def __init__(self, d, h):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(h, 8), nn.ReLU(), nn.Linear(8, d))
+        self.logvar = nn.Parameter(torch.linspace(-1.0, 0.5, d))
+
+    def forward(self, z):
+        return self.net(z), self.logvar.expand(z.shape[0], -1)
+
+
+class ForwardOnly(nn.Module):
+    """No encode(): forward returns (reconstruction, mu, log_var); the decoder returns (mean, log-variance)."""
+
+    def __init__(self, d, h):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(d, 8), nn.ReLU(), nn.Linear(8, 2 * h))
+        self.decoder = Decoder(d, h)
+        self.h = h
+
+    def forward(self, x):
+        t = self.body(x)
+        mu, log_var = t[:, : self.h], t[:, self.h :]
+        return self.decoder(mu)[0], mu, log_var
+'''
+
+
+def test_forward_returning_several_tensors(tmp_path: Path) -> None:
+    (tmp_path / "fwd.py").write_text(FORWARD_ONLY)
+    torch.manual_seed(10)
+    d, h = 6, 3
+    vae = import_file(tmp_path / "fwd.py", "fwd_ref").ForwardOnly(d, h).eval()
+    path = tmp_path / "fwd.pt"
+    torch.save(vae.state_dict(), path)
+    x = torch.randn(N_ROWS, d)
+    data = save_data(tmp_path, x)
+    args = ["--model", f"{tmp_path / 'fwd.py'}:ForwardOnly", "--model-kwargs", json.dumps({"d": d, "h": h})]
+    est = run_json("estimate", path, "--data", data, "--samples", "64", *args)
+    found = est["extra"]["checkpoint"]
+    assert found["encoder"]["name"] == "forward()[2]" and found["decoder"]["kind"] == "per-dim"
+    sigma2 = vae.decoder.logvar.detach().exp()
+
+    def encode(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return vae(x)[1:]
+
+    with torch.no_grad():
+        log_tau2 = encode(x)[1]
+    assert est["entropy_elbo"] == pytest.approx(independent_entropy_elbo(log_tau2, sigma2, d), rel=1e-6)
+    mine, se = independent_mc_elbo(encode, lambda z: vae.decoder(z)[0], sigma2, x, 64)
+    assert_within_4_se(est, mine, se)
+
+
+class Output(dict):
+    """pythae's ModelOutput: a dict whose keys are also attributes."""
+
+    __getattr__ = dict.__getitem__
+
+
+class ObjEncoder(nn.Module):
+    def __init__(self, d: int, h: int) -> None:
+        super().__init__()
+        self.hidden, self.mean, self.lv = nn.Linear(d, 8), nn.Linear(8, h), nn.Linear(8, h)
+
+    def forward(self, x: torch.Tensor) -> Output:
+        t = torch.tanh(self.hidden(x))
+        return Output(embedding=self.mean(t), log_covariance=self.lv(t))
+
+
+class ObjDecoder(nn.Module):
+    def __init__(self, d: int, h: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(h, 8), nn.Tanh(), nn.Linear(8, d))
+
+    def forward(self, z: torch.Tensor) -> Output:
+        return Output(reconstruction=self.net(z))
+
+
+def test_pythae_custom_networks_only_under_trust(tmp_path: Path) -> None:
+    import pickle
+
+    torch.manual_seed(11)
+    d, h = 4, 2
+    enc, dec = ObjEncoder(d, h).eval(), ObjDecoder(d, h).eval()
+    folder = tmp_path / "final_model"
+    folder.mkdir()
+    (folder / "model_config.json").write_text(json.dumps(
+        {"name": "VAEConfig", "input_dim": [d], "latent_dim": h, "reconstruction_loss": "mse"}))
+    state = {**{f"encoder.{k}": v for k, v in enc.state_dict().items()},
+             **{f"decoder.{k}": v for k, v in dec.state_dict().items()}}
+    torch.save({"model_state_dict": state}, folder / "model.pt")
+    for name, net in (("encoder.pkl", ObjEncoder(d, h)), ("decoder.pkl", ObjDecoder(d, h))):
+        with open(folder / name, "wb") as fh:
+            pickle.dump(net, fh)  # other weights than model.pt's: the loader must load model.pt into them
+    x = torch.randn(N_ROWS, d)
+    data = save_data(tmp_path, x)
+    assert "--trust-pickle" in one_line_error(run("estimate", folder, "--data", data, "--decoder-variance", "0.2"))
+    est = run_json("estimate", folder, "--data", data, "--decoder-variance", "0.2", "--samples", "64",
+                   "--trust-pickle")
+    assert est["extra"]["checkpoint"]["encoder"]["name"] == "log_covariance"
+
+    def encode(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = enc(x)
+        return out.embedding, out.log_covariance
+
+    mine, se = independent_mc_elbo(encode, lambda z: dec(z).reconstruction, torch.tensor(0.2), x, 64)
+    assert_within_4_se(est, mine, se)

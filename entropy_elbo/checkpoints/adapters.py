@@ -20,6 +20,7 @@ from entropy_elbo.checkpoints.introspect import (
     layer_names,
     sub_layers,
     to_log_var,
+    variance_value,
 )
 from entropy_elbo.errors import CheckpointError, ModelError
 from entropy_elbo.models.mlp import activation as make_activation
@@ -216,7 +217,7 @@ def _field(out: object, name: str) -> Tensor | None:
 class ModulePlan:
     """How to call a module and where its variances are: decided once by `plan_module`, with evidence."""
 
-    encode_via: str  # "encode" | "encoder"
+    encode_via: str  # "encode" | "encoder" | "forward"
     decode_via: str | None  # "decode" | "decoder" | None (no decoder callable found)
     encoder: Finding  # kind: head (hooked) | constant (parameter) | output (method's second output)
     decoder: Finding  # kind: scalar / per-dim (parameter) | network (hook or output) | fixed
@@ -224,6 +225,8 @@ class ModulePlan:
     h: int
     d: int
     mean_field: str | None = None  # pythae: "embedding"
+    mean_index: int = 0  # positions of mean and variance among the tensors the encoder call returns
+    var_index: int = 1
 
 
 class ModuleAdapter(VAEBase):
@@ -265,8 +268,7 @@ class ModuleAdapter(VAEBase):
         raise CheckpointError(f"parameter {name!r} not found in the model")
 
     def _call_encoder(self, x: Tensor) -> object:
-        fn = self.module.encode if self.plan.encode_via == "encode" else self.module.encoder
-        return fn(x)
+        return _encoder_fn(self.module, self.plan.encode_via)(x)
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         enc = self.plan.encoder
@@ -274,7 +276,7 @@ class ModuleAdapter(VAEBase):
         out = self._call_encoder(x)
         mean = _field(out, self.plan.mean_field) if self.plan.mean_field else None
         ts = _tensors(out)
-        nu = mean if mean is not None else ts[0]
+        nu = mean if mean is not None else ts[self.plan.mean_index]
         if enc.kind == "constant":
             return nu, self.encoder_log_var_constant.expand_as(nu)
         if enc.kind == "head":
@@ -282,7 +284,7 @@ class ModuleAdapter(VAEBase):
             if raw is None:
                 raise ModelError(f"encoder variance head {enc.name!r} did not run during {self.plan.encode_via}()")
         else:
-            raw = _field(out, enc.name) if enc.name == "log_covariance" else ts[1]
+            raw = _field(out, enc.name) if enc.name == "log_covariance" else ts[self.plan.var_index]
         return nu, to_log_var(raw, enc.param or "logvar")
 
     @property
@@ -329,12 +331,9 @@ def plan_module(module: nn.Module, state: dict[str, Tensor], encoder: Finding | 
                 probe: Tensor) -> ModulePlan:
     """Run the module once on `probe` to learn H, D, and where mean and variances come out."""
     scripted = isinstance(module, torch.jit.ScriptModule)
-    encode_via = "encode" if hasattr(module, "encode") else "encoder" if hasattr(module, "encoder") else None
-    if encode_via is None:
-        raise CheckpointError("the model has neither an encode() method nor an encoder sub-module; "
-                              "pass --model FILE.py:NAME with a class that has them")
+    encode_via = "encode" if hasattr(module, "encode") else "encoder" if hasattr(module, "encoder") else "forward"
     decode_via = "decode" if hasattr(module, "decode") else "decoder" if hasattr(module, "decoder") else None
-    fn = module.encode if encode_via == "encode" else module.encoder
+    fn = _encoder_fn(module, encode_via)
     with torch.no_grad():
         try:
             out = fn(probe)
@@ -344,7 +343,8 @@ def plan_module(module: nn.Module, state: dict[str, Tensor], encoder: Finding | 
                                   "data's shape") from None
     mean_field = "embedding" if _field(out, "embedding") is not None else None
     ts = _tensors(out)
-    nu = _field(out, "embedding") if mean_field else (ts[0] if ts else None)
+    mean_index, var_index = _forward_pair(ts, probe) if encode_via == "forward" else (0, 1)
+    nu = _field(out, "embedding") if mean_field else (ts[mean_index] if ts else None)
     if nu is None or nu.dim() != 2:
         raise CheckpointError(f"{encode_via}() returned {type(out).__name__}; expected (mean, log-variance) tensors "
                               "of shape (B, H) or an object with embedding and log_covariance")
@@ -358,10 +358,10 @@ def plan_module(module: nn.Module, state: dict[str, Tensor], encoder: Finding | 
             encoder = Finding("output", "log_covariance", "logvar", f"{encode_via}() returns an object with "
                               "embedding and log_covariance (pythae convention: log-variance)",
                               "--encoder-var NAME --encoder-var-param P")
-        elif len(ts) >= 2 and ts[1].shape == nu.shape:
-            encoder = Finding("output", f"{encode_via}()[1]", "logvar", f"{encode_via}() returns {len(ts)} tensors, "
-                              f"the first two of shape (B, {h}): [mean, log-variance] (PyTorch-VAE convention)",
-                              "--encoder-var NAME --encoder-var-param P")
+        elif len(ts) > var_index and ts[var_index].shape == nu.shape:
+            encoder = Finding("output", f"{encode_via}()[{var_index}]", "logvar", f"{encode_via}() returns {len(ts)} "
+                              f"tensors, outputs {mean_index} and {var_index} of shape (B, {h}): [mean, log-variance] "
+                              "(PyTorch-VAE convention)", "--encoder-var NAME --encoder-var-param P")
         else:
             raise CheckpointError(f"encoder variance: {encode_via}() returns {len(ts)} tensor(s) and no layer is "
                                   "named like a variance head; name it with --encoder-var NAME")
@@ -384,10 +384,45 @@ def plan_module(module: nn.Module, state: dict[str, Tensor], encoder: Finding | 
         if decoder.kind == "network" and scripted:
             dec_source = "output"
         if decoder.kind == "fixed" and decoder.name is None and len(dts) >= 2 and mean_field is None:
-            decoder = Finding("network", f"{decode_via}()[1]", "logvar", f"{decode_via}() returns {len(dts)} tensors:"
-                              " [mean, log-variance] (entropy-elbo's protocol)", decoder.override)
-            dec_source = "output"
+            decoder, dec_source = _decoder_output(dfn, z, dts[1], decode_via, len(dts), d, decoder.override), "output"
     elif decoder.kind == "network" and scripted:
         raise CheckpointError("decoder variance network: TorchScript module without decode(); pass --model")
-    return ModulePlan(encode_via, decode_via, encoder, decoder, dec_source, h, d, mean_field)
+    return ModulePlan(encode_via, decode_via, encoder, decoder, dec_source, h, d, mean_field, mean_index, var_index)
+
+
+def _decoder_output(dfn, z: Tensor, second: Tensor, via: str, count: int, d: int,  # noqa: ANN001
+                    override: str) -> Finding:
+    """decode() returning (mean, log-variance): constant in z (scalar / per-dim) or a network of z."""
+    with torch.no_grad():
+        other = _tensors(dfn(torch.randn_like(z)))[1]
+    varies = other.shape != second.shape or not torch.equal(other, second)
+    if not varies and second.dim() > 1 and second.shape[0] == z.shape[0]:  # batched but the same in every row
+        varies = not torch.equal(second, second[:1].expand_as(second))
+        second = second[0]
+    kind = "network" if varies else "scalar" if second.numel() == 1 else "per-dim" if second.numel() == d else None
+    if kind is None:
+        raise CheckpointError(f"{via}()'s second output has shape {tuple(second.shape)}: neither 1 nor D={d} values "
+                              "nor one per row; name the variance with --decoder-var")
+    value = None if varies else variance_value(second, "logvar")
+    return Finding(kind, f"{via}()[1]", "logvar", f"{via}() returns {count} tensors: [mean, log-variance] "
+                   f"(entropy-elbo's protocol); the second {'varies' if varies else 'does not vary'} with z", override,
+                   value=value)
+
+
+def _encoder_fn(module: nn.Module, via: str):  # noqa: ANN202
+    return module.encode if via == "encode" else module.encoder if via == "encoder" else module
+
+
+def _forward_pair(ts: list[Tensor], x: Tensor) -> tuple[int, int]:
+    """forward() returning several tensors: the two (B, H) ones that are not the reconstruction."""
+    shapes = [tuple(t.shape) for t in ts]
+    rows = [i for i, t in enumerate(ts) if t.dim() == 2 and t.shape[0] == x.shape[0] and t.shape != x.shape]
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i in rows:
+        by_shape.setdefault(shapes[i], []).append(i)
+    pairs = [v for v in by_shape.values() if len(v) == 2]
+    if len(pairs) != 1 or any(len(v) > 2 for v in by_shape.values()):
+        raise CheckpointError(f"the model has no encode() or encoder, and forward() returns tensors of shapes "
+                              f"{shapes}: mean and log-variance cannot be told apart; pass --model FILE.py:NAME")
+    return pairs[0][0], pairs[0][1]
 

@@ -124,6 +124,18 @@ def layer_names(state: dict[str, Tensor]) -> list[str]:
     return list(seen)
 
 
+def modules_named(state: dict[str, Tensor], names: dict[str, str] | tuple[str, ...]) -> list[str]:
+    """Outermost modules (a layer or a block of layers) whose own name is in `names`, in state_dict order."""
+    found: dict[str, None] = {}
+    for layer in layer_names(state):
+        parts = layer.split(".")
+        for i in range(1, len(parts) + 1):
+            if parts[i - 1].lower() in names:
+                found.setdefault(".".join(parts[:i]), None)
+                break
+    return list(found)
+
+
 def sub_layers(state: dict[str, Tensor], module: str) -> list[str]:
     """Layer names inside `module` (itself included), in state_dict order."""
     return [n for n in layer_names(state) if n == module or n.startswith(module + ".")]
@@ -155,8 +167,7 @@ def find_decoder_variance(state: dict[str, Tensor], *, name: str | None = None, 
     if name is not None:
         return _named_decoder(state, name, param, d)
     params = {k: DECODER_VAR_NAMES[last(k)] for k in bare_params(state) if last(k) in DECODER_VAR_NAMES}
-    nets = {n: DECODER_VAR_NETS[last(n)] for n in layer_names(state) if last(n) in DECODER_VAR_NETS
-            and not any(n.startswith(m + ".") for m in layer_names(state) if last(m) in DECODER_VAR_NETS)}
+    nets = {n: DECODER_VAR_NETS[last(n)] for n in modules_named(state, DECODER_VAR_NETS)}
     candidates = [*params, *nets]
     if len(candidates) > 1:
         raise ambiguous("decoder variance", candidates, "--decoder-var NAME")
@@ -212,7 +223,7 @@ def find_encoder_variance(state: dict[str, Tensor], *, name: str | None = None,
             return Finding("head", name, param or "logvar", "head given by --encoder-var"
                            + ("" if param else " (parameterization defaults to logvar)"), ENC_OVERRIDE)
         raise CheckpointError(f"--encoder-var {name}: no such parameter or sub-module in the checkpoint")
-    heads = {n: ENCODER_VAR_HEADS[last(n)] for n in layer_names(state) if last(n) in ENCODER_VAR_HEADS}
+    heads = {n: ENCODER_VAR_HEADS[last(n)] for n in modules_named(state, ENCODER_VAR_HEADS)}
     consts = {k: ENCODER_VAR_PARAMS[last(k)] for k in bare_params(state) if last(k) in ENCODER_VAR_PARAMS}
     candidates = [*heads, *consts]
     if len(candidates) > 1:
@@ -242,5 +253,5 @@ def find_prior(state: dict[str, Tensor]) -> Finding | None:
 
 def find_mean_head(state: dict[str, Tensor], exclude: str | None = None) -> list[str]:
     """Layers named like the encoder's mean head."""
-    return [n for n in layer_names(state) if last(n) in ENCODER_MEAN_HEADS and n != exclude]
+    return [n for n in modules_named(state, ENCODER_MEAN_HEADS) if n != exclude]
 
