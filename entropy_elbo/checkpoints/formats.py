@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,16 +82,15 @@ def _torch_load(path: Path, trust_pickle: bool) -> object:
     """torch.load with weights_only=True; the unrestricted unpickler only under --trust-pickle."""
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
-    except pickle.UnpicklingError as err:
-        if trust_pickle:
-            raise CheckpointError(f"{path}: cannot unpickle it ({_first_line(err)})") from None
+    except KeyboardInterrupt:
+        raise
+    except BaseException as err:  # noqa: BLE001 -- a damaged file or, when trusted, the file's own code
+        blocked = _blocked(err)
+        if blocked and not trust_pickle:
+            raise CheckpointError(f"{path}: holds pickled Python objects beyond tensors ({blocked}); loading it "
+                                  f"could run code, so it was refused; {TRUST_HINT}") from None
         raise CheckpointError(
-            f"{path}: holds pickled Python objects beyond tensors ({_blocked(err)}); loading it could run code, "
-            f"so it was refused; {TRUST_HINT}"
-        ) from None
-    except (RuntimeError, OSError, EOFError, ValueError, AttributeError, ModuleNotFoundError, ImportError) as err:
-        raise CheckpointError(
-            f"{path}: not a checkpoint entropy-elbo can read ({type(err).__name__}: {_first_line(err)}); "
+            f"{path}: not a checkpoint entropy-elbo can read ({type(err).__name__}: {_reason(err)}); "
             "expected a state_dict, Lightning .ckpt, safetensors, TorchScript or pythae folder"
         ) from None
 
@@ -100,13 +100,16 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(err).__name__
 
 
-def _blocked(err: BaseException) -> str:
-    """The global the safe unpickler refused, from torch's long message."""
-    for line in str(err).splitlines():
-        line = line.strip()
-        if line.startswith("WeightsUnpickler error"):
-            return line[:200]
-    return _first_line(err)
+def _reason(err: BaseException) -> str:
+    """torch's unpickler errors are paragraphs: keep the line that says what went wrong."""
+    match = re.search(r"WeightsUnpickler error:\s*(.+)", str(err))
+    return match.group(1).strip()[:200] if match else _first_line(err)
+
+
+def _blocked(err: BaseException) -> str | None:
+    """The global that torch's safe unpickler refused, or None when the file is simply not a pickle we know."""
+    match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+    return f"refused global {match.group(1)}" if match else None
 
 
 def _from_object(obj: object, path: Path) -> RawCheckpoint:
