@@ -503,6 +503,10 @@ def test_pickle_that_would_write_a_file_is_refused(tmp_path: Path) -> None:
         line = one_line_error(run(*args))
         assert "--trust-pickle" in line and "refused" in line
         assert not target.exists()
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"\x80\x02garbage that is no pickle")
+    damaged = one_line_error(run("inspect", junk))
+    assert "not a checkpoint" in damaged and "refused" not in damaged
 
 
 class TrustedVAE(PlainMLP):
