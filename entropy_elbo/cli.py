@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 import tempfile
 from pathlib import Path
@@ -11,12 +12,13 @@ import numpy as np
 import torch
 
 from entropy_elbo import report
-from entropy_elbo.checkpoints import load_model, save_checkpoint
+from entropy_elbo.checkpoints import LoadedModel, LoadOptions, inspect_checkpoint, load_model, save_checkpoint
 from entropy_elbo.data import SYNTHETIC, iter_batches, make_synthetic, open_array, resolve_data, save_array
 from entropy_elbo.devices import resolve_device
 from entropy_elbo.errors import EntropyElboError
 from entropy_elbo.estimate import estimate
 from entropy_elbo.models import MODELS, ModelConfig, build_model
+from entropy_elbo.models.config import ACTIVATIONS
 from entropy_elbo.train import MODEL_DEFAULTS, TrainConfig, train
 
 
@@ -71,6 +73,42 @@ def device_option(f):  # noqa: ANN001, ANN201
     return click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")(f)
 
 
+CHECKPOINT_FLAGS = ("model", "model_kwargs", "decoder_var", "decoder_var_param", "encoder_var", "encoder_var_param",
+                    "decoder_variance", "activation", "trust_pickle")
+PARAM_CHOICE = click.Choice(["logvar", "logstd", "std", "var", "softplus_std", "softplus_var"])
+
+
+def checkpoint_options(f):  # noqa: ANN001, ANN201
+    """Flags that say how to read a checkpoint from the wild; the command receives them as `load_options`."""
+
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        flags = {k: kwargs.pop(k) for k in CHECKPOINT_FLAGS}
+        return f(*args, load_options=LoadOptions(**flags), **kwargs)
+
+    options = [
+        click.option("--model", "model", default=None, metavar="FILE.py:NAME|module:NAME",
+                     help="Your model class or factory; the state_dict is loaded into it strictly."),
+        click.option("--model-kwargs", default=None, metavar="JSON", help="Keyword arguments for --model, as JSON."),
+        click.option("--decoder-var", default=None, metavar="NAME",
+                     help="Parameter or sub-network holding the decoder variance (overrides the guess)."),
+        click.option("--decoder-var-param", type=PARAM_CHOICE, default=None,
+                     help="How --decoder-var stores it (log-variance, log-std, std, variance, softplus of either)."),
+        click.option("--encoder-var", default=None, metavar="NAME",
+                     help="Encoder variance head or parameter (overrides the guess)."),
+        click.option("--encoder-var-param", type=PARAM_CHOICE, default=None, help="How --encoder-var stores it."),
+        click.option("--decoder-variance", type=float, default=None, metavar="VALUE",
+                     help="sigma^2 of a model whose decoder variance was never learned (MSE-trained)."),
+        click.option("--activation", type=click.Choice(list(ACTIVATIONS)), default="relu", show_default=True,
+                     help="Activation between the Linear layers of a plain MLP state_dict."),
+        click.option("--trust-pickle", is_flag=True,
+                     help="Allow unpickling arbitrary objects: runs code from the file. Only for files you trust."),
+    ]
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
+
+
 @main.command()
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @data_options
@@ -79,18 +117,25 @@ def device_option(f):  # noqa: ANN001, ANN201
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the Monte Carlo samples.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @device_option
+@checkpoint_options
 def estimate_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int, samples: int, seed: int,
-                 as_json: bool, device: str) -> None:
+                 as_json: bool, device: str, load_options: LoadOptions) -> None:
     """Entropy ELBO, Monte Carlo ELBO and stationarity of CHECKPOINT over --data."""
     dev = resolve_device(device)
-    loaded = load_model(checkpoint, device=dev)
     x = open_array(data, key=key)
+    load_options.input_shape = tuple(x.shape[1:])
+    loaded = load_model(checkpoint, device=dev, options=load_options)
     if batch_size < 1:
         raise EntropyElboError(f"--batch-size: got {batch_size}; it must be >= 1")
     check_shape(loaded.model, x, data)
+    check_wild(loaded, x, data, samples)
     gen = torch.Generator(device=dev).manual_seed(seed)
     est = estimate(loaded.model, iter_batches(x, batch_size, source=data), samples=samples, generator=gen,
                    device=dev)
+    if loaded.introspection is not None and loaded.introspection.fmt != "entropy-elbo":
+        est.extra["checkpoint"] = loaded.introspection.to_dict()
+        if not as_json:
+            report.message(report.wild_summary(loaded.introspection))
     report.print_estimate(est, str(checkpoint), as_json)
 
 
@@ -195,3 +240,30 @@ def demo(out_dir: Path | None, device: str) -> None:
         est = estimate(loaded.model, iter_batches(x, 4096, source="ppca"), samples=100, generator=gen, device=dev)
         report.print_estimate(est, "the demo VAE-1", False)
         report.message("The two ELBOs agree near a stationary point; r and a_h near 1 say how near it is.")
+
+
+def check_wild(loaded: LoadedModel, x: np.ndarray, source: str, samples: int) -> None:
+    """A checkpoint from the wild: the data's row size must be its D; a fixed variance needs --decoder-variance."""
+    intro = loaded.introspection
+    if intro is None or intro.fmt == "entropy-elbo":
+        return
+    got = int(np.prod(x.shape[1:]))
+    if intro.d is not None and got != intro.d:
+        raise EntropyElboError(f"{source}: rows have {got} values but the checkpoint's model takes {intro.d}; "
+                               "pass matching data")
+    if intro.decoder.kind == "fixed" and intro.decoder.value is None:
+        raise EntropyElboError(f"{intro.source}: its decoder variance was never learned ({intro.decoder.evidence}); "
+                               "pass --decoder-variance VALUE for the Monte Carlo ELBO at that sigma^2")
+
+
+@main.command(name="inspect")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--data", "data", default=None, help="Data file whose rows give the input shape (to run the model once).")
+@click.option("--key", default=None, help="Array name inside a .npz file.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@checkpoint_options
+def inspect_cmd(checkpoint: Path, data: str | None, key: str | None, as_json: bool, load_options: LoadOptions) -> None:
+    """What CHECKPOINT holds: model kind, H, D, both variances, the evidence, and the flags that override them."""
+    if data is not None:
+        load_options.input_shape = tuple(open_array(data, key=key).shape[1:])
+    report.print_inspection(inspect_checkpoint(checkpoint, load_options), as_json)

@@ -101,3 +101,48 @@ def epoch_progress(total: int, quiet: bool = False) -> Iterator[object]:
             progress.update(task, completed=row["epoch"], info=info)
 
         yield update
+
+
+def _variance_text(value: object) -> str:
+    return "n/a" if value is None else _short(value)
+
+
+def wild_summary(intro: object) -> str:
+    """One stderr line saying how a checkpoint from the wild was read."""
+    dec, enc = intro.decoder, intro.encoder
+    return (f"read {intro.source} as {intro.model_kind} ({intro.fmt}): H={intro.h}, D={intro.d}; decoder variance "
+            f"{dec.kind} ({dec.name or 'none'}, {dec.param or '-'}); encoder variance {enc.name} ({enc.param}); "
+            "see `entropy-elbo inspect` for the evidence")
+
+
+def inspection_table(intro: object) -> Table:
+    """What was found in a checkpoint, how sure, and which flag overrides each guess."""
+    t = Table(title=f"{intro.source}: {intro.model_kind} ({intro.fmt})")
+    t.add_column("item")
+    t.add_column("found")
+    t.add_column("evidence")
+    t.add_column("override")
+    t.add_row("latents H", str(intro.h), "output size of the encoder's mean", "--model")
+    t.add_row("observed dims D", str(intro.d), "input size of the encoder", "--model")
+    dec, enc = intro.decoder, intro.encoder
+    t.add_row("decoder variance", f"{dec.kind}: {dec.name or '-'} [{dec.param or '-'}]", dec.evidence, dec.override)
+    t.add_row("  sigma^2", _variance_text(dec.value), "variance implied by the stored value", "")
+    t.add_row("encoder variance", f"{enc.kind}: {enc.name} [{enc.param}]", enc.evidence, enc.override)
+    if enc.value is not None:
+        t.add_row("  tau^2", _variance_text(enc.value), "shared by all data points", "")
+    if intro.prior is not None:
+        t.add_row("prior variance", f"learned: {intro.prior.name}", intro.prior.evidence, intro.prior.override)
+    for note in intro.notes:
+        t.add_row("note", "", note, "")
+    return t
+
+
+def print_inspection(intro: object, as_json: bool) -> None:
+    """Print an `Introspection` as a table, or as one JSON object on stdout."""
+    if as_json:
+        print_json(intro.to_dict())
+        return
+    out.print(inspection_table(intro))
+    if intro.decoder.kind == "fixed":
+        err.print("note: a fixed decoder variance: no entropy ELBO (Thm. 1 needs a learned sigma^2); estimate gives "
+                  "the Monte Carlo ELBO at --decoder-variance VALUE")

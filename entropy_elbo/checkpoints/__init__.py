@@ -6,9 +6,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import Tensor, nn
 
+from entropy_elbo.checkpoints.adapters import ModuleAdapter, ShapesMLP, mlp_layout, plan_module
+from entropy_elbo.checkpoints.formats import RawCheckpoint, read_checkpoint
+from entropy_elbo.checkpoints.introspect import (
+    DEC_OVERRIDE,
+    ENC_OVERRIDE,
+    Finding,
+    Introspection,
+    find_decoder_variance,
+    find_encoder_variance,
+    find_prior,
+    layer_names,
+)
 from entropy_elbo.checkpoints.native import is_native, load_checkpoint, save_checkpoint
+from entropy_elbo.checkpoints.user import build_user_model, load_strict, parse_kwargs
 from entropy_elbo.errors import CheckpointError
+from entropy_elbo.models.config import ACTIVATIONS
 from entropy_elbo.models.protocol import GaussianVAE
 
 
@@ -20,16 +35,163 @@ class LoadedModel:
     source: str
     metadata: dict[str, object] = field(default_factory=dict)
 
+    @property
+    def introspection(self) -> Introspection | None:
+        found = self.metadata.get("introspection")
+        return found if isinstance(found, Introspection) else None
 
-def load_model(path: str | Path, *, device: torch.device | str = "cpu") -> LoadedModel:
+
+@dataclass
+class LoadOptions:
+    """How to read a checkpoint from the wild; every field overrides one guess (the CLI's checkpoint flags)."""
+
+    model: str | None = None  # FILE.py:NAME or package.module:NAME, a class or a factory
+    model_kwargs: dict[str, object] | str | None = None  # keyword arguments for it (a dict or JSON text)
+    decoder_var: str | None = None  # parameter or sub-module holding the decoder variance
+    decoder_var_param: str | None = None  # logvar | logstd | std | var | softplus_std | softplus_var
+    encoder_var: str | None = None  # parameter or head holding the encoder variance
+    encoder_var_param: str | None = None
+    decoder_variance: float | None = None  # sigma^2 of a model whose decoder variance was never learned
+    activation: str = "relu"  # between the Linear layers of a plain MLP state_dict
+    trust_pickle: bool = False  # allow unpickling arbitrary objects (runs code from the file)
+    input_shape: tuple[int, ...] | None = None  # one data row's shape, to probe a module's methods
+
+    def __post_init__(self) -> None:
+        if self.activation not in ACTIVATIONS:
+            raise CheckpointError(f"--activation: {self.activation!r} unknown; use one of {', '.join(ACTIVATIONS)}")
+        if self.decoder_variance is not None and not self.decoder_variance > 0:
+            raise CheckpointError(f"--decoder-variance: got {self.decoder_variance}; it must be a positive sigma^2")
+
+
+def load_model(path: str | Path, *, device: torch.device | str = "cpu",
+               options: LoadOptions | None = None) -> LoadedModel:
     """Open a checkpoint of any supported format as a model in eval mode on `device`."""
     path = Path(path)
+    options = options or LoadOptions()
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or folder; check the checkpoint path")
-    if path.is_file() and is_native(path):
+    if path.is_file() and is_native(path) and options.model is None:
         model, meta = load_checkpoint(path, device=device)
+        meta["introspection"] = native_introspection(path, model)
         return LoadedModel(model, f"{path} (entropy-elbo checkpoint, {model.config.kind})", meta)
-    raise CheckpointError(f"{path}: not a checkpoint format entropy-elbo can read; see `entropy-elbo inspect --help`")
+    raw = read_checkpoint(path, trust_pickle=options.trust_pickle)
+    model, intro = adapt(raw, options, str(path))
+    return LoadedModel(model.to(device).eval(), f"{path} ({intro.model_kind})", {"introspection": intro})
 
 
-__all__ = ["LoadedModel", "load_checkpoint", "load_model", "save_checkpoint"]
+def inspect_checkpoint(path: str | Path, options: LoadOptions | None = None) -> Introspection:
+    """What `load_model` finds in `path`, with the evidence for every guess."""
+    return load_model(path, options=options).introspection
+
+
+def native_introspection(path: Path, model: nn.Module) -> Introspection:
+    """Our own files need no guessing: everything is in the saved config."""
+    config = model.config
+    lsig = model.decoder_log_var(torch.zeros(1, config.latent_dim)).detach().double().exp().reshape(-1)
+    value = float(lsig[0]) if lsig.numel() == 1 else lsig.tolist()
+    dec = Finding(model.decoder_variance, "log_sigma2", "logvar", "entropy-elbo checkpoint: stored in its config",
+                  "none needed", value=value)
+    const = model.encoder_log_var_constant
+    enc = (Finding("constant", "log_tau2", "logvar", "entropy-elbo linear VAE: one tau per latent", "none needed",
+                   value=const.detach().double().exp().tolist()) if const is not None else
+           Finding("head", "fc_var", "logvar", "entropy-elbo checkpoint: its log-variance head", "none needed"))
+    return Introspection(str(path), "entropy-elbo", config.kind, config.latent_dim, config.data_dim, dec, enc)
+
+
+def _probe_shape(raw: RawCheckpoint, options: LoadOptions) -> tuple[int, ...]:
+    if options.input_shape is not None:
+        return tuple(options.input_shape)
+    config = raw.meta.get("model_config")
+    if isinstance(config, dict) and config.get("input_dim"):
+        dim = config["input_dim"]
+        return tuple(dim) if isinstance(dim, (list, tuple)) else (int(dim),)
+    for name in layer_names(raw.state):
+        w = raw.state[f"{name}.weight" if name else "weight"]
+        if w.dim() == 2:
+            return (int(w.shape[1]),)
+        break
+    raise CheckpointError("the model's input shape cannot be read from its first layer; pass --data so that it "
+                          "can be run once on real rows")
+
+
+def _decoder_finding(state: dict[str, Tensor], options: LoadOptions, d: int | None, pythae: dict | None) -> Finding:
+    found = find_decoder_variance(state, name=options.decoder_var, param=options.decoder_var_param, d=d)
+    if options.decoder_variance is not None and options.decoder_var is None:
+        ignored = f"; the learned {found.name!r} was set aside" if found.kind != "fixed" else ""
+        return Finding("fixed", None, "var", f"sigma^2 = {options.decoder_variance} from --decoder-variance{ignored}",
+                       DEC_OVERRIDE, value=float(options.decoder_variance))
+    if found.kind == "fixed" and pythae is not None:
+        loss = pythae.get("reconstruction_loss", "mse")
+        found.evidence = (f"pythae {pythae.get('name', 'model')} trained with reconstruction_loss {loss!r}: "
+                          "the decoder variance is implicit and fixed; pass --decoder-variance VALUE")
+    return found
+
+
+def adapt(raw: RawCheckpoint, options: LoadOptions, source: str) -> tuple[nn.Module, Introspection]:
+    """Wrap what `read_checkpoint` found into a GaussianVAE, deciding every variance with its evidence."""
+    state = raw.state
+    pythae = raw.meta.get("model_config") if raw.fmt == "pythae" else None
+    module, kind = None, None
+    if options.model is not None:
+        module = build_user_model(options.model, parse_kwargs(options.model_kwargs))
+        load_strict(module, state, raw.prefix, source)
+        state = {k: v for k, v in module.state_dict().items() if isinstance(v, Tensor)}
+        kind = f"user class {options.model}"
+    elif raw.module is not None:
+        module, kind = raw.module, ("TorchScript module" if raw.fmt == "torchscript" else "pickled module (trusted)")
+    elif pythae is not None and ("encoder" in raw.meta or "decoder" in raw.meta):
+        module, kind = _pythae_module(raw), f"pythae {pythae.get('name')} with custom networks (trusted pickles)"
+    encoder = find_encoder_variance(state, name=options.encoder_var, param=options.encoder_var_param)
+    if encoder is not None and options.encoder_var is None and options.encoder_var_param:
+        encoder.evidence += f" (parameterization set by --encoder-var-param {options.encoder_var_param})"
+    prior = find_prior(state)
+    notes: list[str] = []
+    if module is not None:
+        decoder = _decoder_finding(state, options, None, pythae)
+        probe = torch.rand(2, *_probe_shape(raw, options))
+        module.eval()
+        plan = plan_module(module, state, encoder, decoder, probe)
+        model: nn.Module = ModuleAdapter(module, plan)
+        if plan.decoder.kind in ("scalar", "per-dim") and isinstance(plan.decoder.value, list) \
+                and len(plan.decoder.value) != plan.d:
+            raise CheckpointError(f"decoder variance {plan.decoder.name!r} has {len(plan.decoder.value)} values but "
+                                  f"D={plan.d}; pick another with --decoder-var NAME")
+        h, d, encoder, decoder = plan.h, plan.d, plan.encoder, plan.decoder
+    else:
+        decoder = _decoder_finding(state, options, None, pythae)
+        layout = mlp_layout(state, encoder, decoder)
+        decoder = _decoder_finding(state, options, layout.d, pythae)
+        if encoder is None:
+            encoder = Finding("output", "second half of the encoder's output", options.encoder_var_param or "logvar",
+                              layout.notes[0], ENC_OVERRIDE)
+        output = "sigmoid" if pythae is not None else None
+        model = ShapesMLP(state, layout, encoder, decoder, options.activation, output)
+        h, d = layout.h, layout.d
+        kind = f"pythae {pythae.get('name')} (default MLP networks)" if pythae else "plain MLP from the weights' shapes"
+        notes.append(f"architecture read from shapes: encoder {len(layout.trunk)} + head, decoder "
+                     f"{len(layout.decoder)} Linear layers, activation {options.activation} (--activation)"
+                     + ("; sigmoid output (pythae default decoder)" if output else ""))
+    if prior is not None:
+        model.prior_key = prior.name  # VAE-2: p(z) = N(0, A) with learned diagonal A
+    if raw.prefix:
+        notes.append(f"key prefix {raw.prefix!r} stripped")
+    return model, Introspection(source, raw.fmt, kind, h, d, decoder, encoder, prior, notes)
+
+
+class _PythaeNets(nn.Module):
+    """pythae's custom encoder and decoder (trusted pickles) under the names its state_dict uses."""
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder, self.decoder = encoder, decoder
+
+
+def _pythae_module(raw: RawCheckpoint) -> nn.Module:
+    if "encoder" not in raw.meta or "decoder" not in raw.meta:
+        raise CheckpointError("pythae folder with only one custom network pickled; pass --model FILE.py:NAME")
+    module = _PythaeNets(raw.meta["encoder"], raw.meta["decoder"])
+    load_strict(module, raw.state, raw.prefix, "pythae model.pt")
+    return module
+
+
+__all__ = ["LoadOptions", "LoadedModel", "inspect_checkpoint", "load_checkpoint", "load_model", "save_checkpoint"]

@@ -1,0 +1,428 @@
+"""Adapters that make a found model meet the `GaussianVAE` protocol.
+
+- `ShapesMLP`: a plain MLP state_dict, the architecture read from the weights' shapes (`--activation`).
+- `ModuleAdapter`: any torch module (the user's class, TorchScript, a trusted pickle) through its own
+  `encode`/`decode` (or `encoder`/`decoder`, pythae style), with variances taken from named parameters,
+  hooked sub-modules or the methods' extra outputs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from entropy_elbo.checkpoints.introspect import (
+    Finding,
+    find_mean_head,
+    layer_names,
+    sub_layers,
+    to_log_var,
+    variance_value,
+)
+from entropy_elbo.errors import CheckpointError, ModelError
+from entropy_elbo.models.mlp import activation as make_activation
+from entropy_elbo.models.protocol import VAEBase
+
+DECODER_WORDS = ("dec", "generat", "p_x", "px")
+ENCODER_WORDS = ("enc", "infer", "q_z", "qz", "recog")
+
+
+@dataclass
+class MLPLayout:
+    """Which Linear layers do what, in order; each layer is a state_dict module name."""
+
+    d: int
+    h: int
+    trunk: list[str]
+    mean_head: list[str]
+    var_head: list[str]  # empty when the variance is a constant or the second half of the output
+    decoder: list[str]
+    split: bool = False  # mean and log-variance are the two halves of the encoder's last layer
+    notes: list[str] = field(default_factory=list)
+
+
+def _linear_shape(state: dict[str, Tensor], layer: str) -> tuple[int, int]:
+    w = state[f"{layer}.weight" if layer else "weight"]
+    return int(w.shape[1]), int(w.shape[0])  # (in, out)
+
+
+def _chain(state: dict[str, Tensor], layers: list[str], start: int, what: str) -> int:
+    """Check that `layers` chain from `start` features; returns the output size."""
+    size = start
+    for layer in layers:
+        n_in, n_out = _linear_shape(state, layer)
+        if n_in != size:
+            raise CheckpointError(f"{what}: layer {layer!r} takes {n_in} inputs but gets {size}; the architecture "
+                                  "cannot be read from shapes, pass --model FILE.py:NAME")
+        size = n_out
+    return size
+
+
+def mlp_layout(state: dict[str, Tensor], encoder: Finding | None, decoder: Finding) -> MLPLayout:
+    """Read an MLP VAE's architecture from its Linear layers' names, order and shapes."""
+    layers = layer_names(state)
+    for n in layers:
+        w = state[f"{n}.weight" if n else "weight"]
+        if w.dim() != 2:
+            raise CheckpointError(f"layer {n!r} has a {w.dim()}-d weight {tuple(w.shape)} (not a Linear layer); "
+                                  "the architecture cannot be read from shapes, pass --model FILE.py:NAME")
+    var_head = sub_layers(state, encoder.name) if encoder is not None and encoder.kind == "head" else []
+    dec_net = sub_layers(state, decoder.name) if decoder.kind == "network" else []
+    means = find_mean_head(state)
+    means = [m for m in means if m not in var_head and m not in dec_net]
+    if len(means) > 1:
+        raise CheckpointError(f"encoder mean head: several candidates ({', '.join(means)}); pass --model FILE.py:NAME")
+    mean_head = sub_layers(state, means[0]) if means else []
+    rest = [n for n in layers if n not in var_head and n not in mean_head and n not in dec_net]
+    heads = [layers.index(n) for n in mean_head + var_head]
+    trunk, dec = [], []
+    for n in rest:
+        low = n.lower()
+        if any(w in low for w in DECODER_WORDS):
+            dec.append(n)
+        elif any(w in low for w in ENCODER_WORDS) or (heads and layers.index(n) < min(heads)):
+            trunk.append(n)
+        elif heads and layers.index(n) > max(heads):
+            dec.append(n)
+        else:
+            raise CheckpointError(f"layer {n!r}: cannot tell whether it belongs to the encoder or the decoder; "
+                                  "pass --model FILE.py:NAME")
+    if not trunk and not mean_head:
+        raise CheckpointError("no encoder layers found by name (encoder.*, fc_mu, ...); pass --model FILE.py:NAME")
+    if not dec:
+        raise CheckpointError("no decoder layers found by name (decoder.*, ...); pass --model FILE.py:NAME")
+    d = _linear_shape(state, (trunk or mean_head)[0])[0]
+    trunk_out = _chain(state, trunk, d, "encoder")
+    split = False
+    notes: list[str] = []
+    if mean_head:
+        h = _chain(state, mean_head, trunk_out, "encoder mean head")
+        if var_head and _chain(state, var_head, trunk_out, "encoder variance head") != h:
+            raise CheckpointError(f"encoder heads {means[0]!r} and {encoder.name!r} have different output sizes")
+    else:
+        h = _linear_shape(state, dec[0])[0]
+        if encoder is None and trunk_out == 2 * h:
+            split = True
+            notes.append(f"encoder's last layer has {trunk_out} = 2 x {h} outputs (the decoder takes {h}): "
+                         "first half the mean, second half the variance")
+        elif trunk_out != h:
+            raise CheckpointError(f"encoder outputs {trunk_out} values but the decoder takes {h}; "
+                                  "pass --model FILE.py:NAME")
+    out = _chain(state, dec, h, "decoder")
+    if out != d:
+        raise CheckpointError(f"decoder outputs {out} values but the encoder takes {d}; pass --model FILE.py:NAME")
+    if dec_net and _chain(state, dec_net, h, "decoder variance network") not in (1, d):
+        raise CheckpointError(f"decoder variance network {decoder.name!r} does not output 1 or D={d} values")
+    return MLPLayout(d, h, trunk, mean_head, var_head, dec, split, notes)
+
+
+class ShapesMLP(VAEBase):
+    """A VAE rebuilt from a plain MLP state_dict: Linear layers with one activation between them."""
+
+    prior_key: str | None = None  # a learned prior log-variance (VAE-2's logalpha2)
+
+    @property
+    def prior_log_var(self) -> Tensor | None:
+        return None if self.prior_key is None else self.tensor(self.prior_key).reshape(-1)
+
+    def __init__(self, state: dict[str, Tensor], layout: MLPLayout, encoder: Finding | None, decoder: Finding,
+                 activation: str = "relu", output: str | None = None) -> None:
+        super().__init__()
+        self.layout, self.enc, self.dec = layout, encoder, decoder
+        self.latent_dim = layout.h
+        self.decoder_variance = decoder.kind  # type: ignore[assignment]
+        self.act = make_activation(activation)
+        self.output = output
+        self.weights = nn.ParameterDict()
+        self._names: dict[str, str] = {}
+        for k, v in state.items():
+            if v.is_floating_point():
+                safe = f"t{len(self._names)}"
+                self._names[k] = safe
+                self.weights[safe] = nn.Parameter(v.detach().clone().float(), requires_grad=False)
+        self.dec_net = sub_layers(state, decoder.name) if decoder.kind == "network" else []
+
+    def tensor(self, key: str) -> Tensor:
+        return self.weights[self._names[key]]
+
+    def _run(self, x: Tensor, layers: list[str], act_last: bool) -> Tensor:
+        for i, layer in enumerate(layers):
+            prefix = f"{layer}." if layer else ""
+            bias = self._names.get(prefix + "bias")
+            x = nn.functional.linear(x, self.tensor(prefix + "weight"), None if bias is None else self.weights[bias])
+            if i < len(layers) - 1 or act_last:
+                x = self.act(x)
+        return x
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        lay = self.layout
+        x = x.reshape(x.shape[0], -1)  # (B, D)
+        trunk = self._run(x, lay.trunk, act_last=bool(lay.mean_head))
+        if lay.split:
+            nu, raw = trunk[:, : lay.h], trunk[:, lay.h:]
+            return nu, to_log_var(raw, self.enc_param)
+        nu = self._run(trunk, lay.mean_head, act_last=False) if lay.mean_head else trunk  # (B, H)
+        if self.enc is not None and self.enc.kind == "constant":
+            return nu, self.encoder_log_var_constant.expand_as(nu)
+        return nu, to_log_var(self._run(trunk, lay.var_head, act_last=False), self.enc_param)
+
+    @property
+    def enc_param(self) -> str:
+        return self.enc.param if self.enc is not None and self.enc.param else "logvar"
+
+    @property
+    def encoder_log_var_constant(self) -> Tensor | None:
+        if self.enc is None or self.enc.kind != "constant":
+            return None
+        return to_log_var(self.tensor(self.enc.name), self.enc_param).reshape(-1)
+
+    def decode(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        mu = self._run(z, self.layout.decoder, act_last=False)  # (B, D)
+        if self.output == "sigmoid":
+            mu = torch.sigmoid(mu)
+        return mu, self.decoder_log_var(z)
+
+    def decoder_log_var(self, z: Tensor) -> Tensor:
+        dec = self.dec
+        if dec.kind == "network":
+            return to_log_var(self._run(z, self.dec_net, act_last=False), dec.param or "logvar")
+        if dec.kind == "fixed":
+            return torch.tensor(math.log(dec.value) if dec.value else 0.0, dtype=torch.float64, device=z.device)
+        raw = self.tensor(dec.name)
+        return to_log_var(raw, dec.param or "logvar").reshape(-1 if raw.numel() > 1 else ())
+
+
+# ---------------------------------------------------------------------------------------------- modules
+
+
+def _tensors(out: object) -> list[Tensor]:
+    if isinstance(out, Tensor):
+        return [out]
+    if isinstance(out, (tuple, list)):
+        return [t for t in out if isinstance(t, Tensor)]
+    return []
+
+
+def _field(out: object, name: str) -> Tensor | None:
+    if isinstance(out, dict) and isinstance(out.get(name), Tensor):
+        return out[name]
+    value = getattr(out, name, None)
+    return value if isinstance(value, Tensor) else None
+
+
+@dataclass
+class ModulePlan:
+    """How to call a module and where its variances are: decided once by `plan_module`, with evidence."""
+
+    encode_via: str  # "encode" | "encoder" | "forward"
+    decode_via: str | None  # "decode" | "decoder" | None (no decoder callable found)
+    encoder: Finding  # kind: head (hooked) | constant (parameter) | output (method's second output)
+    decoder: Finding  # kind: scalar / per-dim (parameter) | network (hook or output) | fixed
+    dec_source: str  # "param" | "hook" | "output" | "fixed"
+    h: int
+    d: int
+    mean_field: str | None = None  # pythae: "embedding"
+    mean_index: int = 0  # positions of mean and variance among the tensors the encoder call returns
+    var_index: int = 1
+
+
+class ModuleAdapter(VAEBase):
+    """Any torch module meeting the protocol through its own methods and the plan's variance sources."""
+
+    prior_key: str | None = None  # a learned prior log-variance (VAE-2's logalpha2)
+
+    @property
+    def prior_log_var(self) -> Tensor | None:
+        return None if self.prior_key is None else self._named(self.prior_key).reshape(-1)
+
+    def __init__(self, module: nn.Module, plan: ModulePlan) -> None:
+        super().__init__()
+        self.module = module
+        self.plan = plan
+        self.latent_dim = plan.h
+        self.decoder_variance = plan.decoder.kind  # type: ignore[assignment]
+        self._captured: dict[str, Tensor] = {}
+        for finding in (plan.encoder, plan.decoder):
+            if finding.kind in ("head", "network") and (finding is plan.encoder or plan.dec_source == "hook"):
+                self._hook(finding.name)
+
+    def _hook(self, name: str) -> None:
+        try:
+            sub = self.module.get_submodule(name)
+        except AttributeError:
+            raise CheckpointError(f"sub-module {name!r} not found in the model") from None
+
+        def keep(_m: nn.Module, _i: object, out: object) -> None:
+            ts = _tensors(out)
+            self._captured[name] = ts[0] if ts else out
+
+        sub.register_forward_hook(keep)
+
+    def _named(self, name: str) -> Tensor:
+        for k, v in [*self.module.named_parameters(), *self.module.named_buffers()]:
+            if k == name:
+                return v
+        raise CheckpointError(f"parameter {name!r} not found in the model")
+
+    def _call_encoder(self, x: Tensor) -> object:
+        return _encoder_fn(self.module, self.plan.encode_via)(x)
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        enc = self.plan.encoder
+        self._captured.clear()
+        out = self._call_encoder(x)
+        mean = _field(out, self.plan.mean_field) if self.plan.mean_field else None
+        ts = _tensors(out)
+        nu = mean if mean is not None else ts[self.plan.mean_index]
+        if enc.kind == "constant":
+            return nu, self.encoder_log_var_constant.expand_as(nu)
+        if enc.kind == "head":
+            raw = self._captured.get(enc.name)
+            if raw is None:
+                raise ModelError(f"encoder variance head {enc.name!r} did not run during {self.plan.encode_via}()")
+        else:
+            raw = _field(out, enc.name) if enc.name == "log_covariance" else ts[self.plan.var_index]
+        return nu, to_log_var(raw, enc.param or "logvar")
+
+    @property
+    def encoder_log_var_constant(self) -> Tensor | None:
+        enc = self.plan.encoder
+        if enc.kind != "constant":
+            return None
+        return to_log_var(self._named(enc.name), enc.param or "logvar").reshape(-1)
+
+    def _call_decoder(self, z: Tensor) -> object:
+        if self.plan.decode_via is None:
+            raise ModelError("the model has no decode() method or decoder sub-module; pass --samples 0 for the "
+                             "entropy ELBO alone, or --model FILE.py:NAME")
+        fn = self.module.decode if self.plan.decode_via == "decode" else self.module.decoder
+        return fn(z)
+
+    def decode(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        self._captured.clear()
+        out = self._call_decoder(z)
+        recon = _field(out, "reconstruction")
+        ts = _tensors(out)
+        mu = recon if recon is not None else ts[0]
+        return mu, self._decoder_log_var(z, ts)
+
+    def decoder_log_var(self, z: Tensor) -> Tensor:
+        if self.plan.dec_source in ("hook", "output"):
+            return self.decode(z)[1]
+        return self._decoder_log_var(z, [])
+
+    def _decoder_log_var(self, z: Tensor, ts: list[Tensor]) -> Tensor:
+        dec, source = self.plan.decoder, self.plan.dec_source
+        if source == "fixed":
+            return torch.tensor(math.log(dec.value) if dec.value else 0.0, dtype=torch.float64, device=z.device)
+        if source == "param":
+            raw = self._named(dec.name)
+            return to_log_var(raw, dec.param or "logvar").reshape(-1 if raw.numel() > 1 else ())
+        raw = self._captured.get(dec.name) if source == "hook" else ts[1]
+        if raw is None:
+            raise ModelError(f"decoder variance network {dec.name!r} did not run during {self.plan.decode_via}()")
+        return to_log_var(raw, dec.param or "logvar")
+
+
+def plan_module(module: nn.Module, state: dict[str, Tensor], encoder: Finding | None, decoder: Finding,
+                probe: Tensor) -> ModulePlan:
+    """Run the module once on `probe` to learn H, D, and where mean and variances come out."""
+    scripted = isinstance(module, torch.jit.ScriptModule)
+    encode_via = "encode" if hasattr(module, "encode") else "encoder" if hasattr(module, "encoder") else "forward"
+    decode_via = "decode" if hasattr(module, "decode") else "decoder" if hasattr(module, "decoder") else None
+    fn = _encoder_fn(module, encode_via)
+    with torch.no_grad():
+        try:
+            out = fn(probe)
+        except Exception as err:  # noqa: BLE001 -- the model's own code on a probe batch
+            raise CheckpointError(f"{encode_via}() failed on a probe batch of shape {tuple(probe.shape)} "
+                                  f"({type(err).__name__}: {str(err).strip()[:160]}); check --model-kwargs or the "
+                                  "data's shape") from None
+    mean_field = "embedding" if _field(out, "embedding") is not None else None
+    ts = _tensors(out)
+    mean_index, var_index = _forward_pair(ts, probe) if encode_via == "forward" else (0, 1)
+    nu = _field(out, "embedding") if mean_field else (ts[mean_index] if ts else None)
+    if nu is None or nu.dim() != 2:
+        raise CheckpointError(f"{encode_via}() returned {type(out).__name__}; expected (mean, log-variance) tensors "
+                              "of shape (B, H) or an object with embedding and log_covariance")
+    h, d = int(nu.shape[1]), int(probe[0].numel())
+    if encoder is not None and encoder.kind == "head" and scripted:
+        encoder = Finding("output", f"{encode_via}()[1]", encoder.param, f"{encoder.evidence}; TorchScript cannot "
+                          f"be hooked, so {encode_via}()'s second output is taken as that head's raw output",
+                          encoder.override)
+    if encoder is None:
+        if mean_field and _field(out, "log_covariance") is not None:
+            encoder = Finding("output", "log_covariance", "logvar", f"{encode_via}() returns an object with "
+                              "embedding and log_covariance (pythae convention: log-variance)",
+                              "--encoder-var NAME --encoder-var-param P")
+        elif len(ts) > var_index and ts[var_index].shape == nu.shape:
+            encoder = Finding("output", f"{encode_via}()[{var_index}]", "logvar", f"{encode_via}() returns {len(ts)} "
+                              f"tensors, outputs {mean_index} and {var_index} of shape (B, {h}): [mean, log-variance] "
+                              "(PyTorch-VAE convention)", "--encoder-var NAME --encoder-var-param P")
+        else:
+            raise CheckpointError(f"encoder variance: {encode_via}() returns {len(ts)} tensor(s) and no layer is "
+                                  "named like a variance head; name it with --encoder-var NAME")
+    z = torch.zeros(probe.shape[0], h, dtype=probe.dtype, device=probe.device)
+    dec_source = {"scalar": "param", "per-dim": "param", "fixed": "fixed", "network": "hook"}[decoder.kind]
+    if decode_via is not None:
+        dfn = module.decode if decode_via == "decode" else module.decoder
+        with torch.no_grad():
+            try:
+                dout = dfn(z)
+            except Exception as err:  # noqa: BLE001
+                raise CheckpointError(f"{decode_via}() failed on latents of shape {tuple(z.shape)} "
+                                      f"({type(err).__name__}: {str(err).strip()[:160]})") from None
+        dts = _tensors(dout)
+        mean = _field(dout, "reconstruction")
+        mean = mean if mean is not None else (dts[0] if dts else None)
+        if mean is None or mean[0].numel() != d:
+            got = "no tensor" if mean is None else f"{mean[0].numel()} values per row"
+            raise CheckpointError(f"{decode_via}() returned {got}; expected {d} (the input's size)")
+        if decoder.kind == "network" and scripted:
+            dec_source = "output"
+        if decoder.kind == "fixed" and decoder.name is None and len(dts) >= 2 and mean_field is None:
+            decoder, dec_source = _decoder_output(dfn, z, dts[1], decode_via, len(dts), d, decoder.override), "output"
+    elif decoder.kind == "network" and scripted:
+        raise CheckpointError("decoder variance network: TorchScript module without decode(); pass --model")
+    return ModulePlan(encode_via, decode_via, encoder, decoder, dec_source, h, d, mean_field, mean_index, var_index)
+
+
+def _decoder_output(dfn, z: Tensor, second: Tensor, via: str, count: int, d: int,  # noqa: ANN001
+                    override: str) -> Finding:
+    """decode() returning (mean, log-variance): constant in z (scalar / per-dim) or a network of z."""
+    with torch.no_grad():
+        other = _tensors(dfn(torch.randn_like(z)))[1]
+    varies = other.shape != second.shape or not torch.equal(other, second)
+    if not varies and second.dim() > 1 and second.shape[0] == z.shape[0]:  # batched but the same in every row
+        varies = not torch.equal(second, second[:1].expand_as(second))
+        second = second[0]
+    kind = "network" if varies else "scalar" if second.numel() == 1 else "per-dim" if second.numel() == d else None
+    if kind is None:
+        raise CheckpointError(f"{via}()'s second output has shape {tuple(second.shape)}: neither 1 nor D={d} values "
+                              "nor one per row; name the variance with --decoder-var")
+    value = None if varies else variance_value(second, "logvar")
+    return Finding(kind, f"{via}()[1]", "logvar", f"{via}() returns {count} tensors: [mean, log-variance] "
+                   f"(entropy-elbo's protocol); the second {'varies' if varies else 'does not vary'} with z", override,
+                   value=value)
+
+
+def _encoder_fn(module: nn.Module, via: str):  # noqa: ANN202
+    return module.encode if via == "encode" else module.encoder if via == "encoder" else module
+
+
+def _forward_pair(ts: list[Tensor], x: Tensor) -> tuple[int, int]:
+    """forward() returning several tensors: the two (B, H) ones that are not the reconstruction."""
+    shapes = [tuple(t.shape) for t in ts]
+    rows = [i for i, t in enumerate(ts) if t.dim() == 2 and t.shape[0] == x.shape[0] and t.shape != x.shape]
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i in rows:
+        by_shape.setdefault(shapes[i], []).append(i)
+    pairs = [v for v in by_shape.values() if len(v) == 2]
+    if len(pairs) != 1 or any(len(v) > 2 for v in by_shape.values()):
+        raise CheckpointError(f"the model has no encode() or encoder, and forward() returns tensors of shapes "
+                              f"{shapes}: mean and log-variance cannot be told apart; pass --model FILE.py:NAME")
+    return pairs[0][0], pairs[0][1]
+

@@ -1,0 +1,104 @@
+"""The user's own model class: `--model FILE.py:NAME` or `module:NAME`, built with `--model-kwargs`, loaded strictly."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from torch import Tensor, nn
+
+from entropy_elbo.errors import CheckpointError
+
+
+def parse_kwargs(text: str | dict | None) -> dict[str, object]:
+    """--model-kwargs JSON -> dict."""
+    if text is None or isinstance(text, dict):
+        return dict(text or {})
+    try:
+        value = json.loads(text)
+    except ValueError as err:
+        raise CheckpointError(f"--model-kwargs: {text!r} is not JSON ({err}); e.g. '{{\"latent_dim\": 16}}'") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"--model-kwargs: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _import_file(path: Path) -> ModuleType:
+    if not path.is_file():
+        raise CheckpointError(f"--model {path}: no such file")
+    name = f"entropy_elbo_user_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise CheckpointError(f"--model {path}: cannot import it as a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException as err:  # noqa: BLE001 -- the user's code: any failure becomes one line naming the file
+        sys.modules.pop(name, None)
+        if isinstance(err, KeyboardInterrupt):
+            raise
+        raise CheckpointError(f"--model {path}: importing it raised {type(err).__name__}: {_one_line(err)}") from None
+    return module
+
+
+def _import_module(name: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except BaseException as err:  # noqa: BLE001
+        if isinstance(err, KeyboardInterrupt):
+            raise
+        raise CheckpointError(f"--model {name}: importing module {name!r} raised {type(err).__name__}: "
+                              f"{_one_line(err)}") from None
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else "(no message)"
+
+
+def build_user_model(spec: str, kwargs: dict[str, object]) -> nn.Module:
+    """Import NAME from FILE.py or a module and call it (a class or a factory) with kwargs."""
+    where, sep, name = spec.rpartition(":")
+    if not sep or not where or not name:
+        raise CheckpointError(f"--model {spec}: expected FILE.py:NAME or package.module:NAME")
+    module = _import_file(Path(where)) if where.endswith(".py") else _import_module(where)
+    factory = getattr(module, name, None)
+    if factory is None or not callable(factory):
+        raise CheckpointError(f"--model {spec}: {where} defines no class or function {name!r}")
+    try:
+        model = factory(**kwargs)
+    except Exception as err:  # noqa: BLE001 -- the user's constructor
+        raise CheckpointError(f"--model {spec}: {name}(**{json.dumps(kwargs)}) raised {type(err).__name__}: "
+                              f"{_one_line(err)}; check --model-kwargs") from None
+    if not isinstance(model, nn.Module):
+        raise CheckpointError(f"--model {spec}: {name} returned a {type(model).__name__}, not a torch nn.Module")
+    return model
+
+
+def load_strict(model: nn.Module, state: dict[str, Tensor], prefix: str, source: str) -> None:
+    """Load `state` into `model` strictly, with or without the stripped wrapper prefix; a mismatch names keys."""
+    want = model.state_dict()
+    variants = [state]
+    if prefix:
+        variants.append({prefix + k: v for k, v in state.items()})
+    best = max(variants, key=lambda s: len(set(s) & set(want)))
+    missing = [k for k in want if k not in best]
+    unexpected = [k for k in best if k not in want]
+    shapes = [f"{k} {tuple(best[k].shape)} vs {tuple(want[k].shape)}" for k in want
+              if k in best and tuple(best[k].shape) != tuple(want[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}")
+        if shapes:
+            parts.append(f"shape (file vs model) {'; '.join(shapes[:3])}")
+        raise CheckpointError(f"{source}: the weights do not fit the --model class: {'; '.join(parts)}; "
+                              "check --model and --model-kwargs")
+    model.load_state_dict(best, strict=True)
