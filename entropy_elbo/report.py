@@ -125,7 +125,7 @@ def collapse_settings_line(result: CollapseResult) -> str:
 def collapse_table(result: CollapseResult, source: str) -> Table:
     """One row per latent, highest mean encoder entropy first, with all metrics and each verdict."""
     title = f"Posterior collapse per latent of {source} (N={result.n}, H={result.h})"
-    t = Table(box=box.SIMPLE_HEAD, title=escape(title),
+    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, title=escape(title),
               caption=escape("H[q]: mean_n H[q(z_h|x_n)]; H[p]-H[q]: distance to the prior entropy; KL: mean_n "
                       "KL(q(z_h|x_n)||p(z_h)); all in nats. Var[nu]: variance over the data of the encoder mean. "
                       "P[KL<eps]: fraction of data points with KL below epsilon. Last three columns: does the "
