@@ -7,7 +7,12 @@ Three verdicts per latent h, all from the encoder alone (no decoder, so fixed-va
 - active units (Burda et al. 2016): active when Var_n[nu_nh] > 0.01, the variance over the data of the
   encoder mean E_q[z_h] (population variance, divided by N); collapsed otherwise.
 - (epsilon, delta)-collapse (Lucas et al. 2019; the paper's eq. 71): collapsed when
-  P_x[KL(q(z_h|x) || p(z_h)) < epsilon] >= 1 - delta, with P_x the empirical distribution of the data.
+  P_x[KL(q(z_h|x) || p(z_h)) < epsilon] >= 1 - delta. P_x is the empirical distribution of the data
+  given, so the statistic is the fraction p_h = #{n : KL_nh < epsilon} / N of data points whose
+  per-latent KL lies below epsilon. It is a count divided by N, so the stream keeps one integer
+  count per latent and no per-point KL. The inequality is ">= 1 - delta" as in Lucas et al.: the
+  paper's eq. 71 prints "<=", which inverts the verdict (a latent whose KL exceeds epsilon at every
+  data point would count as collapsed).
 
 All sums are float64 and come from one streaming pass in chunks; the state is a few (H,) vectors, so
 memory does not grow with N. Entropies and KLs are in nats (per data point, per latent).

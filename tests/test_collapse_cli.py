@@ -123,3 +123,31 @@ def test_wrong_data_width_and_missing_checkpoint_exit_1(files, tmp_path):
     assert res.exit_code == 1 and "no such file" in res.stderr
     res = run(ckpt, "--data", str(tmp_path / "wide.npy"), "--plot", str(tmp_path / "no" / "dir.png"))
     assert res.exit_code == 1
+
+
+def test_manifold_vae1_entropy_criterion_counts_near_the_intrinsic_dimension(tmp_path):
+    """Reduced Fig. 7(a): D=100 manifold data of intrinsic dimension 10, H=20, VAE-1 128/40 LeakyReLU.
+
+    Scaled down from the paper (25,000 points, batch 512, lr 1e-3, init ln sigma^2 = -9) to 2,000 points,
+    batch 100, lr 4e-3 and init ln sigma^2 = -7 so that collapse sets in within 120 epochs on a CPU.
+    """
+    from entropy_elbo.data import make_synthetic
+    from entropy_elbo.train import TrainConfig, train
+
+    torch.set_num_threads(1)
+    x = make_synthetic("manifold", n=2000, seed=0)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(kind="vae1", data_dim=100, latent_dim=20, hidden=(128, 40),
+                                    activation="leaky_relu", init_log_sigma2=-7.0))
+    train(model, x, TrainConfig(epochs=120, batch_size=100, lr=4e-3, samples=1, seed=0))
+    save_checkpoint(model, tmp_path / "manifold.safetensors")
+    np.save(tmp_path / "x.npy", x)
+    res = run(str(tmp_path / "manifold.safetensors"), "--data", str(tmp_path / "x.npy"), "--json")
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.stdout)
+    active = d["active"]["entropy"]
+    assert 6 <= active <= 14  # intrinsic dimension 10 (the paper finds 8 of 20 for its k = 9)
+    with torch.no_grad():
+        _, log_tau2 = model.encode(torch.as_tensor(x))
+    entropy = norm(scale=np.exp(0.5 * log_tau2.double().numpy())).entropy().mean(0)  # (H,)
+    assert active == int((entropy <= 1.0).sum())
