@@ -13,6 +13,7 @@ import torch
 
 from entropy_elbo import report
 from entropy_elbo.checkpoints import LoadedModel, LoadOptions, inspect_checkpoint, load_model, save_checkpoint
+from entropy_elbo.collapse import ACTIVE_THRESHOLD, LUCAS_DELTA, LUCAS_EPSILON, check_settings, collapse
 from entropy_elbo.data import SYNTHETIC, iter_batches, make_synthetic, open_array, resolve_data, save_array
 from entropy_elbo.devices import resolve_device
 from entropy_elbo.errors import EntropyElboError
@@ -267,3 +268,49 @@ def inspect_cmd(checkpoint: Path, data: str | None, key: str | None, as_json: bo
     if data is not None:
         load_options.input_shape = tuple(open_array(data, key=key).shape[1:])
     report.print_inspection(inspect_checkpoint(checkpoint, load_options), as_json)
+
+
+@main.command(name="collapse")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@data_options
+@click.option("--threshold", type=float, default=None,
+              help="Entropy criterion (eq. 24): latent h is collapsed when its mean encoder entropy exceeds this "
+                   "many nats. [default: 1.0, the paper's]")
+@click.option("--delta", type=float, default=None,
+              help="Instead of --threshold: collapsed when the mean encoder entropy exceeds H[p(z_h)] - DELTA "
+                   "(1.0 nat is delta 0.419 for N(0,1)).")
+@click.option("--active-threshold", type=float, default=ACTIVE_THRESHOLD, show_default=True,
+              help="Active units (Burda et al. 2016): active when Var_x[E_q z_h] exceeds this.")
+@click.option("--lucas-epsilon", type=float, default=LUCAS_EPSILON, show_default=True,
+              help="Lucas et al. 2019 (eq. 71): KL in nats below which a data point counts as collapsed.")
+@click.option("--lucas-delta", type=float, default=LUCAS_DELTA, show_default=True,
+              help="Lucas et al. 2019: collapsed when a fraction >= 1 - DELTA of the data has KL < epsilon.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@click.option("--plot", type=click.Path(path_type=Path), default=None,
+              help="Also write a PNG bar chart of the per-latent entropies (needs matplotlib).")
+@device_option
+@checkpoint_options
+def collapse_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int, threshold: float | None,
+                 delta: float | None, active_threshold: float, lucas_epsilon: float, lucas_delta: float,
+                 as_json: bool, plot: Path | None, device: str, load_options: LoadOptions) -> None:
+    """Which latents of CHECKPOINT have collapsed over --data: three metrics side by side.
+
+    The paper's entropy criterion (eq. 24; needs only the encoder variances), active units (Burda et
+    al. 2016) and the (epsilon, delta) KL measure (Lucas et al. 2019), in one streaming pass that runs
+    only the encoder, so fixed-variance models work too. Exit status 0 whatever the verdicts.
+    """
+    check_settings(threshold, delta, active_threshold, lucas_epsilon, lucas_delta)
+    dev = resolve_device(device)
+    x = open_array(data, key=key)
+    load_options.input_shape = tuple(x.shape[1:])
+    loaded = load_model(checkpoint, device=dev, options=load_options)
+    if batch_size < 1:
+        raise EntropyElboError(f"--batch-size: got {batch_size}; it must be >= 1")
+    check_shape(loaded.model, x, data)
+    result = collapse(loaded.model, iter_batches(x, batch_size, source=data), device=dev, threshold=threshold,
+                      delta=delta, active_threshold=active_threshold, lucas_epsilon=lucas_epsilon,
+                      lucas_delta=lucas_delta)
+    report.print_collapse(result, str(checkpoint), as_json)
+    if plot is not None:
+        report.plot_collapse(result, str(plot), checkpoint.name)
+        report.message(f"wrote the per-latent entropy chart to {plot}")

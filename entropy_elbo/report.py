@@ -7,10 +7,14 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from entropy_elbo.collapse import CollapseResult
+from entropy_elbo.errors import EntropyElboError
 from entropy_elbo.estimate import Estimate
 
 out = Console(soft_wrap=True)
@@ -146,3 +150,108 @@ def print_inspection(intro: object, as_json: bool) -> None:
     if intro.decoder.kind == "fixed":
         err.print("note: a fixed decoder variance: no entropy ELBO (Thm. 1 needs a learned sigma^2); estimate gives "
                   "the Monte Carlo ELBO at --decoder-variance VALUE")
+
+
+# ---------------------------------------------------------------------------------------------- collapse
+
+_VERDICT = {True: "[red]yes[/red]", False: "[green]no[/green]"}
+
+
+def collapse_settings_line(result: CollapseResult) -> str:
+    """The four thresholds in use, each named after its source."""
+    s = result.settings
+    rule = (f"mean entropy > H[p(z_h)] - {s['delta']:g}" if s["delta"] is not None
+            else f"mean entropy > {s['threshold']:g} nat")
+    return (f"entropy (eq. 24): collapsed if {rule} (paper: 1.0 nat); active units (Burda et al.): collapsed if "
+            f"Var_x[nu_h] <= {s['active_threshold']:g} (default 0.01); Lucas et al. (eq. 71): collapsed if "
+            f"P_x[KL_h < {s['lucas_epsilon']:g}] >= 1 - {s['lucas_delta']:g} (defaults epsilon 0.01, delta 0.01)")
+
+
+def collapse_table(result: CollapseResult, source: str) -> Table:
+    """One row per latent, highest mean encoder entropy first, with all metrics and each verdict."""
+    title = f"Posterior collapse per latent of {source} (N={result.n}, H={result.h})"
+    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, title=escape(title),
+              caption=escape("H[q]: mean_n H[q(z_h|x_n)]; H[p]-H[q]: distance to the prior entropy; KL: mean_n "
+                      "KL(q(z_h|x_n)||p(z_h)); all in nats. Var[nu]: variance over the data of the encoder mean. "
+                      "P[KL<eps]: fraction of data points with KL below epsilon. Last three columns: does the "
+                      "metric call the latent collapsed?"))
+    eps = result.settings["lucas_epsilon"]
+    for name in ("z", "H[q]", "H[p]-H[q]", "KL", "Var[nu]", f"P[KL<{eps:g}]", "entropy", "AU", "Lucas"):
+        t.add_column(escape(name), justify="left" if name in ("entropy", "AU", "Lucas") else "right", no_wrap=True)
+    for row in result.latent_rows():
+        c = row["collapsed"]
+        t.add_row(f"z{row['latent']}", f"{row['mean_encoder_entropy']:.3f}", f"{row['distance_to_prior_entropy']:.3f}",
+                  f"{row['mean_kl']:.3f}", f"{row['encoder_mean_variance']:.3g}",
+                  f"{row['lucas_fraction_kl_below_epsilon']:.3f}", _VERDICT[c["entropy"]],
+                  _VERDICT[c["active_units"]], _VERDICT[c["lucas"]])
+    return t
+
+
+def collapse_bars(result: CollapseResult, width: int = 40) -> list[str]:
+    """A text bar chart of the mean encoder entropy per latent; '|' marks the collapse threshold."""
+    values = result.mean_entropy
+    lo = min(0.0, *values, *result.entropy_threshold)
+    hi = max(*result.prior_entropy, *values, *result.entropy_threshold)
+    scale = (width - 1) / (hi - lo) if hi > lo else 0.0
+    lines = [f"mean encoder entropy per latent, axis {lo:.2f} .. {hi:.2f} nats; '|' = threshold, "
+             f"prior entropy {max(result.prior_entropy):.4f}"]
+    for k in result.order:
+        filled = int(round((values[k] - lo) * scale))
+        mark = int(round((result.entropy_threshold[k] - lo) * scale))
+        cells = ["#" if i < filled else " " for i in range(width)]
+        cells[min(mark, width - 1)] = "|"
+        color = "red" if result.collapsed["entropy"][k] else "blue"
+        bar = "".join(cells).replace("#", f"[{color}]#[/{color}]")
+        lines.append(f"z{k:<4}{bar} {values[k]:+.3f}")
+    return lines
+
+
+def print_collapse(result: CollapseResult, source: str, as_json: bool) -> None:
+    """Print the collapse table, counts, disagreements and bar chart, or one JSON object on stdout."""
+    if as_json:
+        print_json({"source": source, **result.to_dict()})
+        return
+    out.print(collapse_table(result, source))
+    names = {"entropy": "entropy criterion (eq. 24)", "active_units": "active units (Burda et al. 2016)",
+             "lucas": "(epsilon, delta)-collapse (Lucas et al. 2019)"}
+    for metric, count in result.counts.items():
+        out.print(f"{names[metric]}: {count} of {result.h} latents collapsed, {result.h - count} active",
+                  highlight=False)
+    if result.disagreements:
+        which = ", ".join(f"z{k}" for k in result.disagreements)
+        out.print(f"the metrics disagree on {len(result.disagreements)} latents: {which}", highlight=False)
+    else:
+        out.print("the three metrics agree on every latent", highlight=False)
+    for line in collapse_bars(result):
+        out.print(line, highlight=False)
+    err.print(escape(f"thresholds: {collapse_settings_line(result)}"), highlight=False)
+
+
+def plot_collapse(result: CollapseResult, path: str, source: str) -> None:
+    """A PNG of the mean encoder entropy per latent, highest first, collapsed in red (the paper's Fig. 7, bottom)."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise EntropyElboError("--plot needs matplotlib: pip install 'entropy-elbo[plot]'") from None
+    order = result.order
+    values = [result.mean_entropy[k] for k in order]
+    colors = ["tab:red" if result.collapsed["entropy"][k] else "tab:blue" for k in order]
+    fig = Figure(figsize=(max(4.0, 0.35 * result.h + 1.5), 3.2), layout="constrained")
+    ax = fig.add_subplot()
+    ax.bar(range(result.h), values, color=colors)
+    ax.set_xticks(range(result.h), [str(k) for k in order], fontsize=7)
+    cut = result.entropy_threshold
+    label = "threshold" if len(set(cut)) > 1 else f"threshold {cut[0]:.3g}"
+    ax.step([i - 0.5 for i in range(result.h + 1)], [cut[k] for k in order] + [cut[order[-1]]], where="post", color="k",
+            linestyle="--", linewidth=1, label=label)
+    ax.axhline(max(result.prior_entropy), color="gray", linestyle=":", linewidth=1,
+               label=f"prior entropy {max(result.prior_entropy):.3f}")
+    ax.set_xlabel("latent h (by mean encoder entropy)")
+    ax.set_ylabel("mean H[q(z_h|x)] (nats)")
+    n_active = result.h - result.counts["entropy"]
+    ax.set_title(f"{source}: {n_active} of {result.h} latents active (eq. 24)", fontsize=9)
+    ax.legend(fontsize=7, loc="best")
+    try:
+        fig.savefig(path, dpi=120, format="png")
+    except OSError as e:
+        raise EntropyElboError(f"--plot {path}: cannot write it ({e.strerror}); choose a writable path") from None
