@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from entropy_elbo.checkpoints.native import is_native, load_checkpoint, save_checkpoint
+from entropy_elbo.checkpoints.native import is_native, load_checkpoint, save_checkpoint, unreadable_reason
 from entropy_elbo.errors import CheckpointError
 from entropy_elbo.models.protocol import GaussianVAE
 
@@ -29,6 +29,8 @@ def load_model(path: str | Path, *, device: torch.device | str = "cpu") -> Loade
     if path.is_file() and is_native(path):
         model, meta = load_checkpoint(path, device=device)
         return LoadedModel(model, f"{path} (entropy-elbo checkpoint, {model.config.kind})", meta)
+    if path.is_file() and (reason := unreadable_reason(path)):
+        raise CheckpointError(reason)
     raise CheckpointError(f"{path}: not a checkpoint format entropy-elbo can read; see `entropy-elbo inspect --help`")
 
 

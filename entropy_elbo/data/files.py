@@ -148,6 +148,9 @@ def _open_text(path: Path) -> np.ndarray:
         raise DataError(f"{path}: not a numeric comma-separated table: {_text_error(e, skip)}; fix it") from e
     except OSError as e:
         raise DataError(f"{path}: cannot be read ({e.strerror or e}); check its permissions") from e
+    if len(x) == 0:
+        what = "holds a header line but no numeric rows" if skip else "is empty"
+        raise DataError(f"{path}: the file {what}; pass a comma-separated table with at least one row")
     return x
 
 
@@ -261,6 +264,8 @@ def iter_batches(
     for rows, raw in _raw_chunks(x, batch_size, indices):
         with np.errstate(over="ignore"):
             chunk = np.ascontiguousarray(raw, dtype=np.float32)  # (B, ...)
+        if not chunk.flags.writeable:  # a read-only memmap slice: torch warns on those, so hand out a copy
+            chunk = chunk.copy()
         _check_finite(chunk, rows, source, raw)
         if transform is not None:
             chunk = np.ascontiguousarray(transform(chunk), dtype=np.float32)
@@ -388,6 +393,8 @@ def save_array(x: np.ndarray, out: str | Path) -> None:
     if suffix not in (".npy", ".csv"):
         raise DataError(f"{out}: cannot save as {suffix or '(no extension)'!r}; use .npy or .csv")
     folder = out.parent if str(out.parent) else Path(".")
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"{out}: {folder} is a file, not a folder; choose another --out")
     if not folder.is_dir():
         raise DataError(f"{out}: folder {folder} does not exist; create it first")
     if suffix == ".csv" and np.ndim(x) != 2:
