@@ -149,8 +149,8 @@ def _open_text(path: Path) -> np.ndarray:
     except OSError as e:
         raise DataError(f"{path}: cannot be read ({e.strerror or e}); check its permissions") from e
     if len(x) == 0:
-        what = "holds a header line but no numeric rows" if skip else "is empty"
-        raise DataError(f"{path}: the file {what}; pass a comma-separated table with at least one row")
+        what = "holds only a header line" if skip else "is empty"
+        raise DataError(f"{path}: the file {what}, so the table has 0 rows; pass a table with at least one row")
     return x
 
 
