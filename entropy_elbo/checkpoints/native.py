@@ -127,20 +127,19 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
     try:
         config = ModelConfig.from_json(meta["config"])
         extra = {k: json.loads(v) for k, v in meta.items() if k not in ("format", "config")}
-        with torch.device("meta"):  # shapes only: a hostile config allocates nothing
-            shapes = {k: tuple(v.shape) for k, v in build_model(config).state_dict().items()}
-    except (KeyError, ValueError, TypeError, IndexError, RuntimeError, RecursionError, EntropyElboError) as err:
+    except (KeyError, ValueError, TypeError, RecursionError, EntropyElboError) as err:
         raise CheckpointError(f"{path}: its metadata is damaged ({err}); re-save the checkpoint") from None
     try:
         state = load_file(path, device=str(device))
     except (SafetensorError, OSError, RuntimeError) as err:
         raise CheckpointError(f"{path}: cannot read its tensors ({err}); the file is damaged or truncated") from None
+    model = build_checked(config, sum(t.numel() for t in state.values()), path)
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     for name in sorted(set(shapes) | set(state)):
         got = tuple(state[name].shape) if name in state else "missing"
         if got != shapes.get(name, "not in the model"):
             raise CheckpointError(f"{path}: tensor {name!r} has shape {got} but its saved config "
                                   f"({config.kind}) needs {shapes.get(name, 'no such tensor')}; the file is damaged")
-    model = build_model(config)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
@@ -173,3 +172,17 @@ def check_variances(model: VAEBase, source: str | Path) -> None:
                 f"{'zero' if value < 0 else 'infinite'} in float32 (|ln| must stay below {LOG_VAR_LIMIT:.1f}); "
                 "use an earlier checkpoint"
             )
+
+
+def build_checked(config: ModelConfig, stored: int, path: Path) -> VAEBase:
+    """Build the model a checkpoint's config names, refusing sizes no stored tensor could hold (a damaged config)."""
+    for name, size in [("data_dim", config.data_dim), ("latent_dim", config.latent_dim)] + [
+        ("hidden", h) for h in config.hidden
+    ]:
+        if not 1 <= size <= stored:
+            raise CheckpointError(f"{path}: its config says {name}={size} but the file holds {stored} numbers in all; "
+                                  "the metadata is damaged")
+    try:
+        return build_model(config)
+    except (RuntimeError, ValueError, TypeError, IndexError, MemoryError) as err:
+        raise CheckpointError(f"{path}: its metadata is damaged ({err}); re-save the checkpoint") from None
