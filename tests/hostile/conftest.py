@@ -35,7 +35,8 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with a valid VAE-1 (vae1.safetensors), a linear VAE (linear.safetensors) and data x.npy (50x4)."""
     d = tmp_path_factory.mktemp("kit")
     torch.manual_seed(0)
-    save_checkpoint(build_model(ModelConfig(kind="vae1", data_dim=D, latent_dim=H, hidden=(8,))), d / "vae1.safetensors")
+    vae1 = build_model(ModelConfig(kind="vae1", data_dim=D, latent_dim=H, hidden=(8,)))
+    save_checkpoint(vae1, d / "vae1.safetensors")
     save_checkpoint(build_model(ModelConfig(kind="linear", data_dim=D, latent_dim=H)), d / "linear.safetensors")
     np.save(d / "x.npy", np.random.default_rng(0).normal(size=(50, D)).astype(np.float32))
     return d
