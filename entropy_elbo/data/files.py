@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 import tempfile
 import warnings
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from tokenize import TokenError
 from types import ModuleType
 from typing import Literal
 
@@ -81,7 +84,7 @@ def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
                 raise DataError(f"{path}: .npy format {version} is unsupported; re-save it with numpy.save")
             shape, _, dtype = readers[version](f)
             return shape, dtype, f.tell()
-    except (ValueError, OSError, SyntaxError) as e:
+    except (ValueError, OSError, SyntaxError, TokenError, TypeError, RecursionError) as e:
         raise DataError(f"{path}: corrupt .npy header ({e}); re-save it with numpy.save") from e
 
 
@@ -96,6 +99,11 @@ def _open_npy(path: Path) -> np.ndarray:
         raise DataError(f"{path}: truncated .npy ({actual} bytes, header {shape} {dtype} needs {expected}); "
                         "copy or save it again")
     return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
+# what zipfile, zlib and numpy's header parser raise on damaged archives (flipped flags, bad CRC, bad header)
+NPZ_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError, NotImplementedError,
+              RuntimeError, zlib.error, struct.error, SyntaxError, TokenError, TypeError, RecursionError)
 
 
 def _open_npz(path: Path, key: str | None) -> np.ndarray:
@@ -113,7 +121,7 @@ def _open_npz(path: Path, key: str | None) -> np.ndarray:
             if key not in keys:
                 raise DataError(f"{path}: no array {key!r}; keys are {keys}, pass one with --key")
             x = npz[key]
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+    except NPZ_ERRORS as e:
         if "pickle" in str(e):
             raise DataError(f"{path}: array {key!r} holds Python objects (pickle is never loaded); "
                             "save a numeric array") from e
