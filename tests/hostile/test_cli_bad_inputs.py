@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hostile_helpers import Marker, assert_user_error, config_with, invoke, resave
 
 from entropy_elbo.cli import main
-from tests.hostile.conftest import Marker, assert_user_error, config_with, invoke, resave
 
 NO_CUDA = not torch.cuda.is_available()
 

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hostile_helpers import Marker
 from safetensors.torch import load_file
 
 from entropy_elbo.checkpoints import load_model, save_checkpoint
 from entropy_elbo.models import ModelConfig, build_model
 from entropy_elbo.train import MODEL_DEFAULTS, TrainConfig, train
-from tests.hostile.conftest import Marker
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}

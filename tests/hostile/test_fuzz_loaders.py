@@ -108,7 +108,7 @@ def parse_csv(data: bytes) -> np.ndarray | None:
         if rows and not all(_is_float(v) for v in rows[0]):
             rows = rows[1:]
         return np.array([[float(v) for v in r] for r in rows], dtype=np.float32)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, csv.Error):
         return None
 
 
