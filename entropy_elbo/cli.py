@@ -13,14 +13,18 @@ import torch
 
 from entropy_elbo import report
 from entropy_elbo.checkpoints import LoadedModel, LoadOptions, inspect_checkpoint, load_model, save_checkpoint
+from entropy_elbo.checkpoints.native import check_writable
 from entropy_elbo.collapse import ACTIVE_THRESHOLD, LUCAS_DELTA, LUCAS_EPSILON, check_settings, collapse
 from entropy_elbo.data import SYNTHETIC, iter_batches, make_synthetic, open_array, resolve_data, save_array
 from entropy_elbo.devices import resolve_device
+from entropy_elbo.entropies import LOG_VAR_LIMIT
 from entropy_elbo.errors import EntropyElboError
 from entropy_elbo.estimate import estimate
 from entropy_elbo.models import MODELS, ModelConfig, build_model
 from entropy_elbo.models.config import ACTIVATIONS
 from entropy_elbo.train import MODEL_DEFAULTS, TrainConfig, train
+
+SEED = click.IntRange(0, 2**63 - 1)  # numpy and torch both take these seeds
 
 
 class Group(click.Group):
@@ -115,7 +119,7 @@ def checkpoint_options(f):  # noqa: ANN001, ANN201
 @data_options
 @click.option("--samples", type=int, default=100, show_default=True,
               help="Monte Carlo samples per data point (0: entropy ELBO only).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the Monte Carlo samples.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the Monte Carlo samples.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @device_option
 @checkpoint_options
@@ -156,7 +160,7 @@ def check_shape(model: object, x: np.ndarray, source: str) -> None:
 @click.argument("name", type=click.Choice(sorted(SYNTHETIC)))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output .npy or .csv file.")
 @click.option("-n", "--n", "n", type=int, default=None, help="Number of points (default: the paper's).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 def data(name: str, out: Path, n: int | None, seed: int) -> None:
     """Write one of the paper's synthetic data sets (seeded) to --out."""
     x = make_synthetic(name, n=n, seed=seed)
@@ -177,7 +181,7 @@ def data(name: str, out: Path, n: int | None, seed: int) -> None:
 @click.option("--hidden", default="50,50", show_default=True, help="Hidden layer sizes of the MLPs.")
 @click.option("--activation", default="relu", show_default=True)
 @click.option("--init-log-sigma2", type=float, default=0.0, show_default=True, help="Initial ln sigma^2.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @device_option
 def train_cmd(model: str, data_spec: str, key: str | None, latents: int, out: Path, epochs: int | None,
@@ -186,6 +190,7 @@ def train_cmd(model: str, data_spec: str, key: str | None, latents: int, out: Pa
     """Train MODEL on --data with the sampled ELBO, ending with a decaying learning rate."""
     dev = resolve_device(device)
     x, source = resolve_data(data_spec, key=key, seed=seed)
+    x = training_data(x, data_spec, latents, init_log_sigma2)
     config = ModelConfig(kind=model, data_dim=int(np.prod(x.shape[1:])), latent_dim=latents,
                          hidden=parse_ints(hidden, "--hidden"), activation=activation,
                          init_log_sigma2=init_log_sigma2)
@@ -201,8 +206,7 @@ def train_cmd(model: str, data_spec: str, key: str | None, latents: int, out: Pa
 def fit(config: ModelConfig, x: np.ndarray, settings: TrainConfig, dev: torch.device, out: Path, source: str,
         quiet: bool) -> list[dict[str, object]]:
     """Build, train and save a model; returns the training log."""
-    if not out.parent.is_dir():
-        raise EntropyElboError(f"--out {out}: folder {out.parent} does not exist; create it first")
+    check_out(out)
     torch.manual_seed(settings.seed)
     model = build_model(config)
     with report.epoch_progress(settings.epochs, quiet) as progress:
@@ -314,3 +318,21 @@ def collapse_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int, 
     if plot is not None:
         report.plot_collapse(result, str(plot), checkpoint.name)
         report.message(f"wrote the per-latent entropy chart to {plot}")
+
+
+def check_out(out: Path) -> None:
+    """A checkpoint is written as .safetensors into an existing, writable folder: checked before training."""
+    if out.suffix.lower() != ".safetensors":
+        raise EntropyElboError(f"--out {out}: checkpoints are written as .safetensors; name it {out.stem}.safetensors")
+    check_writable(out)
+
+
+def training_data(x: np.ndarray, source: str, latents: int, init_log_sigma2: float) -> np.ndarray:
+    """The data as float32 in memory, checked finite (row and column named), with 1 <= H <= D and a sane sigma^2."""
+    d = int(np.prod(x.shape[1:]))
+    if not 1 <= latents <= d:
+        raise EntropyElboError(f"--latents {latents}: {source} has D={d} values per row; pass 1 <= --latents <= {d}")
+    if not abs(init_log_sigma2) < LOG_VAR_LIMIT:
+        raise EntropyElboError(f"--init-log-sigma2 {init_log_sigma2}: exp of it is 0 or infinite in float32; "
+                               f"pass a value in (-{LOG_VAR_LIMIT:.1f}, {LOG_VAR_LIMIT:.1f})")
+    return np.concatenate(list(iter_batches(x, 65_536, source=source)))

@@ -21,6 +21,8 @@ def resolve_device(name: str) -> torch.device:
         raise EntropyElboError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA devices")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise EntropyElboError(f"--device {name}: MPS is not available on this machine; use --device cpu")
+    if device.type == "cpu" and device.index not in (None, 0):
+        raise EntropyElboError(f"--device {name}: the CPU takes no device index; use --device cpu")
     if device.type not in ("cpu", "cuda", "mps"):
         raise EntropyElboError(f"--device: {name!r} is not supported; use auto, cpu, cuda or cuda:N")
     return device

@@ -86,3 +86,7 @@ def ppca_log_likelihood(w: Tensor, sigma2: float, scatter: Tensor) -> float:
 def bic(n: int, elbo_per_point: float, n_params: int) -> float:
     """Bayesian information criterion from a per-point ELBO (Appendix A): -2*N*F + P*log N."""
     return -2.0 * n * elbo_per_point + n_params * math.log(n)
+
+
+# ln of the largest float32: a log-variance v with |v| below it has exp(v) and exp(-v) positive and finite in float32.
+LOG_VAR_LIMIT = math.log(torch.finfo(torch.float32).max)

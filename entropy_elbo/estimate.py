@@ -85,13 +85,14 @@ def accumulate(
     for x in _batches_to_tensors(batches, device):
         nu, log_tau2 = model.encode(x)  # (B, H) each
         nu, log_tau2 = nu.double(), log_tau2.double()
+        check_encoder_output(nu, log_tau2, int(acc["n"].item()) if "n" in acc else 0)
         _add(acc, "n", torch.tensor(float(x.shape[0]), device=device))
         _add(acc, "encoder_entropy", entropies.encoder_entropy(log_tau2).sum())
         _add(acc, "a", (nu.pow(2) + log_tau2.exp()).sum(0))  # (H,)
         kl = entropies.kl_to_prior(nu, log_tau2, model.prior_log_var)
         if getattr(model, "ppca", None) is not None:
             mu0 = model.ppca()[1].double()
-            centered = x.double() - mu0
+            centered = x.double().flatten(1) - mu0  # (B, D)
             _add(acc, "scatter", centered.T @ centered)
         if samples > 0:
             terms = sampled_terms(model, x, nu.float(), log_tau2.float(), samples, generator)
@@ -205,4 +206,29 @@ def estimate(
         yield from it
 
     acc = accumulate(model, chained(), samples=samples, generator=generator, device=device)
-    return summarize(model, acc, samples=samples, d=dim)
+    return check_finite_estimate(summarize(model, acc, samples=samples, d=dim))
+
+
+def check_encoder_output(nu: Tensor, log_tau2: Tensor, first_row: int) -> None:
+    """Refuse encoder outputs with NaN/Inf means or variances tau^2 that are zero or infinite in float32."""
+    bad = ~torch.isfinite(nu) | ~(log_tau2.abs() < entropies.LOG_VAR_LIMIT)  # (B, H)
+    if bad.any():
+        row, h = (int(i) for i in bad.nonzero()[0])
+        raise EntropyElboError(
+            f"data row {first_row + row}, latent {h}: the encoder gives mean {float(nu[row, h]):g} and "
+            f"ln tau^2 {float(log_tau2[row, h]):g} (tau^2 zero, infinite or NaN in float32); "
+            "the checkpoint does not fit this data: check --data and its scaling"
+        )
+
+
+def check_finite_estimate(est: Estimate) -> Estimate:
+    """Refuse an estimate whose figures overflowed, naming them, instead of printing NaN or Inf."""
+    figures = {"entropy ELBO": est.entropy_elbo, "Monte Carlo ELBO": est.mc_elbo, "pPCA log-lik": est.ppca_loglik,
+               **{f"{k} entropy": v for k, v in est.entropies.items()}}
+    figures["r"] = est.stationarity.get("r")
+    bad = {k: v for k, v in figures.items() if v is not None and not math.isfinite(v)}
+    if bad:
+        named = ", ".join(f"{k} = {v}" for k, v in bad.items())
+        raise EntropyElboError(f"the estimate is not finite ({named}): the model's outputs overflow on this data; "
+                               "check the checkpoint and that --data is scaled as in training")
+    return est

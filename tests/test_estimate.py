@@ -20,7 +20,7 @@ def randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
 
 
 def analytic_linear_elbo(model, x: torch.Tensor) -> float:
-    """The ELBO of a linear VAE in closed form: E_q ||x - Wz - mu0||^2 = ||x - W nu - mu0||^2 + sum_d,h W_dh^2 tau_h^2."""
+    """Closed-form linear-VAE ELBO, using E_q|x - Wz - mu0|^2 = |x - W nu - mu0|^2 + sum_dh W_dh^2 tau_h^2."""
     with torch.no_grad():
         w, mu0, s2 = (t.double() for t in model.ppca())
         nu = (x.double() - mu0) @ model.V.double().T

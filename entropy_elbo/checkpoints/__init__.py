@@ -20,7 +20,7 @@ from entropy_elbo.checkpoints.introspect import (
     find_prior,
     layer_names,
 )
-from entropy_elbo.checkpoints.native import is_native, load_checkpoint, save_checkpoint
+from entropy_elbo.checkpoints.native import is_native, load_checkpoint, save_checkpoint, unreadable_reason
 from entropy_elbo.checkpoints.user import build_user_model, load_strict, parse_kwargs
 from entropy_elbo.errors import CheckpointError
 from entropy_elbo.models.config import ACTIVATIONS
@@ -74,6 +74,8 @@ def load_model(path: str | Path, *, device: torch.device | str = "cpu",
         model, meta = load_checkpoint(path, device=device)
         meta["introspection"] = native_introspection(path, model)
         return LoadedModel(model, f"{path} (entropy-elbo checkpoint, {model.config.kind})", meta)
+    if path.is_file() and (reason := unreadable_reason(path)):
+        raise CheckpointError(reason)
     raw = read_checkpoint(path, trust_pickle=options.trust_pickle)
     model, intro = adapt(raw, options, str(path))
     return LoadedModel(model.to(device).eval(), f"{path} ({intro.model_kind})", {"introspection": intro})

@@ -14,7 +14,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from entropy_elbo.errors import CheckpointError
+from entropy_elbo.entropies import LOG_VAR_LIMIT
+from entropy_elbo.errors import CheckpointError, EntropyElboError
 from entropy_elbo.models import ModelConfig, VAEBase, build_model
 
 FORMAT = "entropy-elbo/1"
@@ -22,22 +23,38 @@ FORMAT = "entropy-elbo/1"
 
 def atomic_write(path: Path, write: callable) -> None:
     """Call write(tmp_path) on a temporary file beside `path`, fsync it, then rename it over `path`."""
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise CheckpointError(f"{path}: folder {folder} does not exist; create it or choose another --out")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as err:
-        raise CheckpointError(f"{path}: cannot write in {folder} ({err.strerror}); choose a writable --out") from None
+    folder = check_writable(path)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except (OSError, SafetensorError) as err:
+        why = getattr(err, "strerror", None) or err
+        raise CheckpointError(f"{path}: could not be written ({why}); check the disk space and the path") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def check_writable(path: Path) -> Path:
+    """The folder of `path` after checking that a file can be created there and `path` is not a folder."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if folder.exists() and not folder.is_dir():
+        raise CheckpointError(f"{path}: {folder} is a file, not a folder; choose another --out")
+    if not folder.is_dir():
+        raise CheckpointError(f"{path}: folder {folder} does not exist; create it or choose another --out")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder; give --out a file name such as {path / 'model.safetensors'}")
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot write in {folder} ({err.strerror}); choose a writable --out") from None
+    os.close(fd)
+    os.unlink(probe)
+    return folder
 
 
 def save_checkpoint(model: VAEBase, path: str | Path, **metadata: object) -> Path:
@@ -61,12 +78,38 @@ def read_metadata(path: str | Path) -> dict[str, str] | None:
             if size <= 0 or size > 100_000_000:
                 return None
             header = json.loads(fh.read(size))
-    except (OSError, ValueError, UnicodeDecodeError):
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot be read ({err.strerror or err}); check its permissions") from None
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     if not isinstance(header, dict):
         return None
     meta = header.get("__metadata__") or {}
     return meta if isinstance(meta, dict) else None
+
+
+def unreadable_reason(path: Path) -> str | None:
+    """Why a file that no loader accepted cannot be read, when we can tell (empty, truncated safetensors)."""
+    size = path.stat().st_size
+    if size == 0:
+        return f"{path}: the file is empty (0 bytes); it was not fully written, use another checkpoint"
+    if path.suffix.lower() != ".safetensors":
+        return None
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        claimed = int.from_bytes(head, "little") + 8 if len(head) == 8 else 8
+        text = fh.read(min(claimed - 8, 100_000_000))
+    if len(head) < 8:
+        return f"{path}: truncated safetensors file ({size} bytes, shorter than its 8-byte header size)"
+    if not text.startswith(b"{"):
+        return f"{path}: not a safetensors file (no JSON header after its first 8 bytes); check the file"
+    if claimed > size:
+        return f"{path}: truncated safetensors file ({size} bytes, its header needs {claimed}); copy or save it again"
+    try:
+        json.loads(text)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return f"{path}: damaged safetensors header (not valid JSON); save it again"
+    return None
 
 
 def is_native(path: str | Path) -> bool:
@@ -84,13 +127,19 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
     try:
         config = ModelConfig.from_json(meta["config"])
         extra = {k: json.loads(v) for k, v in meta.items() if k not in ("format", "config")}
-    except (KeyError, ValueError, TypeError) as err:
+    except (KeyError, ValueError, TypeError, RecursionError, EntropyElboError) as err:
         raise CheckpointError(f"{path}: its metadata is damaged ({err}); re-save the checkpoint") from None
-    model = build_model(config)
     try:
         state = load_file(path, device=str(device))
     except (SafetensorError, OSError, RuntimeError) as err:
         raise CheckpointError(f"{path}: cannot read its tensors ({err}); the file is damaged or truncated") from None
+    model = build_checked(config, sum(t.numel() for t in state.values()), path)
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    for name in sorted(set(shapes) | set(state)):
+        got = tuple(state[name].shape) if name in state else "missing"
+        if got != shapes.get(name, "not in the model"):
+            raise CheckpointError(f"{path}: tensor {name!r} has shape {got} but its saved config "
+                                  f"({config.kind}) needs {shapes.get(name, 'no such tensor')}; the file is damaged")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
@@ -99,4 +148,45 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
     for name, tensor in state.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise CheckpointError(f"{path}: tensor {name!r} holds NaN or Inf; use an earlier checkpoint")
+    check_variances(model, path)
     return model.to(device).eval(), extra
+
+
+def check_variances(model: VAEBase, source: str | Path) -> None:
+    """Refuse constant log-variances whose variance is zero or infinite in float32 (a non-positive variance)."""
+    h = model.latent_dim
+    names = {id(p): n for n, p in model.named_parameters()}
+    with torch.no_grad():
+        found = {"encoder variance tau^2": model.encoder_log_var_constant, "prior variance A": model.prior_log_var}
+        if model.decoder_variance != "network":
+            found["decoder variance sigma^2"] = model.decoder_log_var(torch.zeros(1, h))
+    for what, log_var in found.items():
+        if log_var is None:
+            continue
+        bad = ~(log_var.detach().double().abs() < LOG_VAR_LIMIT)
+        if bad.any():
+            value = float(log_var.detach().reshape(-1)[bad.reshape(-1)][0])
+            key = names.get(id(log_var), what)
+            raise CheckpointError(
+                f"{source}: tensor {key!r} holds log-variance {value:g}, so its {what} is "
+                f"{'zero' if value < 0 else 'infinite'} in float32 (|ln| must stay below {LOG_VAR_LIMIT:.1f}); "
+                "use an earlier checkpoint"
+            )
+
+
+SMALL_DIM = 4096  # layer sizes up to this are cheap to build whatever the file holds
+
+
+def build_checked(config: ModelConfig, stored: int, path: Path) -> VAEBase:
+    """Build the model a checkpoint's config names, refusing sizes no stored tensor could hold (a damaged config)."""
+    # a config can ask for any size; allocate only what the file's own numbers could fill
+    for name, size in [("data_dim", config.data_dim), ("latent_dim", config.latent_dim)] + [
+        ("hidden", h) for h in config.hidden
+    ]:
+        if not 1 <= size <= max(stored, SMALL_DIM):
+            raise CheckpointError(f"{path}: its config says {name}={size} but the file holds {stored} numbers in all; "
+                                  "the metadata is damaged")
+    try:
+        return build_model(config)
+    except (RuntimeError, ValueError, TypeError, IndexError, MemoryError, EntropyElboError) as err:
+        raise CheckpointError(f"{path}: its metadata is damaged ({err}); re-save the checkpoint") from None

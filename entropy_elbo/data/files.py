@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 import tempfile
 import warnings
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from tokenize import TokenError
 from types import ModuleType
 from typing import Literal
 
@@ -81,7 +84,7 @@ def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
                 raise DataError(f"{path}: .npy format {version} is unsupported; re-save it with numpy.save")
             shape, _, dtype = readers[version](f)
             return shape, dtype, f.tell()
-    except (ValueError, OSError, SyntaxError) as e:
+    except (ValueError, OSError, SyntaxError, TokenError, TypeError, RecursionError) as e:
         raise DataError(f"{path}: corrupt .npy header ({e}); re-save it with numpy.save") from e
 
 
@@ -96,6 +99,11 @@ def _open_npy(path: Path) -> np.ndarray:
         raise DataError(f"{path}: truncated .npy ({actual} bytes, header {shape} {dtype} needs {expected}); "
                         "copy or save it again")
     return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
+# what zipfile, zlib and numpy's header parser raise on damaged archives (flipped flags, bad CRC, bad header)
+NPZ_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError, NotImplementedError,
+              RuntimeError, zlib.error, struct.error, SyntaxError, TokenError, TypeError, RecursionError)
 
 
 def _open_npz(path: Path, key: str | None) -> np.ndarray:
@@ -113,7 +121,7 @@ def _open_npz(path: Path, key: str | None) -> np.ndarray:
             if key not in keys:
                 raise DataError(f"{path}: no array {key!r}; keys are {keys}, pass one with --key")
             x = npz[key]
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+    except NPZ_ERRORS as e:
         if "pickle" in str(e):
             raise DataError(f"{path}: array {key!r} holds Python objects (pickle is never loaded); "
                             "save a numeric array") from e
@@ -148,6 +156,9 @@ def _open_text(path: Path) -> np.ndarray:
         raise DataError(f"{path}: not a numeric comma-separated table: {_text_error(e, skip)}; fix it") from e
     except OSError as e:
         raise DataError(f"{path}: cannot be read ({e.strerror or e}); check its permissions") from e
+    if len(x) == 0:
+        what = "holds only a header line" if skip else "is empty"
+        raise DataError(f"{path}: the file {what}, so the table has 0 rows; pass a table with at least one row")
     return x
 
 
@@ -261,6 +272,8 @@ def iter_batches(
     for rows, raw in _raw_chunks(x, batch_size, indices):
         with np.errstate(over="ignore"):
             chunk = np.ascontiguousarray(raw, dtype=np.float32)  # (B, ...)
+        if not chunk.flags.writeable:  # a read-only memmap slice: torch warns on those, so hand out a copy
+            chunk = chunk.copy()
         _check_finite(chunk, rows, source, raw)
         if transform is not None:
             chunk = np.ascontiguousarray(transform(chunk), dtype=np.float32)
@@ -388,6 +401,8 @@ def save_array(x: np.ndarray, out: str | Path) -> None:
     if suffix not in (".npy", ".csv"):
         raise DataError(f"{out}: cannot save as {suffix or '(no extension)'!r}; use .npy or .csv")
     folder = out.parent if str(out.parent) else Path(".")
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"{out}: {folder} is a file, not a folder; choose another --out")
     if not folder.is_dir():
         raise DataError(f"{out}: folder {folder} does not exist; create it first")
     if suffix == ".csv" and np.ndim(x) != 2:

@@ -26,6 +26,7 @@ class LinearVAE(VAEBase):
                                        requires_grad=self.decoder_variance != "fixed")
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        x = x.flatten(1)  # (B, D): an image stack (B, C, H, W) enters flat
         nu = (x - self.mu0) @ self.V.T  # (B, H)
         return nu, self.log_tau2.expand_as(nu)
 

@@ -44,6 +44,7 @@ class MLPVAE(VAEBase):
                                        requires_grad=config.decoder_variance != "fixed")
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        x = x.flatten(1)  # (B, D): an image stack (B, C, H, W) enters flat
         trunk = self.encoder(x)  # (B, hidden[-1])
         return self.fc_mu(trunk), self.fc_var(trunk)
 
