@@ -307,3 +307,16 @@ def demo(out_dir: Path | None, device: str) -> None:
         est = estimate(loaded.model, iter_batches(x, 4096, source="ppca"), samples=100, generator=gen, device=dev)
         report.print_estimate(est, "the demo VAE-1", False)
         report.message("The two ELBOs agree near a stationary point; r and a_h near 1 say how near it is.")
+
+
+@main.command()
+@click.argument("run_path", metavar="RUN", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="PNG file to write.")
+@click.option("--threshold", type=float, default=1.0, show_default=True, help="Collapse threshold in nats (eq. 24).")
+def plot(run_path: Path, out: Path, threshold: float) -> None:
+    """Fig. 1 (ELBO vs the three entropies; relative gap) and Fig. 7 (per-latent entropies) of a training RUN."""
+    from entropy_elbo.plot import plot_run, run_log
+
+    rows = run_log(run_path)
+    plot_run(rows, out, threshold)
+    report.message(f"wrote {out}: {len(rows)} epochs of {run_path}")
