@@ -175,7 +175,7 @@ def train_cmd(ctx: click.Context, model: str, data_spec: str | None, out: Path |
         if run.settings.exists():
             raise EntropyElboError(f"--out {out}: {run.folder} already holds a run; --resume {out} continues it, "
                                    "or remove it or choose another --out")
-        settings = new_settings(model, {**{k: v for k, v in flags.items() if v is not None}, **given})
+        settings = new_settings(model, given)
     prepared = prepare_data(str(settings["data"]), key=settings["key"], drop_column=settings["drop_column"],
                             scale=str(settings["scale"]), holdout=float(settings["holdout"]),
                             image_size=int(settings["image_size"]), seed=int(settings["seed"]))
