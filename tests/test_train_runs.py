@@ -155,7 +155,8 @@ def test_plot_draws_the_logged_figures(tmp_path: Path, monkeypatch: pytest.Monke
              "relative_gap": 0.01 / e, "latent_entropies": [0.3, 1.3 - 0.01 * e, 1.4]} for e in (1, 2, 3)]
     fig = plot_run(rows, tmp_path / "f.png")
     assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    top, gap, latents, bars = fig.axes
+    top, latents, gap, bars = fig.axes
+    assert list(latents.lines[1].get_ydata()) == [1.29, 1.28, 1.27]
     assert list(top.lines[2].get_ydata()) == [-4.2, -3.2, -2.2]
     assert list(gap.lines[0].get_ydata()) == pytest.approx([1.0, 0.5, 1 / 3])
     assert [b.get_height() for b in bars.patches] == [1.4, 1.27, 0.3]
