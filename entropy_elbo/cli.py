@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -15,14 +16,15 @@ from entropy_elbo import report
 from entropy_elbo.checkpoints import LoadedModel, LoadOptions, inspect_checkpoint, load_model, save_checkpoint
 from entropy_elbo.checkpoints.native import check_writable
 from entropy_elbo.collapse import ACTIVE_THRESHOLD, LUCAS_DELTA, LUCAS_EPSILON, check_settings, collapse
-from entropy_elbo.data import SYNTHETIC, iter_batches, make_synthetic, open_array, resolve_data, save_array
+from entropy_elbo.data import SYNTHETIC, iter_batches, make_synthetic, open_array, save_array
 from entropy_elbo.devices import resolve_device
 from entropy_elbo.entropies import LOG_VAR_LIMIT
 from entropy_elbo.errors import EntropyElboError
 from entropy_elbo.estimate import estimate
-from entropy_elbo.models import MODELS, ModelConfig, build_model
+from entropy_elbo.models import MODELS, ModelConfig, build_model, model_config
 from entropy_elbo.models.config import ACTIVATIONS
-from entropy_elbo.train import MODEL_DEFAULTS, TrainConfig, train
+from entropy_elbo.presets import PRESETS, preset
+from entropy_elbo.train import MODEL_DEFAULTS, TrainConfig, prepare_data, train
 
 SEED = click.IntRange(0, 2**63 - 1)  # numpy and torch both take these seeds
 
@@ -170,37 +172,148 @@ def data(name: str, out: Path, n: int | None, seed: int) -> None:
 
 @main.command(name="train")
 @click.argument("model", type=click.Choice(sorted(MODELS)))
-@click.option("--data", "data_spec", required=True, help="A synthetic set's name (ppca, ring, ...) or a data file.")
+@click.option("--data", "data_spec", default=None,
+              help="A synthetic set's name (ppca, ring, manifold, stream), a .npy/.npz/.csv file or an image folder.")
 @click.option("--key", default=None, help="Array name inside a .npz file.")
+@click.option("--drop-column", type=int, default=None, help="Drop this column of a table (e.g. SUSY's label: 0).")
+@click.option("--scale", type=click.Choice(["minmax", "standard", "none"]), default="none", show_default=True,
+              help="Per-feature scaling, fitted on the training split only.")
+@click.option("--holdout", type=float, default=0.0, show_default=True,
+              help="Fraction of rows held out (seeded split); their ELBO is logged each epoch.")
+@click.option("--image-size", type=int, default=64, show_default=True,
+              help="Image folders: resize the shorter side and centre-crop to this many pixels.")
+@click.option("--preset", default=None, help=f"The paper's settings: {', '.join(PRESETS)}; flags override them.")
 @click.option("--latents", type=int, default=2, show_default=True, help="Number of latents H.")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Checkpoint to write (.safetensors).")
-@click.option("--epochs", type=int, default=None, help="Epochs (default per model).")
-@click.option("--batch-size", type=int, default=None, help="Batch size (default per model).")
-@click.option("--lr", type=float, default=None, help="Adam learning rate (default per model).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Run folder (checkpoint model.safetensors inside), or a .safetensors checkpoint whose run "
+                   "folder <name>.run/ is made beside it.")
+@click.option("--resume", type=click.Path(path_type=Path), default=None,
+              help="Carry on the run in this folder (or of this checkpoint) after an interruption.")
+@click.option("--epochs", type=int, default=None, help="Epochs (default per model or preset).")
+@click.option("--batch-size", type=int, default=None, help="Batch size (default per model or preset).")
+@click.option("--lr", type=float, default=None, help="Adam learning rate (default per model or preset).")
 @click.option("--samples", type=int, default=None, help="Samples of z per point in the training ELBO.")
-@click.option("--hidden", default="50,50", show_default=True, help="Hidden layer sizes of the MLPs.")
-@click.option("--activation", default="relu", show_default=True)
+@click.option("--hidden", default=None, help="Hidden layer sizes of the MLPs (conv: channels per layer).")
+@click.option("--activation", default=None, help="relu, leaky_relu, tanh, elu or softplus (default per model).")
 @click.option("--init-log-sigma2", type=float, default=0.0, show_default=True, help="Initial ln sigma^2.")
-@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the weights, split, batches, samples.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @device_option
-def train_cmd(model: str, data_spec: str, key: str | None, latents: int, out: Path, epochs: int | None,
-              batch_size: int | None, lr: float | None, samples: int | None, hidden: str, activation: str,
-              init_log_sigma2: float, seed: int, quiet: bool, device: str) -> None:
-    """Train MODEL on --data with the sampled ELBO, ending with a decaying learning rate."""
+@click.pass_context
+def train_cmd(ctx: click.Context, model: str, data_spec: str | None, out: Path | None, resume: Path | None,
+              quiet: bool, device: str, **flags: object) -> None:
+    """Train MODEL on --data with the sampled ELBO, ending with a decaying learning rate.
+
+    Every epoch appends a row to <run>/log.jsonl and writes the checkpoint and the resume state atomically.
+    """
+    from entropy_elbo.runs import read_settings, run_for_out, run_for_resume, write_settings
+
     dev = resolve_device(device)
-    x, source = resolve_data(data_spec, key=key, seed=seed)
-    x = training_data(x, data_spec, latents, init_log_sigma2)
-    config = ModelConfig(kind=model, data_dim=int(np.prod(x.shape[1:])), latent_dim=latents,
-                         hidden=parse_ints(hidden, "--hidden"), activation=activation,
-                         init_log_sigma2=init_log_sigma2)
-    given = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "samples": samples}
-    settings = TrainConfig(**{**MODEL_DEFAULTS[model], **{k: v for k, v in given.items() if v is not None}},
-                           seed=seed)
-    history = fit(config, x, settings, dev, out, source, quiet)
+    given = {k: v for k, v in flags.items() if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
+    if data_spec is not None:
+        given["data"] = data_spec
+    if resume is not None:
+        if out is not None:
+            raise EntropyElboError("--resume continues a run where it was written; drop --out")
+        run = run_for_resume(resume)
+        stored = read_settings(run.folder)
+        settings = resumed_settings(stored, model, given, resume)
+    else:
+        if out is None:
+            raise EntropyElboError("train: pass --out RUN_FOLDER or --out CHECKPOINT.safetensors")
+        check_writable(out)
+        run = run_for_out(out)
+        if run.settings.exists():
+            raise EntropyElboError(f"--out {out}: {run.folder} already holds a run; --resume {out} continues it, "
+                                   "or remove it or choose another --out")
+        settings = new_settings(model, given)
+    prepared = prepare_data(str(settings["data"]), key=settings["key"], drop_column=settings["drop_column"],
+                            scale=str(settings["scale"]), holdout=float(settings["holdout"]),
+                            image_size=int(settings["image_size"]), seed=int(settings["seed"]))
+    x, held = prepared.train, prepared.heldout
+    if model != "conv":  # the MLP models read flat rows
+        x = x.reshape(len(x), -1)
+        held = None if held is None else held.reshape(len(held), -1)
+    x = training_data(x, str(settings["data"]), int(settings["latents"]), float(settings["init_log_sigma2"]))
+    if resume is not None:
+        config = ModelConfig.from_json(str(stored["model_config"]))
+        if config.data_dim != int(np.prod(x.shape[1:])):
+            raise EntropyElboError(f"--resume {resume}: the data has {int(np.prod(x.shape[1:]))} values per row but "
+                                   f"the run's model expects {config.data_dim}; pass the run's --data")
+    else:
+        config = model_config(model, tuple(x.shape[1:]), int(settings["latents"]), **model_settings(model, settings))
+    training = TrainConfig(**{k: settings[k] for k in ("epochs", "batch_size", "lr", "samples", "seed")})
+    meta = {"source": prepared.source, "shape": list(x.shape), "scale": prepared.scale,
+            "heldout_rows": 0 if held is None else len(held)}
+    if resume is None:
+        run.create()
+        write_settings(run, {"settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
+                             "model_config": config.to_json(), "data": meta})
+    torch.manual_seed(training.seed)
+    net = build_model(config)
+    with report.epoch_progress(training.epochs, quiet) as progress:
+        history = train(net, x, training, device=dev, on_epoch=progress, heldout=held, run=run,
+                        resume=resume is not None, metadata=meta)
     last = history[-1]
-    report.message(f"wrote {out}: sampled ELBO {last['elbo']:.4f}, entropy ELBO {last['entropy_elbo']:.4f} "
-                   "nats per data point (last epoch)")
+    gap = last["relative_gap"]
+    report.message(f"wrote {run.checkpoint} (epoch {last['epoch']}) and {run.folder}/log.jsonl: sampled ELBO "
+                   f"{last['elbo']:.4f}, entropy ELBO {report._fmt(last['entropy_elbo'])} nats per data point, gap "
+                   f"{'n/a' if gap is None else f'{100 * gap:+.2f}%'}, {last['active_latents']} active latents "
+                   "(averages over the last epoch's batches; `entropy-elbo estimate` gives the checkpoint's own)")
+
+
+RESUMABLE = ("epochs",)  # the only settings a resumed run may change (to extend it)
+
+
+def new_settings(model: str, given: dict[str, object]) -> dict[str, object]:
+    """Built-in defaults < the model's defaults < --preset < flags given on the command line."""
+    base: dict[str, object] = {"data": None, "key": None, "drop_column": None, "scale": "none", "holdout": 0.0,
+                               "image_size": 64, "latents": 2, "hidden": None, "init_log_sigma2": 0.0, "seed": 0,
+                               "activation": "leaky_relu" if model == "conv" else "relu"}
+    base.update(MODEL_DEFAULTS[model])
+    name = given.get("preset")
+    if name:
+        chosen = preset(str(name))
+        if chosen.get("model") != model:
+            report.message(f"note: preset {name} is for {chosen.get('model')}; its settings apply to {model}")
+        base.update({k: v for k, v in chosen.items() if k not in ("model", "note")})
+        if chosen.get("note") and "data" not in given and chosen.get("data") is None:
+            raise EntropyElboError(f"--preset {name}: {chosen['note']}")
+    base.update(given)
+    if base["data"] is None:
+        raise EntropyElboError("train: pass --data NAME_OR_FILE (a synthetic set, a data file or an image folder)")
+    if isinstance(base["hidden"], str):
+        base["hidden"] = parse_ints(str(base["hidden"]), "--hidden")
+    return base
+
+
+def resumed_settings(stored: dict[str, object], model: str, given: dict[str, object], path: Path) -> dict[str, object]:
+    """The stored run's settings; a flag that would change them (other than --epochs) is an error."""
+    settings = dict(stored.get("settings", {}))  # type: ignore[arg-type]
+    kind = json.loads(str(stored["model_config"]))["kind"]
+    if kind != model:
+        raise EntropyElboError(f"--resume {path}: the run trains {kind}, not {model}; run `train {kind} --resume`")
+    for key, value in given.items():
+        if key == "hidden" and isinstance(value, str):
+            value = list(parse_ints(value, "--hidden"))
+        if key not in RESUMABLE and key != "preset" and settings.get(key) != value:
+            raise EntropyElboError(f"--resume {path}: --{key.replace('_', '-')} {value} differs from the run's "
+                                   f"{settings.get(key)}; a resumed run keeps its settings (only --epochs may grow)")
+    settings.update({k: v for k, v in given.items() if k in RESUMABLE})
+    return settings
+
+
+def model_settings(model: str, settings: dict[str, object]) -> dict[str, object]:
+    """ModelConfig fields from the merged settings (conv: --hidden gives the channels)."""
+    out: dict[str, object] = {"activation": settings["activation"],
+                              "init_log_sigma2": float(settings["init_log_sigma2"])}
+    hidden = settings.get("hidden")
+    if model == "conv":
+        if hidden:
+            out["extra"] = {"channels": list(hidden)}
+    elif hidden:
+        out["hidden"] = tuple(hidden)
+    return out
 
 
 def fit(config: ModelConfig, x: np.ndarray, settings: TrainConfig, dev: torch.device, out: Path, source: str,
@@ -320,13 +433,6 @@ def collapse_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int, 
         report.message(f"wrote the per-latent entropy chart to {plot}")
 
 
-def check_out(out: Path) -> None:
-    """A checkpoint is written as .safetensors into an existing, writable folder: checked before training."""
-    if out.suffix.lower() != ".safetensors":
-        raise EntropyElboError(f"--out {out}: checkpoints are written as .safetensors; name it {out.stem}.safetensors")
-    check_writable(out)
-
-
 def training_data(x: np.ndarray, source: str, latents: int, init_log_sigma2: float) -> np.ndarray:
     """The data as float32 in memory, checked finite (row and column named), with 1 <= H <= D and a sane sigma^2."""
     d = int(np.prod(x.shape[1:]))
@@ -336,3 +442,16 @@ def training_data(x: np.ndarray, source: str, latents: int, init_log_sigma2: flo
         raise EntropyElboError(f"--init-log-sigma2 {init_log_sigma2}: exp of it is 0 or infinite in float32; "
                                f"pass a value in (-{LOG_VAR_LIMIT:.1f}, {LOG_VAR_LIMIT:.1f})")
     return np.concatenate(list(iter_batches(x, 65_536, source=source)))
+
+
+@main.command()
+@click.argument("run_path", metavar="RUN", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="PNG file to write.")
+@click.option("--threshold", type=float, default=1.0, show_default=True, help="Collapse threshold in nats (eq. 24).")
+def plot(run_path: Path, out: Path, threshold: float) -> None:
+    """Fig. 1 (ELBO vs the three entropies; relative gap) and Fig. 7 (per-latent entropies) of a training RUN."""
+    from entropy_elbo.plot import plot_run, run_log
+
+    rows = run_log(run_path)
+    plot_run(rows, out, threshold)
+    report.message(f"wrote {out}: {len(rows)} epochs of {run_path}")

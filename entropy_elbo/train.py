@@ -15,6 +15,7 @@ from entropy_elbo import entropies
 from entropy_elbo.errors import EntropyElboError
 from entropy_elbo.models.protocol import VAEBase
 from entropy_elbo.montecarlo import sample_latents
+from entropy_elbo.runs import RunFolder, append_log, load_state, read_log, rewrite_log, save_state
 
 
 @dataclass(frozen=True)
@@ -28,9 +29,10 @@ class TrainConfig:
     seed: int = 0
     decay_fraction: float = 0.3  # last fraction of epochs with a cosine decay of lr to lr * final_lr_factor
     final_lr_factor: float = 0.01
+    eval_samples: int = 1  # samples per point for the held-out ELBO of each epoch's log row
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "samples"):
+        for name in ("epochs", "batch_size", "samples", "eval_samples"):
             if getattr(self, name) < 1:
                 raise EntropyElboError(f"--{name.replace('_', '-')}: got {getattr(self, name)}; it must be >= 1")
         if not self.lr > 0 or not math.isfinite(self.lr):
@@ -52,15 +54,8 @@ class TrainConfig:
 
 def sampled_elbo(model: VAEBase, x: Tensor, samples: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
     """Per-point sampled ELBO (eq. 2) with gradients, and the encoder log-variances: (B,), (B, H)."""
-    nu, log_tau2 = model.encode(x)
-    z = sample_latents(nu, log_tau2, samples, generator)  # (S, B, H)
-    mu, log_sigma2 = model.decode(z.reshape(-1, z.shape[-1]))
-    mu = mu.reshape(samples, *x.shape)
-    if log_sigma2.dim() > 0 and log_sigma2.shape[0] == mu.shape[0] * mu.shape[1]:
-        log_sigma2 = log_sigma2.reshape(samples, *log_sigma2.shape[1:])
-    per_dim = -0.5 * (entropies.LOG_2PI + log_sigma2 + (x - mu).pow(2) * (-log_sigma2).exp())
-    loglik = per_dim.expand_as(mu).flatten(2).sum(-1).mean(0)  # (B,)
-    return loglik - entropies.kl_to_prior(nu, log_tau2, model.prior_log_var).to(loglik.dtype), log_tau2
+    f, log_tau2, _ = sampled_elbo_parts(model, x, samples, generator)
+    return f, log_tau2
 
 
 def train(
@@ -70,11 +65,19 @@ def train(
     *,
     device: torch.device | str = "cpu",
     on_epoch: Callable[[dict[str, object]], None] | None = None,
+    heldout: np.ndarray | Tensor | None = None,
+    run: RunFolder | None = None,
+    resume: bool = False,
+    metadata: dict[str, object] | None = None,
 ) -> list[dict[str, object]]:
-    """Train `model` on the rows of x (kept on the device); returns one log row per epoch (nats per data point)."""
+    """Train `model` on the rows of x (kept on the device); returns one log row per epoch (nats per data point).
+
+    With `run`, every epoch appends its row to the run's log and writes the checkpoint and the resume state
+    atomically; `resume=True` carries on from that state with the optimizer and every random state restored.
+    """
     device = torch.device(device)
-    data = torch.as_tensor(np.asarray(x, dtype=np.float32) if not isinstance(x, Tensor) else x)
-    data = data.to(device=device, dtype=torch.float32)
+    data = _on_device(x, device)
+    held = None if heldout is None or len(heldout) == 0 else _on_device(heldout, device)
     n, d = data.shape[0], int(np.prod(data.shape[1:]))
     if n == 0:
         raise EntropyElboError("data: no rows to train on")
@@ -83,30 +86,22 @@ def train(
     model.to(device).train()
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
     history: list[dict[str, object]] = []
-    for epoch in range(config.epochs):
-        for group in opt.param_groups:
-            group["lr"] = config.lr_at(epoch)
-        start = time.perf_counter()
-        elbo_sum = torch.zeros((), dtype=torch.float64, device=device)
-        ent_sum = torch.zeros((), dtype=torch.float64, device=device)
-        for idx in torch.randperm(n, generator=gen, device=device).split(config.batch_size):
-            batch = data[idx]
-            f, log_tau2 = sampled_elbo(model, batch, config.samples, gen)
-            loss = -f.mean()
-            if not torch.isfinite(loss):
-                raise EntropyElboError(
-                    f"training diverged at epoch {epoch + 1}: the loss is {loss.item()}; lower --lr "
-                    "or raise the initial decoder variance"
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            elbo_sum += f.detach().double().sum()
-            ent_sum += entropies.encoder_entropy(log_tau2.detach()).sum()
-        row = epoch_row(model, epoch, n, d, elbo_sum, ent_sum, time.perf_counter() - start)
+    start = 0
+    if resume:
+        if run is None:
+            raise EntropyElboError("resume: needs the run folder whose state to continue from")
+        start = load_state(run.state, model, opt, gen)
+        history = [r for r in read_log(run.log) if int(r.get("epoch", 0)) <= start]
+        rewrite_log(run.log, history)  # rows of an epoch that was cut short are redone
+    for epoch in range(start, config.epochs):
+        row = train_epoch(model, data, held, opt, gen, config, epoch, d, run)
+        if run is not None:
+            save_epoch(run, model, opt, gen, row, config, metadata)
         history.append(row)
         if on_epoch is not None:
             on_epoch(row)
+    if run is not None and start >= config.epochs and history:  # killed between the last state and checkpoint
+        save_epoch_checkpoint(run, model, history[-1], config, metadata)
     model.eval()
     return history
 
@@ -139,3 +134,170 @@ MODEL_DEFAULTS: dict[str, dict[str, object]] = {
     "vae1": {"epochs": 300, "batch_size": 250, "lr": 3e-3, "samples": 10},
     "demo": {"epochs": 300, "batch_size": 250, "lr": 3e-3, "samples": 10},
 }
+MODEL_DEFAULTS.update({
+    "vae2": {"epochs": 300, "batch_size": 250, "lr": 3e-3, "samples": 10},
+    "vae3": {"epochs": 300, "batch_size": 250, "lr": 3e-3, "samples": 10},
+    "conv": {"epochs": 10, "batch_size": 64, "lr": 1e-3, "samples": 1},
+})
+COLLAPSE_THRESHOLD = 1.0  # nats: latent h is collapsed when its mean encoder entropy exceeds it (eq. 24)
+
+
+class TrainingDiverged(EntropyElboError):
+    """The loss or the weights became NaN or infinite; the run stopped before writing them."""
+
+
+def _on_device(x: np.ndarray | Tensor, device: torch.device) -> Tensor:
+    """The whole array as one float32 tensor on the device: no per-step host copies."""
+    data = torch.as_tensor(np.asarray(x, dtype=np.float32) if not isinstance(x, Tensor) else x)
+    return data.to(device=device, dtype=torch.float32)
+
+
+def sampled_elbo_parts(
+    model: VAEBase, x: Tensor, samples: int, generator: torch.Generator | None
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Per-point sampled ELBO (eq. 2) with gradients, log tau^2 (B, H), and for a variance network the
+    per-point decoder entropy mean_s sum_d 0.5 log(2 pi e sigma_d^2(z_s)) (eq. 22), else None."""
+    nu, log_tau2 = model.encode(x)  # (B, H)
+    z = sample_latents(nu, log_tau2, samples, generator)  # (S, B, H)
+    mu, log_sigma2 = model.decode(z.reshape(-1, z.shape[-1]))
+    mu = mu.reshape(samples, *x.shape)  # (S, B, ...)
+    network = model.decoder_variance == "network"
+    if network:
+        log_sigma2 = log_sigma2.reshape(mu.shape)  # (S, B, ...)
+    per_dim = -0.5 * (entropies.LOG_2PI + log_sigma2 + (x - mu).pow(2) * (-log_sigma2).exp())
+    loglik = per_dim.expand_as(mu).flatten(2).sum(-1).mean(0)  # (B,)
+    f = loglik - entropies.kl_to_prior(nu, log_tau2, model.prior_log_var).to(loglik.dtype)
+    dec_ent = entropies.gaussian_entropy(log_sigma2.detach()).flatten(2).sum(-1).mean(0) if network else None
+    return f, log_tau2, dec_ent
+
+
+def train_epoch(model: VAEBase, data: Tensor, held: Tensor | None, opt: torch.optim.Optimizer,
+                gen: torch.Generator, config: TrainConfig, epoch: int, d: int, run: RunFolder | None
+                ) -> dict[str, object]:
+    """One pass of Adam steps over shuffled batches; returns the epoch's log row."""
+    for group in opt.param_groups:
+        group["lr"] = config.lr_at(epoch)
+    start = time.perf_counter()
+    n, device = data.shape[0], data.device
+    elbo_sum = torch.zeros((), dtype=torch.float64, device=device)
+    dec_sum = torch.zeros((), dtype=torch.float64, device=device)
+    latent_sum = torch.zeros(model.latent_dim, dtype=torch.float64, device=device)
+    model.train()
+    for idx in torch.randperm(n, generator=gen, device=device).split(config.batch_size):
+        f, log_tau2, dec_ent = sampled_elbo_parts(model, data[idx], config.samples, gen)
+        loss = -f.mean()
+        if not torch.isfinite(loss):
+            raise diverged(epoch, f"the loss is {loss.item()}", run)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        elbo_sum += f.detach().double().sum()
+        latent_sum += entropies.gaussian_entropy(log_tau2.detach()).sum(0)
+        if dec_ent is not None:
+            dec_sum += dec_ent.double().sum()
+    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise diverged(epoch, f"parameter {bad[0]!r} holds NaN or Inf", run)
+    row = epoch_summary(model, epoch, n, d, elbo_sum, latent_sum, dec_sum)
+    row["heldout_elbo"] = None if held is None else heldout_elbo(model, held, config, epoch)
+    row.update(lr=opt.param_groups[0]["lr"], seconds=time.perf_counter() - start, wall_time=time.time())
+    return row
+
+
+def diverged(epoch: int, what: str, run: RunFolder | None) -> TrainingDiverged:
+    """The error for a run whose loss or weights stopped being finite, naming the last good checkpoint."""
+    if run is not None and epoch > 0:
+        kept = f"the last good checkpoint {run.checkpoint} (epoch {epoch}) is intact"
+    else:
+        kept = "no checkpoint was written"
+    return TrainingDiverged(f"training diverged at epoch {epoch + 1}: {what}; {kept}; lower --lr or raise "
+                            "--init-log-sigma2 and train again")
+
+
+def epoch_summary(model: VAEBase, epoch: int, n: int, d: int, elbo_sum: Tensor, latent_sum: Tensor,
+                  dec_sum: Tensor) -> dict[str, object]:
+    """The epoch's sampled ELBO and its three entropies (Thm. 1-3), averaged over the epoch's batches."""
+    h = model.latent_dim
+    latent = (latent_sum / n).cpu()  # (H,) mean_n 0.5 log(2 pi e tau_nh^2)
+    with torch.no_grad():
+        prior_log_var = model.prior_log_var
+        prior = entropies.prior_entropy(h, None if prior_log_var is None else prior_log_var.detach())
+        if model.decoder_variance == "network":
+            decoder = float(dec_sum) / n
+            sigma2: object = math.exp(2 * decoder / d - entropies.LOG_2PI_E)  # geometric mean over z and d
+        else:
+            log_sigma2 = model.decoder_log_var(torch.zeros(1, h, device=elbo_sum.device)).detach().double().cpu()
+            decoder = float(entropies.decoder_entropy(log_sigma2, d))
+            sigma2 = log_sigma2.exp().tolist()
+    encoder = float(latent.sum())
+    elbo = float(elbo_sum) / n
+    f_h = None if model.decoder_variance == "fixed" else entropies.entropy_elbo(encoder, prior, decoder)
+    return {
+        "epoch": epoch + 1, "elbo": elbo, "entropy_elbo": f_h,
+        "relative_gap": None if f_h is None or elbo == 0 else (elbo - f_h) / abs(elbo),
+        "encoder_entropy": encoder, "prior_entropy": prior, "decoder_entropy": decoder,
+        "latent_entropies": latent.tolist(), "active_latents": int((latent <= COLLAPSE_THRESHOLD).sum()),
+        "sigma2": sigma2,
+    }
+
+
+@torch.no_grad()
+def heldout_elbo(model: VAEBase, held: Tensor, config: TrainConfig, epoch: int) -> float:
+    """Sampled ELBO (eq. 2) on held-out rows, eval mode, from its own seeded generator (training RNG untouched)."""
+    gen = torch.Generator(device=held.device).manual_seed(config.seed * 1_000_003 + epoch)
+    model.eval()
+    total = 0.0
+    for batch in held.split(config.batch_size):
+        total += float(sampled_elbo_parts(model, batch, config.eval_samples, gen)[0].double().sum())
+    model.train()
+    return total / held.shape[0]
+
+
+def save_epoch(run: RunFolder, model: VAEBase, opt: torch.optim.Optimizer, gen: torch.Generator,
+               row: dict[str, object], config: TrainConfig, metadata: dict[str, object] | None) -> None:
+    """Log row first, then the resume state, then the checkpoint: a kill between them loses nothing."""
+    append_log(run.log, row)
+    save_state(run.state, model, opt, gen, int(row["epoch"]))
+    save_epoch_checkpoint(run, model, row, config, metadata)
+
+
+def save_epoch_checkpoint(run: RunFolder, model: VAEBase, row: dict[str, object], config: TrainConfig,
+                          metadata: dict[str, object] | None) -> None:
+    """The model checkpoint that `estimate` reads, written atomically."""
+    from entropy_elbo.checkpoints.native import save_checkpoint
+
+    save_checkpoint(model, run.checkpoint, training=config.to_dict(), data=metadata or {}, epoch=row["epoch"])
+
+
+@dataclass
+class TrainingData:
+    """Rows to train on and held-out rows, scaled by a scaler fitted on the training rows only."""
+
+    train: np.ndarray
+    heldout: np.ndarray | None
+    source: str
+    scale: str
+
+
+def prepare_data(spec: str, *, key: str | None = None, drop_column: int | None = None, scale: str = "none",
+                 holdout: float = 0.0, image_size: int = 64, seed: int = 0) -> TrainingData:
+    """A synthetic set, an array file or an image folder, split (seeded) and scaled, as float32 arrays."""
+    from pathlib import Path
+
+    from entropy_elbo.data import fit_scaler, iter_batches, load_image_folder, resolve_data, split_indices
+
+    if Path(spec).is_dir():
+        if key is not None or drop_column is not None:
+            raise EntropyElboError(f"{spec}: --key and --drop-column apply to array files, not image folders")
+        x = load_image_folder(spec, image_size)
+        source = f"image folder {spec} ({x.shape[0]} images, {x.shape[1]}x{x.shape[2]}x{x.shape[3]})"
+    else:
+        x, source = resolve_data(spec, key=key, drop_column=drop_column, seed=seed)
+    train_idx, held_idx = split_indices(len(x), holdout, seed)
+    scaler = fit_scaler(x, scale, indices=train_idx, source=spec)  # type: ignore[arg-type]
+    transform = None if scale == "none" else scaler
+
+    def rows(idx: np.ndarray) -> np.ndarray:
+        return np.concatenate(list(iter_batches(x, 65536, source=spec, indices=idx, transform=transform)))
+
+    return TrainingData(rows(train_idx), rows(held_idx) if len(held_idx) else None, source, scale)

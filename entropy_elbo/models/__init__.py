@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from entropy_elbo.errors import ModelError
 from entropy_elbo.models.config import ModelConfig
+from entropy_elbo.models.conv import ConvVAE
 from entropy_elbo.models.linear import LinearVAE
 from entropy_elbo.models.mlp import MLPVAE
 from entropy_elbo.models.protocol import DECODER_VARIANCES, GaussianVAE, VAEBase
+from entropy_elbo.models.vae2 import VAE2
+from entropy_elbo.models.vae3 import VAE3
 
-MODELS: dict[str, type[VAEBase]] = {"linear": LinearVAE, "vae1": MLPVAE}
+MODELS: dict[str, type[VAEBase]] = {"linear": LinearVAE, "vae1": MLPVAE, "vae2": VAE2, "vae3": VAE3, "conv": ConvVAE}
 
 
 def build_model(config: ModelConfig) -> VAEBase:
@@ -22,4 +25,22 @@ def build_model(config: ModelConfig) -> VAEBase:
     return MODELS[config.kind](config)
 
 
-__all__ = ["MODELS", "GaussianVAE", "LinearVAE", "MLPVAE", "ModelConfig", "VAEBase", "build_model"]
+__all__ = ["MODELS", "VAE2", "VAE3", "ConvVAE", "GaussianVAE", "LinearVAE", "MLPVAE", "ModelConfig", "VAEBase",
+           "build_model", "model_config"]
+
+
+def model_config(kind: str, data_shape: tuple[int, ...], latents: int, **settings: object) -> ModelConfig:
+    """A ModelConfig for family `kind` on rows of `data_shape`, with the family's own decoder variance and extras."""
+    data_dim = 1
+    for s in data_shape:
+        data_dim *= int(s)
+    extra = dict(settings.pop("extra", None) or {})
+    if kind == "vae3":
+        settings["decoder_variance"] = "network"
+    if kind == "conv":
+        if len(data_shape) != 3 or data_shape[1] != data_shape[2]:
+            raise ModelError(f"conv model: needs square images (C, S, S), got rows of shape {tuple(data_shape)}; "
+                             "pass an image folder or an (N, C, S, S) array")
+        extra.setdefault("in_channels", int(data_shape[0]))
+        extra.setdefault("image_size", int(data_shape[1]))
+    return ModelConfig(kind=kind, data_dim=data_dim, latent_dim=latents, extra=extra, **settings)

@@ -1,0 +1,79 @@
+"""Figures of a training run from its log: Fig. 1 (ELBO and three entropies; relative gap) and Fig. 7 (per latent).
+
+matplotlib is an optional extra (`pip install 'entropy-elbo[plot]'`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from entropy_elbo.entropies import LOG_2PI_E
+from entropy_elbo.errors import EntropyElboError
+from entropy_elbo.runs import LOG, read_log, run_for_resume
+
+PRIOR_ENTROPY = 0.5 * LOG_2PI_E  # H[N(0, 1)] ~ 1.4189 nats
+
+
+def require_matplotlib():  # noqa: ANN201
+    """matplotlib.pyplot on the Agg backend, or a clear error naming the extra to install."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise EntropyElboError("plot: needs matplotlib; pip install 'entropy-elbo[plot]' (or matplotlib)") from None
+    return plt
+
+
+def run_log(path: str | Path) -> list[dict[str, object]]:
+    """The log rows of a run folder, of the checkpoint a run wrote, or of a log.jsonl file."""
+    path = Path(path)
+    log = path if path.suffix == ".jsonl" else run_for_resume(path).folder / LOG
+    rows = read_log(log)
+    if not rows:
+        raise EntropyElboError(f"{log}: no epochs logged yet; train first")
+    return rows
+
+
+def plot_run(rows: list[dict[str, object]], out: str | Path, threshold: float = 1.0):  # noqa: ANN201
+    """Four panels: ELBO vs entropies (Fig. 1 top), relative gap in % (Fig. 1 bottom), per-latent encoder
+    entropies over training and of the last epoch sorted, collapsed ones red (Fig. 7). Returns the figure."""
+    plt = require_matplotlib()
+    epochs = [r["epoch"] for r in rows]
+    fig, ax = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)
+    a = ax[0, 0]
+    a.plot(epochs, [r["elbo"] for r in rows], label="ELBO (sampled, training batches)")
+    if any(r.get("heldout_elbo") is not None for r in rows):
+        a.plot(epochs, [r.get("heldout_elbo") for r in rows], label="ELBO (held-out)")
+    if any(r.get("entropy_elbo") is not None for r in rows):
+        a.plot(epochs, [r.get("entropy_elbo") for r in rows], "--", label="entropy ELBO (eq. 14 / 22)")
+    a.set(xlabel="epoch", ylabel="nats per data point", title="ELBO and the sum of three entropies")
+    a.legend(fontsize=8)
+    b = ax[1, 0]
+    gaps = [None if r.get("relative_gap") is None else 100 * r["relative_gap"] for r in rows]
+    b.plot(epochs, gaps, color="tab:purple")
+    b.axhline(0, color="grey", lw=0.8)
+    b.set(xlabel="epoch", ylabel="(ELBO - entropy ELBO) / |ELBO|  [%]", title="relative difference")
+    c = ax[0, 1]
+    h = len(rows[-1]["latent_entropies"])
+    for j in range(h):
+        c.plot(epochs, [r["latent_entropies"][j] for r in rows], lw=0.8)
+    c.axhline(PRIOR_ENTROPY, color="black", ls=":", label=f"prior entropy {PRIOR_ENTROPY:.3f}")
+    c.axhline(threshold, color="red", ls="--", label=f"collapse threshold {threshold}")
+    c.set(xlabel="epoch", ylabel="mean encoder entropy [nats]", title="per-latent encoder entropies (Fig. 7)")
+    c.legend(fontsize=8)
+    d = ax[1, 1]
+    last = sorted(rows[-1]["latent_entropies"], reverse=True)
+    d.bar(range(1, h + 1), last, color=["tab:red" if v > threshold else "tab:blue" for v in last])
+    d.axhline(threshold, color="red", ls="--")
+    active = sum(v <= threshold for v in last)
+    d.set(xlabel="latent (sorted)", ylabel="mean encoder entropy [nats]",
+          title=f"epoch {epochs[-1]}: {active} of {h} latents active (red: collapsed, eq. 24)")
+    try:
+        fig.savefig(out, dpi=110)
+    except OSError as err:
+        raise EntropyElboError(f"--out {out}: cannot write the figure ({err.strerror})") from None
+    finally:
+        plt.close(fig)
+    return fig

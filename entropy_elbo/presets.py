@@ -1,0 +1,39 @@
+"""The paper's experimental settings (Fig. 1, App. D.1 and D.4) as presets; every field can be overridden by a flag.
+
+`data` None means the paper used a data set the user supplies (MNIST, SUSY, CelebA): pass `--data`.
+"""
+
+from __future__ import annotations
+
+from entropy_elbo.errors import EntropyElboError
+
+# Fig. 1 (App. D.1): batch 2000, lr 1e-3, 100 samples, 2x50 ReLU; pPCA/ring 10,000 train + 10,000 test.
+PRESETS: dict[str, dict[str, object]] = {
+    "fig1a": {"model": "linear", "data": "ppca", "latents": 2, "holdout": 0.5, "scale": "none",
+              "epochs": 2000, "batch_size": 2000, "lr": 1e-3, "samples": 100},
+    "fig1b": {"model": "vae1", "data": None, "latents": 2, "hidden": (50, 50), "activation": "relu",
+              "holdout": 0.0, "scale": "none", "epochs": 500, "batch_size": 2000, "lr": 1e-3, "samples": 100,
+              "note": "the paper trained on MNIST (pixels in [0, 1]); pass it as --data mnist.npy"},
+    "fig1c": {"model": "vae3", "data": "ring", "latents": 2, "hidden": (50, 50), "activation": "relu",
+              "holdout": 0.5, "scale": "none", "epochs": 2000, "batch_size": 2000, "lr": 1e-3, "samples": 100},
+    # App. D.4: artificial manifold, H=20, 128/40 LeakyReLU, ln sigma^2 = -9, batch 512, lr 1e-3, 50/50 split.
+    "manifold": {"model": "vae1", "data": "manifold", "latents": 20, "hidden": (128, 40), "activation": "leaky_relu",
+                 "init_log_sigma2": -9.0, "holdout": 0.5, "scale": "none", "epochs": 200, "batch_size": 512,
+                 "lr": 1e-3, "samples": 1},
+    # App. D.4: SUSY, label in column 0, H=12, 128/24 LeakyReLU, ln sigma^2 = -9, batch 1024, >= 150 epochs.
+    "susy": {"model": "vae1", "data": None, "drop_column": 0, "latents": 12, "hidden": (128, 24),
+             "activation": "leaky_relu", "init_log_sigma2": -9.0, "holdout": 0.5, "scale": "minmax", "epochs": 150,
+             "batch_size": 1024, "lr": 1e-3, "samples": 1,
+             "note": "pass the UCI SUSY.csv as --data (the paper used 2.5 million of its rows)"},
+    # App. D.4: CelebA 64x64x3, conv VAE-1, H=128, batch 256, 50 epochs, 60/40 split.
+    "celeba": {"model": "conv", "data": None, "latents": 128, "image_size": 64, "activation": "leaky_relu",
+               "holdout": 0.4, "scale": "none", "epochs": 50, "batch_size": 256, "lr": 1e-3, "samples": 1,
+               "note": "pass a folder of CelebA images as --data"},
+}
+
+
+def preset(name: str) -> dict[str, object]:
+    """The settings of preset `name` (a copy)."""
+    if name not in PRESETS:
+        raise EntropyElboError(f"--preset {name!r} unknown; use one of {', '.join(PRESETS)}")
+    return dict(PRESETS[name])
