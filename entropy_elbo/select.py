@@ -112,26 +112,45 @@ def eps_moments(eps: Tensor) -> tuple[Tensor, Tensor]:
     return eps.mean(1), torch.einsum("ksbh,ksbg->kbhg", eps, eps) / s
 
 
-def stacked_sampled_elbo(p: dict[str, Tensor], mask: Tensor, x: Tensor, m1: Tensor, m2: Tensor) -> Tensor:
-    """Sampled ELBO per point (eq. 2) of K stacked linear VAEs on one batch x (B, D): (K,).
+def stacked_elbo_and_grad(p: dict[str, Tensor], mask: Tensor, x: Tensor, m1: Tensor,
+                          m2: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """Sampled ELBO per point (eq. 2) of K stacked linear VAEs on one batch x (B, D), (K,), and its gradients.
 
-    The samples z_s = nu + tau * eps_s enter through the moments of eps (`eps_moments`): for a linear decoder
-    mean_s ||x - mu0 - W z_s||^2 = ||r||^2 - 2 r^T W T m1 + tr(W T m2 T W^T) with r = x - mu0 - W nu and
-    T = diag(tau), the same value as the sample average, without a decoder pass per sample.
+    The samples z_s = nu + T eps_s (T = diag tau) enter through the moments m1, m2 of eps (`eps_moments`): for
+    a linear decoder mean_s ||x - mu0 - W z_s||^2 = ||r||^2 - 2 r^T A m1 + tr(A m2 A^T) with r = x - mu0 - W nu
+    and A = W T, the same value as the sample average without a decoder pass per sample. The gradients are
+    this expression's, by hand (the tests check them against autograd on LinearVAE); padded latents get none.
     """
     v, w, log_tau2 = p["V"] * mask[:, :, None], p["W"] * mask[:, None, :], p["log_tau2"] * mask  # masked
+    d, b = x.shape[-1], x.shape[0]
     xc = x - p["mu0"][:, None, :]  # (K, B, D)
     nu = torch.bmm(xc, v.transpose(1, 2))  # (K, B, H)
-    tau = (0.5 * log_tau2).exp()  # (K, H)
+    tau2 = log_tau2.exp()  # (K, H)
+    tau = tau2.sqrt()
+    a = w * tau[:, None, :]  # (K, D, H): W T
     r = xc - torch.bmm(nu, w.transpose(1, 2))  # (K, B, D)
-    wt = w * tau[:, None, :]  # (K, D, H): W T
-    gram = torch.bmm(wt.transpose(1, 2), wt)  # (K, H, H): T W^T W T
-    sq = r.pow(2).sum(-1) - 2 * (torch.bmm(r, wt) * m1).sum(-1) + (gram[:, None] * m2).sum((-2, -1))  # (K, B)
-    log_sigma2 = p["log_sigma2"][:, None]  # (K, 1)
-    d = x.shape[-1]
-    loglik = -0.5 * (d * (entropies.LOG_2PI + log_sigma2) + sq * (-log_sigma2).exp())  # (K, B)
-    kl = 0.5 * (nu.pow(2) + log_tau2[:, None].exp() - log_tau2[:, None] - 1).sum(-1)  # (K, B)
-    return (loglik - kl).mean(-1)  # (K,)
+    u = torch.bmm(m1, a.transpose(1, 2))  # (K, B, D): A m1
+    am2 = torch.matmul(a[:, None], m2)  # (K, B, D, H): A m2
+    sq = r.pow(2).sum(-1) - 2 * (r * u).sum(-1) + (am2 * a[:, None]).sum((-2, -1))  # (K, B)
+    log_sigma2 = p["log_sigma2"]  # (K,)
+    lam = (-log_sigma2).exp()[:, None]  # (K, 1): 1 / sigma^2
+    loglik = -0.5 * (d * (entropies.LOG_2PI + log_sigma2)[:, None] + sq * lam)  # (K, B)
+    kl = 0.5 * (nu.pow(2) + tau2[:, None] - log_tau2[:, None] - 1).sum(-1)  # (K, B)
+    f = (loglik - kl).mean(-1)  # (K,)
+    # gradients of f, averaged over the batch; lam3 broadcasts 1/sigma^2 over (K, B, .)
+    lam3 = lam[:, :, None]
+    e = r - u  # (K, B, D): half the gradient of sq with respect to r
+    g_nu = lam3 * torch.bmm(e, w) - nu  # (K, B, H)
+    g_xc = -lam3 * e + torch.bmm(g_nu, v)  # (K, B, D)
+    g_a = lam3 * (torch.bmm(r.transpose(1, 2), m1) - am2.sum(1)) / b  # (K, D, H)
+    grads = {
+        "mu0": -g_xc.mean(1),
+        "V": torch.bmm(g_nu.transpose(1, 2), xc) / b * mask[:, :, None],
+        "W": (lam3 * torch.bmm(e.transpose(1, 2), nu) / b + g_a * tau[:, None, :]) * mask[:, None, :],
+        "log_tau2": (0.5 * tau * (g_a * w).sum(1) - 0.5 * (tau2 - 1)) * mask,
+        "log_sigma2": -0.5 * d + 0.5 * (lam * sq).mean(-1),
+    }
+    return f, grads
 
 
 # ---------------------------------------------------------------------------------------------- the stream
@@ -156,11 +175,12 @@ def rebatch(chunks: Iterable[np.ndarray], batch_size: int, device: torch.device,
         if not np.isfinite(chunk).all():
             row = int(np.argmax(~np.isfinite(chunk).all(axis=1)))
             raise EntropyElboError(f"stream chunk {i}: row {row} holds NaN or Inf; clean the data first")
-        x = torch.as_tensor(chunk).to(device=device, dtype=dtype)
+        x = torch.tensor(chunk, device=device, dtype=dtype)  # a copy: memmap chunks are read-only
         if rest is not None:
             x = torch.cat([rest, x])
         full = len(x) // batch_size * batch_size
-        yield from x[:full].split(batch_size)
+        if full:
+            yield from x[:full].split(batch_size)
         rest = x[full:] if full < len(x) else None
     if rest is not None:
         yield rest
@@ -232,6 +252,19 @@ def select_stream(
     """
     latents = _check_settings(latents, batch_size, lr, samples)
     device = torch.device(device)
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)  # tensors of a few hundred elements: extra threads only add contention
+    try:
+        return _train_stream(chunks, latents, batch_size, lr, samples, seed, init_log_sigma2, device, dtype, on_rows)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_stream(chunks: Iterable[np.ndarray], latents: tuple[int, ...], batch_size: int, lr: float, samples: int,
+                  seed: int, init_log_sigma2: float, device: torch.device, dtype: torch.dtype,
+                  on_rows: Callable[[int], None] | None) -> StreamSelection:
+    """The training loop of select_stream."""
     gen = torch.Generator(device=device).manual_seed(seed)
     models: list[LinearVAE] = []
     p: dict[str, Tensor] = {}
@@ -244,17 +277,14 @@ def select_stream(
             p = stack_models(models, device, dtype)
             p["mu0"][:] = x.mean(0)
             mask = p.pop("mask")
-            for t in p.values():
-                t.requires_grad_(True)
             opt = adam(list(p.values()), lr)
         eps = torch.randn((len(latents), samples, x.shape[0], mask.shape[1]), generator=gen, device=device,
                           dtype=dtype)  # (K, S, B, H)
-        f = stacked_sampled_elbo(p, mask, x, *eps_moments(eps))  # (K,)
-        with torch.no_grad():
-            ent_list.append(linear_entropy_elbo(p["log_tau2"] * mask, p["log_sigma2"], x.shape[1]))
-        smp_list.append(f.detach())
-        opt.zero_grad(set_to_none=True)
-        (-f.sum()).backward()
+        f, grads = stacked_elbo_and_grad(p, mask, x, *eps_moments(eps))  # (K,), gradients of f
+        ent_list.append(linear_entropy_elbo(p["log_tau2"] * mask, p["log_sigma2"], x.shape[1]))
+        smp_list.append(f)
+        for name, t in p.items():
+            t.grad = grads[name].neg_()  # Adam minimizes -f
         opt.step()
         rows_list.append(len(x))
         seen += len(x)
