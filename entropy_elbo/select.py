@@ -38,6 +38,7 @@ from entropy_elbo.models import LinearVAE, ModelConfig, build_model
 PAPER_BATCH_SIZE, PAPER_LR, PAPER_SAMPLES = 10, 0.002, 100  # Appendix A
 DEFAULT_TAIL = 1000  # batches at the end of a segment that its summary covers
 DEFAULT_WINDOW = 1000  # batches per segment when the stream has no known phases
+STATIONARY_TOLERANCE = 0.1  # nats per point: sampled and entropy ELBO further apart (+3 SE) flag a model in motion
 
 
 # ---------------------------------------------------------------------------------------------- formulas
@@ -355,6 +356,13 @@ class SegmentSummary:
     tail: int  # the last `tail` of them are summarized
     entropy: MethodSummary
     sampled: MethodSummary
+    elbo_gap: np.ndarray  # (K,) mean sampled ELBO - mean entropy ELBO over the tail, nats per point
+    elbo_gap_se: np.ndarray  # (K,) its standard error (over the tail's batches)
+
+    @property
+    def near_stationary(self) -> np.ndarray:
+        """(K,) whether the two ELBOs agree within STATIONARY_TOLERANCE + 3 SE: eq. 20 holds at stationary points."""
+        return np.abs(self.elbo_gap) <= STATIONARY_TOLERANCE + 3 * self.elbo_gap_se
 
     def to_dict(self, latents: Sequence[int]) -> dict[str, object]:
         def method(m: MethodSummary) -> dict[str, object]:
@@ -367,7 +375,9 @@ class SegmentSummary:
         return {"name": s.name, "start_row": s.start, "stop_row": s.stop, "true_dim": s.true_dim,
                 "batches": self.batches, "tail_batches": self.tail, "entropy_bic": method(self.entropy),
                 "sampled_bic": method(self.sampled),
-                "std_ratio": dict(zip(map(str, latents), ratio.tolist(), strict=True))}
+                "std_ratio": dict(zip(map(str, latents), ratio.tolist(), strict=True)),
+                "elbo_gap": dict(zip(map(str, latents), self.elbo_gap.tolist(), strict=True)),
+                "near_stationary": dict(zip(map(str, latents), self.near_stationary.tolist(), strict=True))}
 
 
 def _method_summary(bic: np.ndarray, latents: Sequence[int]) -> MethodSummary:
@@ -396,6 +406,8 @@ def summarize(sel: StreamSelection, segments: Sequence[Segment], tail: int = DEF
         if len(idx) == 0:
             raise EntropyElboError(f"{seg.name} (rows {seg.start}-{seg.stop}) holds no batch; use longer phases")
         keep = idx[-max(1, min(tail, len(idx) // 2)):]
+        gap = sel.elbo_sampled[keep] - sel.elbo_entropy[keep]  # (tail, K)
+        se = gap.std(0, ddof=1) / np.sqrt(len(keep)) if len(keep) > 1 else np.full(gap.shape[1], np.inf)
         out.append(SegmentSummary(seg, len(idx), len(keep), _method_summary(ent[keep], sel.latents),
-                                  _method_summary(smp[keep], sel.latents)))
+                                  _method_summary(smp[keep], sel.latents), gap.mean(0), se))
     return out
