@@ -218,7 +218,8 @@ def demo(out_dir: Path | None, device: str) -> None:
 @click.option("--plot", "plot", type=click.Path(path_type=Path), default=None,
               help="Write Fig. 3(a), BIC over the stream, to this image file (needs matplotlib).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@device_option
+@click.option("--device", default="cpu", show_default=True,
+              help="cpu, cuda, cuda:N or auto; each step is a few hundred numbers, so the CPU is usually fastest.")
 def select_cmd(data: str, key: str | None, latents: str, batch_size: int, lr: float, samples: int,
                phases: str | None, true_dims: str | None, window: int, tail: int, seed: int, as_json: bool,
                plot: Path | None, quiet: bool, device: str) -> None:
