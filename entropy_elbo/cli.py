@@ -319,7 +319,7 @@ def model_settings(model: str, settings: dict[str, object]) -> dict[str, object]
 def fit(config: ModelConfig, x: np.ndarray, settings: TrainConfig, dev: torch.device, out: Path, source: str,
         quiet: bool) -> list[dict[str, object]]:
     """Build, train and save a model; returns the training log."""
-    check_out(out)
+    check_writable(out)
     torch.manual_seed(settings.seed)
     model = build_model(config)
     with report.epoch_progress(settings.epochs, quiet) as progress:
@@ -455,3 +455,77 @@ def plot(run_path: Path, out: Path, threshold: float) -> None:
     rows = run_log(run_path)
     plot_run(rows, out, threshold)
     report.message(f"wrote {out}: {len(rows)} epochs of {run_path}")
+
+
+@main.command(name="select")
+@click.option("--data", "data", required=True, help="The stream: a .npy (memory-mapped, read in order), .npz or .csv.")
+@click.option("--key", default=None, help="Array name inside a .npz file.")
+@click.option("--latents", default="2,4,6", show_default=True, help="Candidate latent counts H, comma-separated.")
+@click.option("--batch-size", type=int, default=10, show_default=True,
+              help="Rows per batch: one Adam step each, and the n of each batch's BIC.")
+@click.option("--lr", type=float, default=0.002, show_default=True, help="Adam learning rate.")
+@click.option("--samples", type=int, default=100, show_default=True, help="Samples of z per row in the sampled ELBO.")
+@click.option("--phases", default=None,
+              help="Rows per phase, comma-separated (e.g. 100000,100000,100000), or 'stream' for the paper's "
+                   "synthetic stream (three equal phases of true dimension 6, 2, 4). Default: windows.")
+@click.option("--true-dims", default=None, help="True intrinsic dimension of each phase, comma-separated.")
+@click.option("--window", type=int, default=1000, show_default=True,
+              help="Batches per summarized window when --phases is not given.")
+@click.option("--tail", type=int, default=1000, show_default=True,
+              help="Summarize the last TAIL batches of each phase or window (at most half of them).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the initial weights and the samples.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@click.option("--plot", "plot", type=click.Path(path_type=Path), default=None,
+              help="Write Fig. 3(a), BIC over the stream, to this image file (needs matplotlib).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--device", default="cpu", show_default=True,
+              help="cpu, cuda, cuda:N or auto; each step is a few hundred numbers, so the CPU is usually fastest.")
+def select_cmd(data: str, key: str | None, latents: str, batch_size: int, lr: float, samples: int,
+               phases: str | None, true_dims: str | None, window: int, tail: int, seed: int, as_json: bool,
+               plot: Path | None, quiet: bool, device: str) -> None:
+    """Pick the number of latents of a linear VAE on a data stream by BIC, from the entropies and by sampling.
+
+    One linear VAE per candidate H takes one Adam step per batch; after each batch
+    BIC = -2 n F + (H D + 1) log n is recorded with F from Corollary 1 (eq. 20, no data needed) and with F the
+    batch's sampled ELBO (Appendix A); n is the batch's row count.
+    """
+    from entropy_elbo import select as sel_mod
+    from entropy_elbo.data import stream_phases
+
+    dev = resolve_device(device)
+    candidates = parse_ints(latents, "--latents")
+    if plot is not None:
+        report.import_pyplot()
+        if not plot.parent.is_dir():
+            raise EntropyElboError(f"--plot {plot}: folder {plot.parent} does not exist; create it first")
+    x = open_array(data, key=key)
+    total = len(x)
+    if phases == "stream":
+        if total % 3:
+            raise EntropyElboError(f"--phases stream: {data} has {total} rows, not three equal phases; "
+                                   "give the phase lengths instead")
+        segments = sel_mod.phase_segments(*zip(*[(p.stop - p.start, p.dim) for p in stream_phases(total // 3)],
+                                               strict=True))
+    elif phases is not None:
+        dims = parse_ints(true_dims, "--true-dims") if true_dims else None
+        lengths = parse_ints(phases, "--phases")
+        if dims is not None and len(dims) != len(lengths):
+            raise EntropyElboError(f"--true-dims: {len(dims)} values for {len(lengths)} phases; give one per phase")
+        if sum(lengths) != total:
+            raise EntropyElboError(f"--phases: they add up to {sum(lengths)} rows but {data} has {total}; "
+                                   "make them add up to the number of rows")
+        segments = sel_mod.phase_segments(lengths, dims)
+    else:
+        segments = None
+    chunks = (c.reshape(len(c), -1) for c in iter_batches(x, 65_536, source=data))
+    with report.rows_progress(total, quiet or as_json) as progress:
+        result = sel_mod.select_stream(chunks, candidates, batch_size=batch_size, lr=lr, samples=samples, seed=seed,
+                                       device=dev, on_rows=progress)
+    if segments is None:
+        segments = sel_mod.window_segments(result, window)
+    summaries = sel_mod.summarize(result, segments, tail)
+    n_text = f"n = {batch_size} rows per batch (the batch each BIC is recorded for)"
+    report.print_selection(summaries, result, data, n_text, as_json)
+    if plot is not None:
+        report.plot_bic(result, segments, str(plot))
+        report.message(f"wrote {plot}")
