@@ -10,7 +10,8 @@ import click
 import numpy as np
 import torch
 
-from entropy_elbo import report
+from entropy_elbo import distributed, report
+from entropy_elbo.batching import resolve_batch_size
 from entropy_elbo.checkpoints import load_model, save_checkpoint
 from entropy_elbo.data import SYNTHETIC, iter_batches, make_synthetic, open_array, resolve_data, save_array
 from entropy_elbo.devices import resolve_device
@@ -60,7 +61,8 @@ def data_options(f):  # noqa: ANN001, ANN201
     options = [
         click.option("--data", "data", required=True, help="Data: a .npy (memory-mapped), .npz or .csv file."),
         click.option("--key", default=None, help="Array name inside a .npz file."),
-        click.option("--batch-size", type=int, default=4096, show_default=True, help="Rows per evaluation chunk."),
+        click.option("--batch-size", type=int, default=None,
+                     help="Rows per evaluation chunk (default: chosen from free memory)."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -81,17 +83,31 @@ def device_option(f):  # noqa: ANN001, ANN201
 @device_option
 def estimate_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int, samples: int, seed: int,
                  as_json: bool, device: str) -> None:
-    """Entropy ELBO, Monte Carlo ELBO and stationarity of CHECKPOINT over --data."""
+    """Entropy ELBO, Monte Carlo ELBO and stationarity of CHECKPOINT over --data.
+
+    Under torchrun (several processes, here or on several machines) every process reads its own block of
+    rows and the float64 sums are added across processes; process 0 alone prints.
+    """
     dev = resolve_device(device)
-    loaded = load_model(checkpoint, device=dev)
-    x = open_array(data, key=key)
-    if batch_size < 1:
-        raise EntropyElboError(f"--batch-size: got {batch_size}; it must be >= 1")
-    check_shape(loaded.model, x, data)
-    gen = torch.Generator(device=dev).manual_seed(seed)
-    est = estimate(loaded.model, iter_batches(x, batch_size, source=data), samples=samples, generator=gen,
-                   device=dev)
-    report.print_estimate(est, str(checkpoint), as_json)
+    ctx = distributed.context_from_env()
+    if ctx is not None and ctx.world_size > 1:
+        dev = distributed.setup(ctx, dev)
+    try:
+        loaded = load_model(checkpoint, device=dev)
+        x = open_array(data, key=key)
+        check_shape(loaded.model, x, data)
+        rows = resolve_batch_size(batch_size, loaded.model, int(np.prod(x.shape[1:])), samples, dev)
+        if ctx is not None and ctx.world_size > 1:
+            est = distributed.estimate_sharded(loaded.model, x, ctx, batch_size=rows, samples=samples, seed=seed,
+                                               device=dev, source=data)
+        else:
+            gen = torch.Generator(device=dev).manual_seed(seed)
+            est = estimate(loaded.model, iter_batches(x, rows, source=data), samples=samples, generator=gen,
+                           device=dev)
+    finally:
+        distributed.teardown()
+    if ctx is None or ctx.is_main:
+        report.print_estimate(est, str(checkpoint), as_json)
 
 
 estimate_cmd.name = "estimate"

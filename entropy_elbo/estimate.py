@@ -6,6 +6,7 @@ All sums are float64 and every figure is in nats per data point.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
@@ -61,7 +62,12 @@ class Estimate:
 
 def _batches_to_tensors(batches: Iterable[np.ndarray | Tensor], device: torch.device) -> Iterable[Tensor]:
     for b in batches:
-        t = torch.as_tensor(b) if not isinstance(b, Tensor) else b
+        if isinstance(b, Tensor):
+            t = b
+        else:
+            with warnings.catch_warnings():  # a read-only memmap chunk: we only read it, so torch's warning is moot
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                t = torch.as_tensor(b)
         yield t.to(device=device, dtype=torch.float32, non_blocking=True)
 
 
@@ -83,18 +89,17 @@ def accumulate(
     device = torch.device(device)
     acc: dict[str, Tensor] = {}
     for x in _batches_to_tensors(batches, device):
-        nu, log_tau2 = model.encode(x)  # (B, H) each
-        nu, log_tau2 = nu.double(), log_tau2.double()
+        nu, log_tau2 = model.encode(x)  # (B, H) each, float32
         _add(acc, "n", torch.tensor(float(x.shape[0]), device=device))
-        _add(acc, "encoder_entropy", entropies.encoder_entropy(log_tau2).sum())
-        _add(acc, "a", (nu.pow(2) + log_tau2.exp()).sum(0))  # (H,)
-        kl = entropies.kl_to_prior(nu, log_tau2, model.prior_log_var)
+        _add(acc, "encoder_entropy", _encoder_entropy_sum(log_tau2))
+        _add(acc, "a", nu.double().square().sum(0) + log_tau2.double().exp().sum(0))  # (H,)
         if getattr(model, "ppca", None) is not None:
             mu0 = model.ppca()[1].double()
             centered = x.double() - mu0
             _add(acc, "scatter", centered.T @ centered)
-        if samples > 0:
-            terms = sampled_terms(model, x, nu.float(), log_tau2.float(), samples, generator)
+        if samples > 0:  # the entropy ELBO needs nothing below: no KL, no decoder pass
+            kl = entropies.kl_to_prior(nu.double(), log_tau2.double(), model.prior_log_var)
+            terms = sampled_terms(model, x, nu, log_tau2, samples, generator)
             f = terms.loglik - kl  # (B,) per-point MC ELBO
             _add(acc, "f", f.sum())
             _add(acc, "f_sq", f.pow(2).sum())
@@ -105,6 +110,11 @@ def accumulate(
     if "n" not in acc:
         raise EntropyElboError("data: no rows to estimate over; pass a file with at least one data point")
     return acc
+
+
+def _encoder_entropy_sum(log_tau2: Tensor) -> Tensor:
+    """Sum over a batch of the encoder entropies (eq. 8): affine in log tau^2, so one float64 sum suffices."""
+    return 0.5 * (entropies.LOG_2PI_E * log_tau2.numel() + log_tau2.sum(dtype=torch.float64))
 
 
 def summarize(model: GaussianVAE, acc: dict[str, Tensor], *, samples: int, d: int) -> Estimate:
