@@ -216,3 +216,20 @@ def estimate(
 
     acc = accumulate(model, chained(), samples=samples, generator=generator, device=device)
     return summarize(model, acc, samples=samples, d=dim)
+
+
+def entropy_elbo_without_data(model: GaussianVAE, d: int) -> float | None:
+    """Entropy ELBO from the parameters alone (Cor. 1, eq. 20), when the encoder and decoder variances do not
+    depend on x or z (linear VAE, learned scalar or per-dim sigma^2): its cost does not grow with N. None
+    for any other model, which needs the pass of `estimate`."""
+    const_log_tau2 = model.encoder_log_var_constant
+    if const_log_tau2 is None or model.decoder_variance not in ("scalar", "per-dim"):
+        return None
+    h = model.latent_dim
+    with torch.inference_mode():
+        enc_ent = float(entropies.encoder_entropy(const_log_tau2.detach().double()))
+        prior_log_var = model.prior_log_var
+        prior_ent = entropies.prior_entropy(h, None if prior_log_var is None else prior_log_var.detach())
+        log_sigma2 = model.decoder_log_var(torch.zeros(1, h, device=const_log_tau2.device)).detach().double().cpu()
+        dec_ent = float(entropies.decoder_entropy(log_sigma2, d))
+    return entropies.entropy_elbo(enc_ent, prior_ent, dec_ent)

@@ -97,3 +97,21 @@ def test_streaming_a_memmap_keeps_its_pages_out_of_the_resident_set(tmp_path: Pa
     total, grown_mb = (float(v) for v in run.stdout.split())
     assert total == pytest.approx(rows * (rows - 1) / 2, rel=1e-12)  # every row read once, in order
     assert grown_mb < 128  # without releasing pages the resident set grows by the file's 256 MB
+
+
+def test_linear_vae_entropy_elbo_without_data_equals_the_full_pass() -> None:
+    from entropy_elbo.estimate import entropy_elbo_without_data
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(kind="linear", data_dim=6, latent_dim=2, init_log_sigma2=-1.0))
+    x = np.random.default_rng(2).random((400, 6), dtype=np.float32)
+    full = estimate(model, iter_batches(x, 100), samples=0).entropy_elbo
+    normal = torch.distributions.Normal
+    with torch.no_grad():
+        enc = normal(0.0, (0.5 * model.log_tau2.double()).exp()).entropy().sum()
+        prior = normal(torch.zeros(2, dtype=torch.float64), 1.0).entropy().sum()
+        dec = 6 * normal(0.0, (0.5 * model.log_sigma2.double()).exp()).entropy()
+    by_hand = float(enc - prior - dec)  # eq. 20: encoder minus prior minus decoder entropy
+    assert entropy_elbo_without_data(model, 6) == pytest.approx(by_hand, rel=1e-12)
+    assert full == pytest.approx(by_hand, rel=1e-12)
+    assert entropy_elbo_without_data(vae1(), 100) is None  # x-dependent encoder variance: needs the data
