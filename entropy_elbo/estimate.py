@@ -62,10 +62,10 @@ class Estimate:
 
 def _batches_to_tensors(batches: Iterable[np.ndarray | Tensor], device: torch.device) -> Iterable[Tensor]:
     for b in batches:
-        if isinstance(b, Tensor):
-            t = b
-        else:
-            with warnings.catch_warnings():  # a read-only memmap chunk: we only read it, so torch's warning is moot
+        if isinstance(b, Tensor) or b.flags.writeable:
+            t = torch.as_tensor(b)
+        else:  # a read-only memmap chunk, which we only read; torch warns once per process, so silence that once
+            with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
                 t = torch.as_tensor(b)
         yield t.to(device=device, dtype=torch.float32, non_blocking=True)
@@ -88,9 +88,10 @@ def accumulate(
     """Float64 sums over the data of every per-point quantity that `summarize` needs (mergeable by adding)."""
     device = torch.device(device)
     acc: dict[str, Tensor] = {}
+    rows = -1
     for x in _batches_to_tensors(batches, device):
         nu, log_tau2 = model.encode(x)  # (B, H) each, float32
-        _add(acc, "n", torch.tensor(float(x.shape[0]), device=device))
+        rows = max(rows, 0) + x.shape[0]
         _add(acc, "encoder_entropy", _encoder_entropy_sum(log_tau2))
         _add(acc, "a", nu.double().square().sum(0) + log_tau2.double().exp().sum(0))  # (H,)
         if getattr(model, "ppca", None) is not None:
@@ -107,8 +108,9 @@ def accumulate(
             _add(acc, "r", terms.sq_ratio.flatten())
             _add(acc, "decoder_entropy", terms.decoder_entropy.sum())
             _add(acc, "decoder_entropy_sq", terms.decoder_entropy.pow(2).sum())
-    if "n" not in acc:
+    if rows < 0:
         raise EntropyElboError("data: no rows to estimate over; pass a file with at least one data point")
+    acc["n"] = torch.tensor(float(rows), dtype=torch.float64, device=device)
     return acc
 
 
