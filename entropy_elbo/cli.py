@@ -92,11 +92,15 @@ def estimate_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int, 
     ctx = distributed.context_from_env()
     if ctx is not None and ctx.world_size > 1:
         dev = distributed.setup(ctx, dev)
-    try:
+
+    def prepare() -> tuple[object, np.ndarray, int]:
         loaded = load_model(checkpoint, device=dev)
         x = open_array(data, key=key)
         check_shape(loaded.model, x, data)
-        rows = resolve_batch_size(batch_size, loaded.model, int(np.prod(x.shape[1:])), samples, dev)
+        return loaded, x, resolve_batch_size(batch_size, loaded.model, int(np.prod(x.shape[1:])), samples, dev)
+
+    try:
+        loaded, x, rows = distributed.all_or_none(ctx, dev, prepare)
         if ctx is not None and ctx.world_size > 1:
             est = distributed.estimate_sharded(loaded.model, x, ctx, batch_size=rows, samples=samples, seed=seed,
                                                device=dev, source=data)

@@ -8,7 +8,9 @@ gloo on CPU, NCCL on CUDA. Monte Carlo samples differ across ranks (seed + rank)
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -20,6 +22,7 @@ from entropy_elbo.errors import EntropyElboError
 from entropy_elbo.estimate import Estimate, accumulate, summarize
 from entropy_elbo.models.protocol import GaussianVAE
 
+T = TypeVar("T")
 ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
@@ -113,17 +116,25 @@ def accumulate_sharded(
         batches = iter_batches(x, batch_size, source=source, indices=rows)
     else:  # more ranks than rows: an empty batch still yields every sum, as zeros
         batches = iter([np.zeros((0, *x.shape[1:]), dtype=np.float32)])
-    error: BaseException | None = None
-    acc: dict[str, Tensor] = {}
+    acc = all_or_none(ctx, device, lambda: accumulate(model, batches, samples=samples, generator=generator,
+                                                       device=device))
+    return all_reduce_sums(acc)
+
+
+def all_or_none(ctx: Context | None, device: torch.device, step: Callable[[], T]) -> T:
+    """Run step on this rank; if it fails on any rank, every rank raises (none waits forever in a collective)."""
+    if ctx is None or ctx.world_size == 1:
+        return step()
+    error: Exception | None = None
     try:
-        acc = accumulate(model, batches, samples=samples, generator=generator, device=device)
-    except Exception as err:  # every rank must learn of it, or the others would wait in all_reduce forever
+        result = step()
+    except Exception as err:
         error = err
     if any_rank_failed(error is not None, device):
         if error is not None:
             raise error
         raise EntropyElboError("another rank failed (its message is above); fix that and rerun")
-    return all_reduce_sums(acc)
+    return result
 
 
 def estimate_sharded(
