@@ -34,7 +34,7 @@ def sampled_terms(
 ) -> SampledTerms:
     """Decoder log-likelihood, residual ratios and decoder entropy averaged over S samples (eq. 2, eq. 22)."""
     b = x.shape[0]
-    d = x[0].numel()
+    d = x[0].numel() if b else x.shape[1:].numel()  # (an empty batch: a rank with no rows)
     block = max(1, min(samples, ELEMENTS_PER_BLOCK // max(1, b * d)))
     xd = x.double()
     ll_sum = torch.zeros(b, dtype=torch.float64, device=x.device)
@@ -45,7 +45,7 @@ def sampled_terms(
     while done < samples:
         s = min(block, samples - done)
         z = sample_latents(nu, log_tau2, s, generator)  # (s, B, H)
-        mu, log_sigma2 = model.decode(z.reshape(s * b, -1))
+        mu, log_sigma2 = model.decode(z.reshape(s * b, nu.shape[-1]))
         log_sigma2 = log_sigma2.double()
         if log_sigma2.dim() > 0 and log_sigma2.shape[0] == s * b:
             log_sigma2 = log_sigma2.reshape(s, b, *log_sigma2.shape[1:])

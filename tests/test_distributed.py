@@ -82,3 +82,18 @@ def test_torchrun_two_processes_match_one(vae_and_data: tuple[Path, Path]) -> No
     assert dist["mc_elbo"] != single["mc_elbo"]
     assert abs(dist["mc_elbo"] - single["mc_elbo"]) < 4 * se
     assert abs(dist["mc_elbo"] - single["mc_elbo"]) < dist["mc_stderr"]
+
+
+def test_sums_of_shards_add_up_to_one_pass_even_with_an_empty_shard() -> None:
+    from entropy_elbo.estimate import accumulate
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(kind="linear", data_dim=4, latent_dim=2))
+    x = np.random.default_rng(0).random((3, 4), dtype=np.float32)
+    whole = accumulate(model, [x], samples=0)
+    parts = [accumulate(model, [x[shard_rows(3, r, 4)]], samples=2, generator=torch.Generator().manual_seed(r))
+             for r in range(4)]  # 4 ranks, 3 rows: one rank holds none
+    assert sum(len(shard_rows(3, r, 4)) == 0 for r in range(4)) == 1
+    assert all(set(p) == set(parts[0]) for p in parts)  # same keys on every rank: all_reduce pairs them up
+    for key in whole:
+        torch.testing.assert_close(sum(p[key] for p in parts), whole[key], rtol=1e-12, atol=1e-12)
