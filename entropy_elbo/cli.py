@@ -12,7 +12,8 @@ import click
 import numpy as np
 import torch
 
-from entropy_elbo import report
+from entropy_elbo import distributed, report
+from entropy_elbo.batching import resolve_batch_size
 from entropy_elbo.checkpoints import LoadedModel, LoadOptions, inspect_checkpoint, load_model, save_checkpoint
 from entropy_elbo.checkpoints.native import check_writable
 from entropy_elbo.collapse import ACTIVE_THRESHOLD, LUCAS_DELTA, LUCAS_EPSILON, check_settings, collapse
@@ -69,7 +70,8 @@ def data_options(f):  # noqa: ANN001, ANN201
     options = [
         click.option("--data", "data", required=True, help="Data: a .npy (memory-mapped), .npz or .csv file."),
         click.option("--key", default=None, help="Array name inside a .npz file."),
-        click.option("--batch-size", type=int, default=4096, show_default=True, help="Rows per evaluation chunk."),
+        click.option("--batch-size", type=int, default=None,
+                     help="Rows per evaluation chunk (default: chosen from free memory)."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -125,25 +127,43 @@ def checkpoint_options(f):  # noqa: ANN001, ANN201
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @device_option
 @checkpoint_options
-def estimate_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int, samples: int, seed: int,
+def estimate_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int | None, samples: int, seed: int,
                  as_json: bool, device: str, load_options: LoadOptions) -> None:
-    """Entropy ELBO, Monte Carlo ELBO and stationarity of CHECKPOINT over --data."""
+    """Entropy ELBO, Monte Carlo ELBO and stationarity of CHECKPOINT over --data.
+
+    Under torchrun (several processes, here or on several machines) every process reads its own block of
+    rows and the float64 sums are added across processes; process 0 alone prints.
+    """
     dev = resolve_device(device)
-    x = open_array(data, key=key)
-    load_options.input_shape = tuple(x.shape[1:])
-    loaded = load_model(checkpoint, device=dev, options=load_options)
-    if batch_size < 1:
-        raise EntropyElboError(f"--batch-size: got {batch_size}; it must be >= 1")
-    check_shape(loaded.model, x, data)
-    check_wild(loaded, x, data, samples)
-    gen = torch.Generator(device=dev).manual_seed(seed)
-    est = estimate(loaded.model, iter_batches(x, batch_size, source=data), samples=samples, generator=gen,
-                   device=dev)
+    ctx = distributed.context_from_env()
+    if ctx is not None and ctx.world_size > 1:
+        dev = distributed.setup(ctx, dev)
+
+    def prepare() -> tuple[LoadedModel, np.ndarray, int]:
+        x = open_array(data, key=key)
+        load_options.input_shape = tuple(x.shape[1:])
+        loaded = load_model(checkpoint, device=dev, options=load_options)
+        check_shape(loaded.model, x, data)
+        check_wild(loaded, x, data, samples)
+        return loaded, x, resolve_batch_size(batch_size, loaded.model, int(np.prod(x.shape[1:])), samples, dev)
+
+    try:
+        loaded, x, rows = distributed.all_or_none(ctx, dev, prepare)
+        if ctx is not None and ctx.world_size > 1:
+            est = distributed.estimate_sharded(loaded.model, x, ctx, batch_size=rows, samples=samples, seed=seed,
+                                               device=dev, source=data)
+        else:
+            gen = torch.Generator(device=dev).manual_seed(seed)
+            est = estimate(loaded.model, iter_batches(x, rows, source=data), samples=samples, generator=gen,
+                           device=dev)
+    finally:
+        distributed.teardown()
     if loaded.introspection is not None and loaded.introspection.fmt != "entropy-elbo":
         est.extra["checkpoint"] = loaded.introspection.to_dict()
-        if not as_json:
+        if not as_json and (ctx is None or ctx.is_main):
             report.message(report.wild_summary(loaded.introspection))
-    report.print_estimate(est, str(checkpoint), as_json)
+    if ctx is None or ctx.is_main:
+        report.print_estimate(est, str(checkpoint), as_json)
 
 
 estimate_cmd.name = "estimate"
@@ -407,7 +427,7 @@ def inspect_cmd(checkpoint: Path, data: str | None, key: str | None, as_json: bo
               help="Also write a PNG bar chart of the per-latent entropies (needs matplotlib).")
 @device_option
 @checkpoint_options
-def collapse_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int, threshold: float | None,
+def collapse_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int | None, threshold: float | None,
                  delta: float | None, active_threshold: float, lucas_epsilon: float, lucas_delta: float,
                  as_json: bool, plot: Path | None, device: str, load_options: LoadOptions) -> None:
     """Which latents of CHECKPOINT have collapsed over --data: three metrics side by side.
@@ -421,10 +441,9 @@ def collapse_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int, 
     x = open_array(data, key=key)
     load_options.input_shape = tuple(x.shape[1:])
     loaded = load_model(checkpoint, device=dev, options=load_options)
-    if batch_size < 1:
-        raise EntropyElboError(f"--batch-size: got {batch_size}; it must be >= 1")
     check_shape(loaded.model, x, data)
-    result = collapse(loaded.model, iter_batches(x, batch_size, source=data), device=dev, threshold=threshold,
+    rows = resolve_batch_size(batch_size, loaded.model, int(np.prod(x.shape[1:])), 0, dev)
+    result = collapse(loaded.model, iter_batches(x, rows, source=data), device=dev, threshold=threshold,
                       delta=delta, active_threshold=active_threshold, lucas_epsilon=lucas_epsilon,
                       lucas_delta=lucas_delta)
     report.print_collapse(result, str(checkpoint), as_json)

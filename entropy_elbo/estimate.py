@@ -6,6 +6,7 @@ All sums are float64 and every figure is in nats per data point.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
@@ -61,7 +62,12 @@ class Estimate:
 
 def _batches_to_tensors(batches: Iterable[np.ndarray | Tensor], device: torch.device) -> Iterable[Tensor]:
     for b in batches:
-        t = torch.as_tensor(b) if not isinstance(b, Tensor) else b
+        if isinstance(b, Tensor) or b.flags.writeable:
+            t = torch.as_tensor(b)
+        else:  # a read-only memmap chunk, which we only read; torch warns once per process, so silence that once
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                t = torch.as_tensor(b)
         yield t.to(device=device, dtype=torch.float32, non_blocking=True)
 
 
@@ -82,20 +88,20 @@ def accumulate(
     """Float64 sums over the data of every per-point quantity that `summarize` needs (mergeable by adding)."""
     device = torch.device(device)
     acc: dict[str, Tensor] = {}
+    rows = -1
     for x in _batches_to_tensors(batches, device):
-        nu, log_tau2 = model.encode(x)  # (B, H) each
-        nu, log_tau2 = nu.double(), log_tau2.double()
-        check_encoder_output(nu, log_tau2, int(acc["n"].item()) if "n" in acc else 0)
-        _add(acc, "n", torch.tensor(float(x.shape[0]), device=device))
-        _add(acc, "encoder_entropy", entropies.encoder_entropy(log_tau2).sum())
-        _add(acc, "a", (nu.pow(2) + log_tau2.exp()).sum(0))  # (H,)
-        kl = entropies.kl_to_prior(nu, log_tau2, model.prior_log_var)
+        nu, log_tau2 = model.encode(x)  # (B, H) each, float32
+        check_encoder_output(nu, log_tau2, max(rows, 0))
+        rows = max(rows, 0) + x.shape[0]
+        _add(acc, "encoder_entropy", _encoder_entropy_sum(log_tau2))
+        _add(acc, "a", nu.double().square().sum(0) + log_tau2.double().exp().sum(0))  # (H,)
         if getattr(model, "ppca", None) is not None:
             mu0 = model.ppca()[1].double()
             centered = x.double().flatten(1) - mu0  # (B, D)
             _add(acc, "scatter", centered.T @ centered)
-        if samples > 0:
-            terms = sampled_terms(model, x, nu.float(), log_tau2.float(), samples, generator)
+        if samples > 0:  # the entropy ELBO needs nothing below: no KL, no decoder pass
+            kl = entropies.kl_to_prior(nu.double(), log_tau2.double(), model.prior_log_var)
+            terms = sampled_terms(model, x, nu, log_tau2, samples, generator)
             f = terms.loglik - kl  # (B,) per-point MC ELBO
             _add(acc, "f", f.sum())
             _add(acc, "f_sq", f.pow(2).sum())
@@ -103,9 +109,15 @@ def accumulate(
             _add(acc, "r", terms.sq_ratio.flatten())
             _add(acc, "decoder_entropy", terms.decoder_entropy.sum())
             _add(acc, "decoder_entropy_sq", terms.decoder_entropy.pow(2).sum())
-    if "n" not in acc:
+    if rows < 0:
         raise EntropyElboError("data: no rows to estimate over; pass a file with at least one data point")
+    acc["n"] = torch.tensor(float(rows), dtype=torch.float64, device=device)
     return acc
+
+
+def _encoder_entropy_sum(log_tau2: Tensor) -> Tensor:
+    """Sum over a batch of the encoder entropies (eq. 8): affine in log tau^2, so one float64 sum suffices."""
+    return 0.5 * (entropies.LOG_2PI_E * log_tau2.numel() + log_tau2.sum(dtype=torch.float64))
 
 
 def summarize(model: GaussianVAE, acc: dict[str, Tensor], *, samples: int, d: int) -> Estimate:
@@ -232,3 +244,20 @@ def check_finite_estimate(est: Estimate) -> Estimate:
         raise EntropyElboError(f"the estimate is not finite ({named}): the model's outputs overflow on this data; "
                                "check the checkpoint and that --data is scaled as in training")
     return est
+
+
+def entropy_elbo_without_data(model: GaussianVAE, d: int) -> float | None:
+    """Entropy ELBO from the parameters alone (Cor. 1, eq. 20), when the encoder and decoder variances do not
+    depend on x or z (linear VAE, learned scalar or per-dim sigma^2): its cost does not grow with N. None
+    for any other model, which needs the pass of `estimate`."""
+    const_log_tau2 = model.encoder_log_var_constant
+    if const_log_tau2 is None or model.decoder_variance not in ("scalar", "per-dim"):
+        return None
+    h = model.latent_dim
+    with torch.inference_mode():
+        enc_ent = float(entropies.encoder_entropy(const_log_tau2.detach().double()))
+        prior_log_var = model.prior_log_var
+        prior_ent = entropies.prior_entropy(h, None if prior_log_var is None else prior_log_var.detach())
+        log_sigma2 = model.decoder_log_var(torch.zeros(1, h, device=const_log_tau2.device)).detach().double().cpu()
+        dec_ent = float(entropies.decoder_entropy(log_sigma2, d))
+    return entropies.entropy_elbo(enc_ent, prior_ent, dec_ent)

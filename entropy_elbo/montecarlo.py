@@ -34,7 +34,7 @@ def sampled_terms(
 ) -> SampledTerms:
     """Decoder log-likelihood, residual ratios and decoder entropy averaged over S samples (eq. 2, eq. 22)."""
     b = x.shape[0]
-    d = x[0].numel()
+    d = x[0].numel() if b else x.shape[1:].numel()  # (an empty batch: a rank with no rows)
     block = max(1, min(samples, ELEMENTS_PER_BLOCK // max(1, b * d)))
     xd = x.double()
     ll_sum = torch.zeros(b, dtype=torch.float64, device=x.device)
@@ -45,17 +45,18 @@ def sampled_terms(
     while done < samples:
         s = min(block, samples - done)
         z = sample_latents(nu, log_tau2, s, generator)  # (s, B, H)
-        mu, log_sigma2 = model.decode(z.reshape(s * b, -1))
-        mu = mu.double().reshape(s, *x.shape)  # (s, B, ...)
+        mu, log_sigma2 = model.decode(z.reshape(s * b, nu.shape[-1]))
         log_sigma2 = log_sigma2.double()
         if log_sigma2.dim() > 0 and log_sigma2.shape[0] == s * b:
             log_sigma2 = log_sigma2.reshape(s, b, *log_sigma2.shape[1:])
-        sq = (xd - mu).pow(2) * (-log_sigma2).exp()  # (s, B, ...)
-        log_sigma2 = log_sigma2.expand_as(sq)
-        ll = -0.5 * (LOG_2PI + log_sigma2 + sq).flatten(2).sum(-1)  # (s, B)
+        # (x - mu)^2 / sigma^2 built in place in one float64 copy of mu: the block's largest buffer
+        sq = mu.to(torch.float64, copy=True).reshape(s, *x.shape)  # (s, B, ...)
+        sq.sub_(xd).square_().mul_((-log_sigma2).exp())
+        # constants first on log sigma^2's own (often scalar) shape, then one full-size temporary
+        ll = -0.5 * ((LOG_2PI + log_sigma2) + sq).flatten(2).sum(-1)  # (s, B)
         ll_sum += ll.sum(0)
         ll_sq += ll.pow(2).sum(0)
-        ent_sum += gaussian_entropy(log_sigma2).flatten(2).sum(-1).sum(0)
+        ent_sum += gaussian_entropy(log_sigma2).expand_as(sq).flatten(2).sum(-1).sum(0)
         ratio += sq.sum((0, 1))
         done += s
     mean = ll_sum / samples

@@ -9,6 +9,8 @@ into memory (text as float32, the precision every batch has anyway).
 
 from __future__ import annotations
 
+import contextlib
+import mmap
 import os
 import re
 import struct
@@ -32,6 +34,7 @@ ZIP_MAGIC = b"PK\x03\x04"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 TEXT_SUFFIXES = (".csv", ".txt")
 COPY_CHUNK_ROWS = 65_536
+RELEASE_BYTES = 64 * 2**20  # a memory-mapped file's pages are dropped from RSS after this much is read
 
 
 # ---------------------------------------------------------------------------------------------- opening
@@ -269,6 +272,7 @@ def iter_batches(
     transform: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Iterator[np.ndarray]:
     """Contiguous float32 chunks of at most batch_size rows, checked finite; memory bounded by the chunk."""
+    unreleased = 0
     for rows, raw in _raw_chunks(x, batch_size, indices):
         with np.errstate(over="ignore"):
             chunk = np.ascontiguousarray(raw, dtype=np.float32)  # (B, ...)
@@ -278,6 +282,24 @@ def iter_batches(
         if transform is not None:
             chunk = np.ascontiguousarray(transform(chunk), dtype=np.float32)
         yield chunk
+        unreleased += raw.nbytes
+        if unreleased >= RELEASE_BYTES:
+            release_pages(x)
+            unreleased = 0
+    release_pages(x)
+
+
+def release_pages(x: np.ndarray) -> None:
+    """Drop a shared memory map's pages from this process's resident set; the OS page cache keeps them.
+
+    Reading a memory-mapped file maps every page it touches, so without this the resident set of a
+    pass over a file grows to the file's size. Later reads fault the pages back in from the cache.
+    """
+    mm = getattr(x, "_mmap", None)
+    if mm is None or getattr(x, "mode", "c") == "c" or not hasattr(mmap, "MADV_DONTNEED"):
+        return  # not a memmap, or copy-on-write (its private pages would be lost), or no madvise here
+    with contextlib.suppress(OSError, ValueError):  # a closed map or a refusing OS: only memory use is at stake
+        mm.madvise(mmap.MADV_DONTNEED)
 
 
 # ---------------------------------------------------------------------------------------------- scaling
