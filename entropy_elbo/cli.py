@@ -10,13 +10,15 @@ import click
 import numpy as np
 import torch
 
+from entropy_elbo import compare as comparing
 from entropy_elbo import report
 from entropy_elbo.checkpoints import load_model, save_checkpoint
 from entropy_elbo.data import SYNTHETIC, iter_batches, make_synthetic, open_array, resolve_data, save_array
 from entropy_elbo.devices import resolve_device
 from entropy_elbo.errors import EntropyElboError
-from entropy_elbo.estimate import estimate
+from entropy_elbo.estimate import estimate, with_iwae
 from entropy_elbo.models import MODELS, ModelConfig, build_model
+from entropy_elbo.montecarlo import iwae_bound
 from entropy_elbo.train import MODEL_DEFAULTS, TrainConfig, train
 
 
@@ -78,9 +80,11 @@ def device_option(f):  # noqa: ANN001, ANN201
               help="Monte Carlo samples per data point (0: entropy ELBO only).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the Monte Carlo samples.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@click.option("--iwae", type=int, default=0, show_default=True,
+              help="Also the importance-weighted bound on log p(x) with K samples per point (0: off).")
 @device_option
 def estimate_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int, samples: int, seed: int,
-                 as_json: bool, device: str) -> None:
+                 as_json: bool, iwae: int, device: str) -> None:
     """Entropy ELBO, Monte Carlo ELBO and stationarity of CHECKPOINT over --data."""
     dev = resolve_device(device)
     loaded = load_model(checkpoint, device=dev)
@@ -91,6 +95,10 @@ def estimate_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int, 
     gen = torch.Generator(device=dev).manual_seed(seed)
     est = estimate(loaded.model, iter_batches(x, batch_size, source=data), samples=samples, generator=gen,
                    device=dev)
+    if iwae != 0:
+        bound = iwae_bound(loaded.model, iter_batches(x, batch_size, source=data), samples=iwae, generator=gen,
+                           device=dev)
+        est = with_iwae(est, bound.value, bound.stderr, bound.samples)
     report.print_estimate(est, str(checkpoint), as_json)
 
 
@@ -195,3 +203,32 @@ def demo(out_dir: Path | None, device: str) -> None:
         est = estimate(loaded.model, iter_batches(x, 4096, source="ppca"), samples=100, generator=gen, device=dev)
         report.print_estimate(est, "the demo VAE-1", False)
         report.message("The two ELBOs agree near a stationary point; r and a_h near 1 say how near it is.")
+
+
+@main.command(name="compare")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@data_options
+@click.option("--sizes", default="10,100,1000,10000", show_default=True,
+              help="Subset sizes n (data points), comma-separated; each at most the number of rows.")
+@click.option("--repeats", type=int, default=10, show_default=True, help="Random subsets drawn per size.")
+@click.option("--mc-samples", default="1,100", show_default=True, help="Monte Carlo sample counts to compare.")
+@click.option("--plot", type=click.Path(path_type=Path), default=None,
+              help="Draw the paper's Fig. 2(b)/6 (estimates and std vs n) to this image file (needs matplotlib).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the subsets and the samples.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@device_option
+def compare_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int, sizes: str, repeats: int,
+                mc_samples: str, plot: Path | None, seed: int, as_json: bool, device: str) -> None:
+    """Spread and cost of the entropy ELBO and the Monte Carlo ELBO on random subsets of --data (Fig. 2(b), 6)."""
+    dev = resolve_device(device)
+    loaded = load_model(checkpoint, device=dev)
+    x = open_array(data, key=key)
+    if batch_size < 1:
+        raise EntropyElboError(f"--batch-size: got {batch_size}; it must be >= 1")
+    check_shape(loaded.model, x, data)
+    cmp = comparing.compare(loaded.model, x, sizes=comparing.parse_sizes(sizes), repeats=repeats,
+                            mc_samples=comparing.parse_sizes(mc_samples, "--mc-samples"), seed=seed, device=dev,
+                            batch_size=batch_size, source=data)
+    if plot is not None:
+        report.message(f"wrote {comparing.plot_comparison(cmp, plot)}")
+    report.print_comparison(cmp, as_json)

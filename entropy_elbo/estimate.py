@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -45,6 +45,9 @@ class Estimate:
     decoder_entropy_stderr: float | None = None
     units: str = UNITS
     extra: dict[str, object] = field(default_factory=dict)
+    iwae: float | None = None  # importance-weighted bound on log p(x) (Burda et al. 2016), when asked for
+    iwae_stderr: float | None = None  # its standard error over data points
+    iwae_samples: int | None = None  # K importance samples per data point
 
     @property
     def relative_difference(self) -> float | None:
@@ -206,3 +209,8 @@ def estimate(
 
     acc = accumulate(model, chained(), samples=samples, generator=generator, device=device)
     return summarize(model, acc, samples=samples, d=dim)
+
+
+def with_iwae(est: Estimate, value: float, stderr: float | None, samples: int) -> Estimate:
+    """The estimate with the importance-weighted bound (K samples) and its standard error added."""
+    return replace(est, iwae=value, iwae_stderr=stderr, iwae_samples=samples)
