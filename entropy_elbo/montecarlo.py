@@ -91,7 +91,7 @@ def iwae_terms(
 ) -> Tensor:
     """Per-point log (1/K) sum_k p(x, z_k)/q(z_k|x), z_k ~ q(z|x) (Burda et al. 2016), log-sum-exp in float64: (B,)."""
     b = x.shape[0]
-    block = max(1, min(samples, ELEMENTS_PER_BLOCK // max(1, b * x[0].numel())))
+    block = max(1, min(samples, ELEMENTS_PER_BLOCK // max(1, b * math.prod(x.shape[1:]))))
     prior_log_var = model.prior_log_var
     prior_log_var = torch.zeros_like(nu) if prior_log_var is None else prior_log_var.detach().expand_as(nu)
     lse = torch.full((b,), -torch.inf, dtype=torch.float64, device=x.device)
@@ -131,6 +131,8 @@ def iwae_bound(
     n = 0
     for batch in batches:
         x = torch.as_tensor(batch).to(device=device, dtype=torch.float32)
+        if x.shape[0] == 0:
+            continue
         nu, log_tau2 = model.encode(x)  # (B, H) each
         per_point = iwae_terms(model, x, nu, log_tau2, samples, generator)  # (B,)
         total += per_point.sum()
