@@ -208,8 +208,9 @@ def demo(out_dir: Path | None, device: str) -> None:
 @main.command(name="compare")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @data_options
-@click.option("--sizes", default="10,100,1000,10000", show_default=True,
-              help="Subset sizes n (data points), comma-separated; each at most the number of rows.")
+@click.option("--sizes", default=None,
+              help="Subset sizes n (data points), comma-separated, each at most the number of rows "
+                   "[default: 10,100,1000,10000 up to the number of rows].")
 @click.option("--repeats", type=int, default=10, show_default=True, help="Random subsets drawn per size.")
 @click.option("--mc-samples", default="1,100", show_default=True, help="Monte Carlo sample counts to compare.")
 @click.option("--plot", type=click.Path(path_type=Path), default=None,
@@ -217,7 +218,7 @@ def demo(out_dir: Path | None, device: str) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the subsets and the samples.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @device_option
-def compare_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int, sizes: str, repeats: int,
+def compare_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int, sizes: str | None, repeats: int,
                 mc_samples: str, plot: Path | None, seed: int, as_json: bool, device: str) -> None:
     """Spread and cost of the entropy ELBO and the Monte Carlo ELBO on random subsets of --data (Fig. 2(b), 6)."""
     dev = resolve_device(device)
@@ -226,7 +227,8 @@ def compare_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int, s
     if batch_size < 1:
         raise EntropyElboError(f"--batch-size: got {batch_size}; it must be >= 1")
     check_shape(loaded.model, x, data)
-    cmp = comparing.compare(loaded.model, x, sizes=comparing.parse_sizes(sizes), repeats=repeats,
+    cmp = comparing.compare(loaded.model, x, sizes=None if sizes is None else comparing.parse_sizes(sizes),
+                            repeats=repeats,
                             mc_samples=comparing.parse_sizes(mc_samples, "--mc-samples"), seed=seed, device=dev,
                             batch_size=batch_size, source=data)
     if plot is not None:

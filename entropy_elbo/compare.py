@@ -137,10 +137,12 @@ def timed(fn: Estimator, batches: list[np.ndarray]) -> tuple[float, float]:
     return value, time.perf_counter() - start
 
 
-def check_sizes(sizes: Sequence[int], repeats: int, n_data: int, source: str) -> list[int]:
-    """Subset sizes must lie in [1, N]; at least two repeats are needed for a standard deviation."""
+def check_sizes(sizes: Sequence[int] | None, repeats: int, n_data: int, source: str) -> list[int]:
+    """Subset sizes must lie in [1, N] (None: the defaults up to N); a standard deviation needs 2 repeats."""
     if repeats < 2:
         raise EntropyElboError(f"--repeats: got {repeats}; a standard deviation needs at least 2 repeats")
+    if sizes is None:
+        sizes = [n for n in DEFAULT_SIZES if n <= n_data] or [n_data]
     sizes = sorted({int(n) for n in sizes})
     if not sizes or sizes[0] < 1:
         raise EntropyElboError(f"--sizes: got {sizes}; pass positive subset sizes such as 10,100,1000")
@@ -155,7 +157,7 @@ def compare(
     model: GaussianVAE,
     x: np.ndarray,
     *,
-    sizes: Sequence[int] = DEFAULT_SIZES,
+    sizes: Sequence[int] | None = None,
     repeats: int = 10,
     mc_samples: Sequence[int] = DEFAULT_MC_SAMPLES,
     seed: int = 0,
@@ -164,7 +166,11 @@ def compare(
     source: str = "data",
     entropy_samples: int = 1,
 ) -> Comparison:
-    """Every estimator on `repeats` random subsets of each size n (Fig. 2(b), Fig. 6), with spread, time and ratios."""
+    """Every estimator on `repeats` random subsets of each size n (Fig. 2(b), Fig. 6), with spread, time and ratios.
+
+    Each subset is read into memory once (n rows as float32) and shared by all estimators; sizes default to
+    10, 100, 1000, 10000 up to the number of rows N.
+    """
     device = torch.device(device)
     n_data, d = x.shape[0], int(np.prod(x.shape[1:]))
     sizes = check_sizes(sizes, repeats, n_data, source)
