@@ -12,6 +12,7 @@ import click
 import numpy as np
 import torch
 
+from entropy_elbo import compare as comparing
 from entropy_elbo import distributed, report
 from entropy_elbo.batching import resolve_batch_size
 from entropy_elbo.checkpoints import LoadedModel, LoadOptions, inspect_checkpoint, load_model, save_checkpoint
@@ -21,9 +22,10 @@ from entropy_elbo.data import SYNTHETIC, iter_batches, make_synthetic, open_arra
 from entropy_elbo.devices import resolve_device
 from entropy_elbo.entropies import LOG_VAR_LIMIT
 from entropy_elbo.errors import EntropyElboError
-from entropy_elbo.estimate import estimate
+from entropy_elbo.estimate import estimate, with_iwae
 from entropy_elbo.models import MODELS, ModelConfig, build_model, model_config
 from entropy_elbo.models.config import ACTIVATIONS
+from entropy_elbo.montecarlo import iwae_bound
 from entropy_elbo.presets import PRESETS, preset
 from entropy_elbo.train import MODEL_DEFAULTS, TrainConfig, prepare_data, train
 
@@ -125,10 +127,12 @@ def checkpoint_options(f):  # noqa: ANN001, ANN201
               help="Monte Carlo samples per data point (0: entropy ELBO only).")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the Monte Carlo samples.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@click.option("--iwae", type=int, default=0, show_default=True,
+              help="Also the importance-weighted bound on log p(x) with K samples per point (0: off).")
 @device_option
 @checkpoint_options
 def estimate_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int | None, samples: int, seed: int,
-                 as_json: bool, device: str, load_options: LoadOptions) -> None:
+                 as_json: bool, iwae: int, device: str, load_options: LoadOptions) -> None:
     """Entropy ELBO, Monte Carlo ELBO and stationarity of CHECKPOINT over --data.
 
     Under torchrun (several processes, here or on several machines) every process reads its own block of
@@ -156,6 +160,10 @@ def estimate_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int |
             gen = torch.Generator(device=dev).manual_seed(seed)
             est = estimate(loaded.model, iter_batches(x, rows, source=data), samples=samples, generator=gen,
                            device=dev)
+            if iwae != 0:
+                bound = iwae_bound(loaded.model, iter_batches(x, rows, source=data), samples=iwae, generator=gen,
+                                   device=dev)
+                est = with_iwae(est, bound.value, bound.stderr, bound.samples)
     finally:
         distributed.teardown()
     if loaded.introspection is not None and loaded.introspection.fmt != "entropy-elbo":
@@ -548,3 +556,38 @@ def select_cmd(data: str, key: str | None, latents: str, batch_size: int, lr: fl
     if plot is not None:
         report.plot_bic(result, segments, str(plot))
         report.message(f"wrote {plot}")
+
+
+@main.command(name="compare")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@data_options
+@click.option("--sizes", default=None,
+              help="Subset sizes n (data points), comma-separated, each at most the number of rows "
+                   "[default: 10,100,1000,10000 up to the number of rows].")
+@click.option("--repeats", type=int, default=10, show_default=True, help="Random subsets drawn per size.")
+@click.option("--mc-samples", default="1,100", show_default=True, help="Monte Carlo sample counts to compare.")
+@click.option("--plot", type=click.Path(path_type=Path), default=None,
+              help="Draw the paper's Fig. 2(b)/6 (estimates and std vs n) to this image file (needs matplotlib).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the subsets and the samples.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@device_option
+@checkpoint_options
+def compare_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int | None, sizes: str | None, repeats: int,
+                mc_samples: str, plot: Path | None, seed: int, as_json: bool, device: str,
+                load_options: LoadOptions) -> None:
+    """Spread and cost of the entropy ELBO and the Monte Carlo ELBO on random subsets of --data (Fig. 2(b), 6)."""
+    dev = resolve_device(device)
+    x = open_array(data, key=key)
+    load_options.input_shape = tuple(x.shape[1:])
+    loaded = load_model(checkpoint, device=dev, options=load_options)
+    check_shape(loaded.model, x, data)
+    check_wild(loaded, x, data, 1)
+    most = max(parse_ints(mc_samples, "--mc-samples"))
+    batch_size = resolve_batch_size(batch_size, loaded.model, int(np.prod(x.shape[1:])), most, dev)
+    cmp = comparing.compare(loaded.model, x, sizes=None if sizes is None else comparing.parse_sizes(sizes),
+                            repeats=repeats,
+                            mc_samples=comparing.parse_sizes(mc_samples, "--mc-samples"), seed=seed, device=dev,
+                            batch_size=batch_size, source=data)
+    if plot is not None:
+        report.message(f"wrote {comparing.plot_comparison(cmp, plot)}")
+    report.print_comparison(cmp, as_json)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -46,6 +46,9 @@ class Estimate:
     decoder_entropy_stderr: float | None = None
     units: str = UNITS
     extra: dict[str, object] = field(default_factory=dict)
+    iwae: float | None = None  # importance-weighted bound on log p(x) (Burda et al. 2016), when asked for
+    iwae_stderr: float | None = None  # its standard error over data points
+    iwae_samples: int | None = None  # K importance samples per data point
 
     @property
     def relative_difference(self) -> float | None:
@@ -261,3 +264,8 @@ def entropy_elbo_without_data(model: GaussianVAE, d: int) -> float | None:
         log_sigma2 = model.decoder_log_var(torch.zeros(1, h, device=const_log_tau2.device)).detach().double().cpu()
         dec_ent = float(entropies.decoder_entropy(log_sigma2, d))
     return entropies.entropy_elbo(enc_ent, prior_ent, dec_ent)
+
+
+def with_iwae(est: Estimate, value: float, stderr: float | None, samples: int) -> Estimate:
+    """The estimate with the importance-weighted bound (K samples) and its standard error added."""
+    return replace(est, iwae=value, iwae_stderr=stderr, iwae_samples=samples)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from entropy_elbo.entropies import LOG_2PI, gaussian_entropy
+from entropy_elbo.entropies import LOG_2PI, decoder_entropy, gaussian_entropy
+from entropy_elbo.errors import EntropyElboError
 from entropy_elbo.models.protocol import GaussianVAE
 
 ELEMENTS_PER_BLOCK = 2**24  # decoder outputs (samples x rows x D) held at once: ~130 MB in float64
@@ -62,3 +66,93 @@ def sampled_terms(
     mean = ll_sum / samples
     var = (ll_sq - samples * mean.pow(2)).clamp_min(0) / max(1, samples - 1)
     return SampledTerms(mean, var, ratio / samples, ent_sum / samples)
+
+
+# ---------------------------------------------------------------------------------------------- IWAE bound
+
+
+@dataclass
+class IWAEBound:
+    """The importance-weighted bound on log p(x) per data point, with its standard error over data points."""
+
+    value: float
+    stderr: float | None
+    samples: int  # K importance samples per data point
+    n: int
+
+
+def _diag_normal_log_prob(z: Tensor, mean: Tensor, log_var: Tensor) -> Tensor:
+    """log N(z; mean, diag exp(log_var)) in float64, summed over the last dimension: (..., H) -> (...)."""
+    dist = torch.distributions.Normal(mean.double(), (0.5 * log_var.double()).exp(), validate_args=False)
+    return dist.log_prob(z.double()).sum(-1)
+
+
+def iwae_terms(
+    model: GaussianVAE, x: Tensor, nu: Tensor, log_tau2: Tensor, samples: int, generator: torch.Generator | None
+) -> Tensor:
+    """Per-point log (1/K) sum_k p(x, z_k)/q(z_k|x), z_k ~ q(z|x) (Burda et al. 2016), log-sum-exp in float64: (B,)."""
+    b = x.shape[0]
+    block = max(1, min(samples, ELEMENTS_PER_BLOCK // max(1, b * math.prod(x.shape[1:]))))
+    prior_log_var = model.prior_log_var
+    prior_log_var = torch.zeros_like(nu) if prior_log_var is None else prior_log_var.detach().expand_as(nu)
+    lse = torch.full((b,), -torch.inf, dtype=torch.float64, device=x.device)
+    done = 0
+    while done < samples:
+        s = min(block, samples - done)
+        z = sample_latents(nu, log_tau2, s, generator)  # (s, B, H)
+        mu, log_sigma2 = model.decode(z.reshape(s * b, -1))
+        mu = mu.reshape(s, *x.shape)  # (s, B, ...)
+        if log_sigma2.dim() > 0 and log_sigma2.shape[0] == s * b:
+            log_sigma2 = log_sigma2.reshape(s, b, *log_sigma2.shape[1:])
+        scale = (0.5 * log_sigma2.double()).exp()
+        per_dim = torch.distributions.Normal(mu.double(), scale, validate_args=False).log_prob(x.double())
+        log_w = per_dim.flatten(2).sum(-1)  # (s, B) log p(x|z)
+        log_w += _diag_normal_log_prob(z, torch.zeros_like(nu), prior_log_var)  # + log p(z)
+        log_w -= _diag_normal_log_prob(z, nu, log_tau2)  # - log q(z|x)
+        lse = torch.logaddexp(lse, torch.logsumexp(log_w, 0))
+        done += s
+    return lse - math.log(samples)
+
+
+@torch.inference_mode()
+def iwae_bound(
+    model: GaussianVAE,
+    batches: Iterable[np.ndarray | Tensor],
+    *,
+    samples: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> IWAEBound:
+    """IWAE bound ELBO <= E log (1/K) sum_k p(x, z_k)/q(z_k|x) <= log p(x), averaged over the data (nats per point)."""
+    if samples < 1:
+        raise EntropyElboError(f"--iwae: got {samples}; pass a positive number K of importance samples")
+    device = torch.device(device)
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    total_sq = torch.zeros_like(total)
+    n = 0
+    for batch in batches:
+        x = torch.as_tensor(batch).to(device=device, dtype=torch.float32)
+        if x.shape[0] == 0:
+            continue
+        nu, log_tau2 = model.encode(x)  # (B, H) each
+        per_point = iwae_terms(model, x, nu, log_tau2, samples, generator)  # (B,)
+        total += per_point.sum()
+        total_sq += per_point.pow(2).sum()
+        n += x.shape[0]
+    if n == 0:
+        raise EntropyElboError("data: no rows to estimate over; pass a file with at least one data point")
+    mean = float(total) / n
+    stderr = math.sqrt(max(0.0, (float(total_sq) - n * mean * mean) / (n - 1)) / n) if n > 1 else None
+    return IWAEBound(mean, stderr, samples, n)
+
+
+def sampled_decoder_entropy(
+    model: GaussianVAE, nu: Tensor, log_tau2: Tensor, d: int, samples: int, generator: torch.Generator | None
+) -> Tensor:
+    """Per-point E_q sum_d 0.5 log(2 pi e sigma_d^2(z)), running only the variance network (Thm. 3, eq. 22): (B,)."""
+    z = sample_latents(nu, log_tau2, samples, generator)  # (S, B, H)
+    log_sigma2 = model.decoder_log_var(z.reshape(-1, z.shape[-1])).double()  # (S*B, D...), (D,) or ()
+    ent = decoder_entropy(log_sigma2, d)  # (S*B,) or ()
+    if ent.dim() == 0:
+        return ent.expand(nu.shape[0])
+    return ent.reshape(samples, nu.shape[0]).mean(0)
