@@ -249,6 +249,9 @@ def train_cmd(ctx: click.Context, model: str, data_spec: str | None, out: Path |
     else:
         if out is None:
             raise EntropyElboError("train: pass --out RUN_FOLDER or --out CHECKPOINT.safetensors")
+        if out.suffix.lower() in (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".npy", ".npz", ".json") and not out.is_dir():
+            raise EntropyElboError(f"--out {out}: checkpoints are written as .safetensors; pass --out "
+                                   f"{out.with_suffix('.safetensors')} or a run folder such as {out.with_suffix('')}/")
         check_writable(out)
         run = run_for_out(out)
         if run.settings.exists():
