@@ -48,6 +48,10 @@ class RunFolder:
             raise EntropyElboError(f"--out {self.folder}: folder {parent} does not exist; create it first")
         try:
             self.folder.mkdir(exist_ok=True)
+            os.close(os.open(self.settings, os.O_CREAT | os.O_EXCL | os.O_WRONLY))  # claims the folder: one run
+        except FileExistsError:
+            raise EntropyElboError(f"--out {self.folder}: it already holds a run; --resume continues it, or remove "
+                                   "it or choose another --out") from None
         except OSError as err:
             raise EntropyElboError(f"--out {self.folder}: cannot create the run folder ({err.strerror})") from None
         return self

@@ -91,16 +91,24 @@ def test_unreadable_files_and_read_only_folders(kit: Path, tmp_path: Path) -> No
 
 
 def test_two_training_runs_writing_one_checkpoint_leave_one_whole_run(kit: Path, tmp_path: Path) -> None:
+    """Two runs started on one --out: the run folder is claimed atomically, so at most one writes into it."""
     out = tmp_path / "shared.safetensors"
     args = ["train", "linear", "--data", kit / "x.npy", "--out", out, "--epochs", "3", "--quiet"]
     cmd = [sys.executable, "-m", "entropy_elbo", *map(str, args)]
-    runs = [subprocess.Popen([*cmd, "--seed", str(s)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            for s in (1, 2)]
-    assert [r.wait(timeout=120) for r in runs] == [0, 0]
-    assert [p.name for p in tmp_path.iterdir()] == ["shared.safetensors"]  # no temporary file left
+    runs = [subprocess.Popen([*cmd, "--seed", str(s)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True) for s in (1, 2)]
+    codes = [r.wait(timeout=120) for r in runs]
+    errors = [r.stderr.read() for r in runs]
+    assert sorted(codes) == [0, 1]  # exactly one claims the folder
+    for code, err in zip(codes, errors, strict=True):
+        if code == 1:
+            assert err.count("\n") == 1 and err.startswith("Error:") and "already holds a run" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shared.run", "shared.safetensors"]  # no temporary file
+    log = (tmp_path / "shared.run" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(row)["epoch"] for row in log] == [1, 2, 3]  # one run's log, not two interleaved
     loaded = load_model(out)
     seed = loaded.metadata["training"]["seed"]
-    assert seed in (1, 2)
+    assert codes[seed - 1] == 0
     # the file is exactly one run's result: redo that run in-process (what `train` does) and compare every tensor
     x = np.load(kit / "x.npy")
     settings = TrainConfig(**{**MODEL_DEFAULTS["linear"], "epochs": 3}, seed=seed)
