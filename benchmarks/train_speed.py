@@ -67,12 +67,15 @@ def main() -> None:
     x_dev = torch.as_tensor(x).to(device)
     start_model = manifold_vae1().to(device)
     ours_s = loop_s = float("inf")
-    # One untimed round warms both (allocator, kernels); then interleaved rounds, so that a burst of other
-    # load hits both alike; the fastest round of each is the least disturbed.
+    # One untimed round warms both (allocator, kernels); then interleaved rounds, each in the other order than
+    # the last, so that a burst of other load hits both alike; the fastest round of each is the least disturbed.
     for round_ in range(repeats + 1):
         m1, m2 = copy.deepcopy(start_model), copy.deepcopy(start_model)
-        t_ours = timed(lambda m=m1: train(m, x_dev, config, device=device), device)
-        t_loop = timed(lambda m=m2: hand_epoch(m, x_dev, batch, samples, lr, 0), device)
+        runs = [lambda m=m1: train(m, x_dev, config, device=device),
+                lambda m=m2: hand_epoch(m, x_dev, batch, samples, lr, 0)]
+        flip = round_ % 2 == 0
+        times = [timed(fn, device) for fn in (runs[::-1] if flip else runs)]
+        t_ours, t_loop = times[::-1] if flip else times
         if round_:
             ours_s, loop_s = min(ours_s, t_ours), min(loop_s, t_loop)
     steps = math.ceil(n / batch)
