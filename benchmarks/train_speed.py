@@ -48,12 +48,13 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn, device: torch.device) -> float:  # noqa: ANN001
+def timed(fn, device: torch.device) -> tuple[float, float]:  # noqa: ANN001
+    """Wall-clock and CPU seconds (all threads of this process) of fn()."""
     sync(device)
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     fn()
     sync(device)
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def main() -> None:
@@ -66,7 +67,7 @@ def main() -> None:
     x = manifold(n=n, seed=0)  # (N, 100)
     x_dev = torch.as_tensor(x).to(device)
     start_model = manifold_vae1().to(device)
-    ours_s = loop_s = float("inf")
+    best = {"ours": [math.inf, math.inf], "loop": [math.inf, math.inf]}  # [wall, cpu] seconds
     # One untimed round warms both (allocator, kernels); then interleaved rounds, each in the other order than
     # the last, so that a burst of other load hits both alike; the fastest round of each is the least disturbed.
     for round_ in range(repeats + 1):
@@ -75,19 +76,29 @@ def main() -> None:
                 lambda m=m2: hand_epoch(m, x_dev, batch, samples, lr, 0)]
         flip = round_ % 2 == 0
         times = [timed(fn, device) for fn in (runs[::-1] if flip else runs)]
-        t_ours, t_loop = times[::-1] if flip else times
-        if round_:
-            ours_s, loop_s = min(ours_s, t_ours), min(loop_s, t_loop)
+        for name, t in zip(("ours", "loop"), times[::-1] if flip else times, strict=True):
+            if round_:
+                best[name] = [min(a, b) for a, b in zip(best[name], t, strict=True)]
     steps = math.ceil(n / batch)
-    ratio = ours_s / loop_s
+    (ours_s, ours_cpu), (loop_s, loop_cpu) = best["ours"], best["loop"]
+    wall_ratio, cpu_ratio = ours_s / loop_s, ours_cpu / loop_cpu
+    # On a CPU shared with other work, wall time counts the moments the process waits for a core; its CPU
+    # time does not, so the CPU-time ratio judges the goal there. On a GPU the wall time does.
+    ratio = wall_ratio if device.type == "cuda" else cpu_ratio
+    judged = "wall time" if device.type == "cuda" else "CPU time"
     result = {"n": n, "batch_size": batch, "samples": samples, "lr": lr, "steps": steps, "device": str(device),
-              "ours_s": ours_s, "loop_s": loop_s, "ratio": ratio, "goal": GOAL, "met": ratio <= GOAL}
+              "ours_s": ours_s, "loop_s": loop_s, "ours_cpu_s": ours_cpu, "loop_cpu_s": loop_cpu,
+              "wall_ratio": wall_ratio, "cpu_ratio": cpu_ratio, "ratio": ratio, "judged_by": judged, "goal": GOAL,
+              "met": ratio <= GOAL}
     rows = [
         ("VAE-1 epoch", f"manifold N={n:,}, D=100, H=20, 128/40 LeakyReLU; batch {batch}, {samples} samples, "
                         f"Adam lr {lr}; {steps} steps on {device}"),
-        ("hand-written torch loop", f"{loop_s:.3f} s ({loop_s / steps * 1e3:.2f} ms/step, best of {repeats})"),
-        ("ours (entropy_elbo.train)", f"{ours_s:.3f} s ({ours_s / steps * 1e3:.2f} ms/step, with its log row)"),
-        ("ratio", f"{ratio:.3f}x (goal <= {GOAL}x: {'met' if ratio <= GOAL else 'NOT met'})"),
+        ("hand-written torch loop", f"{loop_s:.3f} s wall, {loop_cpu:.3f} s CPU ({loop_s / steps * 1e3:.2f} ms/step, "
+                                    f"best of {repeats})"),
+        ("ours (entropy_elbo.train)", f"{ours_s:.3f} s wall, {ours_cpu:.3f} s CPU ({ours_s / steps * 1e3:.2f} "
+                                      "ms/step, with its log row)"),
+        ("ratio", f"{ratio:.3f}x by {judged} (goal <= {GOAL}x: {'met' if ratio <= GOAL else 'NOT met'}); "
+                  f"wall {wall_ratio:.3f}x, CPU {cpu_ratio:.3f}x"),
     ]
     emit("train_speed", result, rows, args.json)
 
