@@ -233,12 +233,16 @@ def train_cmd(ctx: click.Context, model: str, data_spec: str | None, out: Path |
     """Train MODEL on --data with the sampled ELBO, ending with a decaying learning rate.
 
     Every epoch appends a row to <run>/log.jsonl and writes the checkpoint and the resume state atomically.
+    Under torchrun every process trains on its own block of rows with --batch-size rows per step
+    (DistributedDataParallel averages the gradients); process 0 alone writes and reports.
     """
     from entropy_elbo.runs import read_settings, run_for_out, run_for_resume, write_settings
 
     dev = resolve_device(device)
     ranks = distributed.context_from_env()  # under torchrun: DDP over blocks of rows, rank 0 alone writes
     if ranks is not None and ranks.world_size > 1:
+        if resume is not None:
+            raise EntropyElboError("--resume under torchrun is not supported; resume the run in one process")
         dev = distributed.setup(ranks, dev)
         ctx.call_on_close(distributed.teardown)
     else:
@@ -463,6 +467,7 @@ def collapse_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int |
     The paper's entropy criterion (eq. 24; needs only the encoder variances), active units (Burda et
     al. 2016) and the (epsilon, delta) KL measure (Lucas et al. 2019), in one streaming pass that runs
     only the encoder, so fixed-variance models work too. Exit status 0 whatever the verdicts.
+    Under torchrun every process reads its own block of rows; the statistics are merged across processes.
     """
     check_settings(threshold, delta, active_threshold, lucas_epsilon, lucas_delta)
     dev = resolve_device(device)
