@@ -233,10 +233,21 @@ def train_cmd(ctx: click.Context, model: str, data_spec: str | None, out: Path |
     """Train MODEL on --data with the sampled ELBO, ending with a decaying learning rate.
 
     Every epoch appends a row to <run>/log.jsonl and writes the checkpoint and the resume state atomically.
+    Under torchrun every process trains on its own block of rows with --batch-size rows per step
+    (DistributedDataParallel averages the gradients); process 0 alone writes and reports.
     """
     from entropy_elbo.runs import read_settings, run_for_out, run_for_resume, write_settings
 
     dev = resolve_device(device)
+    ranks = distributed.context_from_env()  # under torchrun: DDP over blocks of rows, rank 0 alone writes
+    if ranks is not None and ranks.world_size > 1:
+        if resume is not None:
+            raise EntropyElboError("--resume under torchrun is not supported; resume the run in one process")
+        dev = distributed.setup(ranks, dev)
+        ctx.call_on_close(distributed.teardown)
+    else:
+        ranks = None
+    main_rank = ranks is None or ranks.is_main
     given = {k: v for k, v in flags.items() if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
     if data_spec is not None:
         given["data"] = data_spec
@@ -276,15 +287,28 @@ def train_cmd(ctx: click.Context, model: str, data_spec: str | None, out: Path |
     training = TrainConfig(**{k: settings[k] for k in ("epochs", "batch_size", "lr", "samples", "seed")})
     meta = {"source": prepared.source, "shape": list(x.shape), "scale": prepared.scale,
             "heldout_rows": 0 if held is None else len(held)}
-    if resume is None:
+    if ranks is not None:
+        per_rank = distributed.rows_per_rank(len(x), ranks)
+        meta.update(processes=ranks.world_size, rows_per_process=per_rank)
+        if main_rank:
+            left = len(x) - per_rank * ranks.world_size
+            report.message(f"torchrun: {ranks.world_size} processes, {per_rank} training rows and batches of "
+                           f"{training.batch_size} rows each (gradients averaged over processes)"
+                           + (f"; the last {left} of {len(x)} rows left out, so that all take the same steps"
+                              if left else ""))
+    distributed.barrier(ranks)  # every rank has checked --out before rank 0 writes there
+    if resume is None and main_rank:
         run.create()
         write_settings(run, {"settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
                              "model_config": config.to_json(), "data": meta})
     torch.manual_seed(training.seed)
     net = build_model(config)
-    with report.epoch_progress(training.epochs, quiet) as progress:
-        history = train(net, x, training, device=dev, on_epoch=progress, heldout=held, run=run,
-                        resume=resume is not None, metadata=meta)
+    trainer = train if ranks is None else distributed.sharded_trainer(ranks)
+    with report.epoch_progress(training.epochs, quiet or not main_rank) as progress:
+        history = trainer(net, x, training, device=dev, on_epoch=progress, heldout=held, run=run,
+                          resume=resume is not None, metadata=meta)
+    if not main_rank:
+        return
     last = history[-1]
     gap = last["relative_gap"]
     report.message(f"wrote {run.checkpoint} (epoch {last['epoch']}) and {run.folder}/log.jsonl: sampled ELBO "
@@ -446,17 +470,34 @@ def collapse_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int |
     The paper's entropy criterion (eq. 24; needs only the encoder variances), active units (Burda et
     al. 2016) and the (epsilon, delta) KL measure (Lucas et al. 2019), in one streaming pass that runs
     only the encoder, so fixed-variance models work too. Exit status 0 whatever the verdicts.
+    Under torchrun every process reads its own block of rows; the statistics are merged across processes.
     """
     check_settings(threshold, delta, active_threshold, lucas_epsilon, lucas_delta)
     dev = resolve_device(device)
-    x = open_array(data, key=key)
-    load_options.input_shape = tuple(x.shape[1:])
-    loaded = load_model(checkpoint, device=dev, options=load_options)
-    check_shape(loaded.model, x, data)
-    rows = resolve_batch_size(batch_size, loaded.model, int(np.prod(x.shape[1:])), 0, dev)
-    result = collapse(loaded.model, iter_batches(x, rows, source=data), device=dev, threshold=threshold,
-                      delta=delta, active_threshold=active_threshold, lucas_epsilon=lucas_epsilon,
-                      lucas_delta=lucas_delta)
+    ranks = distributed.context_from_env()
+    if ranks is not None and ranks.world_size > 1:
+        dev = distributed.setup(ranks, dev)
+
+    def prepare() -> tuple[LoadedModel, np.ndarray, int]:
+        x = open_array(data, key=key)
+        load_options.input_shape = tuple(x.shape[1:])
+        loaded = load_model(checkpoint, device=dev, options=load_options)
+        check_shape(loaded.model, x, data)
+        return loaded, x, resolve_batch_size(batch_size, loaded.model, int(np.prod(x.shape[1:])), 0, dev)
+
+    settings = {"threshold": threshold, "delta": delta, "active_threshold": active_threshold,
+                "lucas_epsilon": lucas_epsilon, "lucas_delta": lucas_delta}
+    try:
+        loaded, x, rows = distributed.all_or_none(ranks, dev, prepare)
+        if ranks is not None and ranks.world_size > 1:
+            result = distributed.collapse_sharded(loaded.model, x, ranks, batch_size=rows, device=dev, source=data,
+                                                  **settings)
+        else:
+            result = collapse(loaded.model, iter_batches(x, rows, source=data), device=dev, **settings)
+    finally:
+        distributed.teardown()
+    if ranks is not None and not ranks.is_main:
+        return
     report.print_collapse(result, str(checkpoint), as_json)
     if plot is not None:
         report.plot_collapse(result, str(plot), checkpoint.name)

@@ -225,19 +225,20 @@ def collapse(model: GaussianVAE, batches: Iterable[np.ndarray | Tensor], *, devi
              threshold: float | None = None, delta: float | None = None, active_threshold: float = ACTIVE_THRESHOLD,
              lucas_epsilon: float = LUCAS_EPSILON, lucas_delta: float = LUCAS_DELTA) -> CollapseResult:
     """Per-latent collapse of `model` over `batches`, running only its encoder (eq. 24; App. C.2)."""
-    device = torch.device(device)
-
-    def encodings() -> Iterable[tuple[Tensor, Tensor]]:
-        for b in batches:
-            if not isinstance(b, Tensor):  # a read-only memmap chunk is copied once, as torch needs
-                b = torch.from_numpy(np.require(b, dtype=np.float32, requirements=["C", "W"]))
-            x = b.to(device=device, dtype=torch.float32)  # (B, ...)
-            with torch.inference_mode():
-                nu, log_tau2 = model.encode(x)  # (B, H) each
-            yield nu, log_tau2
-
-    prior_log_var = model.prior_log_var
+    prior_log_var = None if model.prior_log_var is None else model.prior_log_var.detach()
     return collapse_from_encodings(
-        encodings(), prior_log_var=None if prior_log_var is None else prior_log_var.detach(), threshold=threshold,
+        encoder_outputs(model, batches, torch.device(device)), prior_log_var=prior_log_var, threshold=threshold,
         delta=delta, active_threshold=active_threshold, lucas_epsilon=lucas_epsilon, lucas_delta=lucas_delta,
     )
+
+
+def encoder_outputs(model: GaussianVAE, batches: Iterable[np.ndarray | Tensor],
+                    device: torch.device) -> Iterable[tuple[Tensor, Tensor]]:
+    """The encoder's (nu, log tau^2), each (B, H), chunk by chunk, under inference mode."""
+    for b in batches:
+        if not isinstance(b, Tensor):  # a read-only memmap chunk is copied once, as torch needs
+            b = torch.from_numpy(np.require(b, dtype=np.float32, requirements=["C", "W"]))
+        x = b.to(device=device, dtype=torch.float32)  # (B, ...)
+        with torch.inference_mode():
+            nu, log_tau2 = model.encode(x)  # (B, H) each
+        yield nu, log_tau2

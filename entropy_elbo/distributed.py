@@ -1,26 +1,43 @@
-"""Many processes, one estimate: torch.distributed over the rows of the data (torchrun launches the processes).
+"""Many processes, one result: torch.distributed over the rows of the data (torchrun launches the processes).
 
-Every rank streams its own contiguous block of rows through `estimate.accumulate`; the float64 sums that
-come out are added across ranks with one all_reduce each, so the result is the one-process estimate.
-gloo on CPU, NCCL on CUDA. Monte Carlo samples differ across ranks (seed + rank).
+Every rank streams its own contiguous block of rows through `estimate.accumulate` (or collapse's streaming
+statistics); the float64 sums that come out are added across ranks, so the result is the one-process one.
+Training wraps the step in DistributedDataParallel over equal blocks of rows and adds each epoch's float64
+sums over the ranks; rank 0 alone writes. gloo on CPU, NCCL on CUDA. Monte Carlo samples differ across ranks
+(seed + rank).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
 
+from entropy_elbo.collapse import (
+    ACTIVE_THRESHOLD,
+    LUCAS_DELTA,
+    LUCAS_EPSILON,
+    CollapseResult,
+    CollapseSums,
+    check_settings,
+    encoder_outputs,
+    merge_sums,
+    stream_sums,
+    summarize_collapse,
+)
 from entropy_elbo.data import iter_batches
 from entropy_elbo.errors import EntropyElboError
 from entropy_elbo.estimate import Estimate, accumulate, summarize
-from entropy_elbo.models.protocol import GaussianVAE
+from entropy_elbo.models.protocol import GaussianVAE, VAEBase
+from entropy_elbo.runs import RunFolder
+from entropy_elbo.train import StepHooks, TrainConfig, sampled_elbo_parts, train
 
 T = TypeVar("T")
 ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -156,3 +173,143 @@ def estimate_sharded(
     acc = accumulate_sharded(model, x, ctx, batch_size=batch_size, samples=samples, seed=seed, device=device,
                              source=source)
     return summarize(model, acc, samples=samples, d=int(np.prod(x.shape[1:])))
+
+
+# ---------------------------------------------------------------------------------------------- collapse
+
+
+def collapse_sharded(
+    model: GaussianVAE,
+    x: np.ndarray,
+    ctx: Context,
+    *,
+    batch_size: int,
+    device: torch.device,
+    source: str = "data",
+    threshold: float | None = None,
+    delta: float | None = None,
+    active_threshold: float = ACTIVE_THRESHOLD,
+    lucas_epsilon: float = LUCAS_EPSILON,
+    lucas_delta: float = LUCAS_DELTA,
+) -> CollapseResult:
+    """The one-process `collapse` over all of x: every rank streams its block, the statistics merged over ranks."""
+    check_settings(threshold, delta, active_threshold, lucas_epsilon, lucas_delta)
+    rows = shard_rows(len(x), ctx.rank, ctx.world_size)
+    prior_log_var = None if model.prior_log_var is None else model.prior_log_var.detach()
+
+    def local() -> CollapseSums | None:
+        if not len(rows):  # more ranks than rows
+            return None
+        batches = iter_batches(x, batch_size, source=source, indices=rows)
+        return stream_sums(encoder_outputs(model, batches, device), prior_log_var=prior_log_var, epsilon=lucas_epsilon)
+
+    sums = merge_over_ranks(all_or_none(ctx, device, local), ctx, device, lucas_epsilon)
+    return summarize_collapse(sums, prior_log_var=prior_log_var, threshold=threshold, delta=delta,
+                              active_threshold=active_threshold, lucas_delta=lucas_delta)
+
+
+def merge_over_ranks(mine: CollapseSums | None, ctx: Context, device: torch.device, epsilon: float) -> CollapseSums:
+    """Every rank's collapse statistics merged in rank order (Chan et al.'s update), the same on every rank."""
+    h = torch.tensor([-1.0 if mine is None else float(mine.entropy.shape[0])], dtype=torch.float64, device=device)
+    dist.all_reduce(h, op=dist.ReduceOp.MAX)  # a rank without rows learns H from the others
+    width = int(h.item())
+    if width < 0:
+        raise EntropyElboError("data: no rows to measure collapse over; pass a file with at least one data point")
+    if mine is None:
+        packed = torch.zeros(1 + 5 * width, dtype=torch.float64, device=device)
+    else:  # (1 + 5H,): n, then the five (H,) statistics
+        stats = (mine.entropy, mine.kl, mine.nu_mean, mine.nu_m2, mine.small_kl)
+        packed = torch.cat([torch.tensor([float(mine.n)], dtype=torch.float64, device=device), *stats])
+    gathered = [torch.empty_like(packed) for _ in range(ctx.world_size)]
+    dist.all_gather(gathered, packed)
+    total: CollapseSums | None = None
+    for part in gathered:
+        n = int(part[0].item())
+        if n == 0:
+            continue
+        entropy, kl, nu_mean, nu_m2, small_kl = part[1:].reshape(5, width)
+        piece = CollapseSums(n=n, entropy=entropy, kl=kl, nu_mean=nu_mean, nu_m2=nu_m2, small_kl=small_kl,
+                             epsilon=epsilon)
+        total = piece if total is None else merge_sums(total, piece)
+    assert total is not None  # width >= 0: some rank had rows
+    return total
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+class ELBOStep(torch.nn.Module):
+    """One training step's sampled ELBO (eq. 2) as a module's forward, so that DistributedDataParallel sees it.
+
+    DDP prepares its gradient all-reduce in its own forward; the trainer calls encode and decode, never forward.
+    """
+
+    def __init__(self, model: VAEBase) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor, samples: int, generator: torch.Generator | None
+                ) -> tuple[Tensor, Tensor, Tensor | None]:
+        return sampled_elbo_parts(self.model, x, samples, generator)
+
+
+class DDPHooks(StepHooks):
+    """The trainer's step through DDP (gradients averaged over ranks) and its epoch sums added over ranks."""
+
+    def __init__(self, ddp: DistributedDataParallel) -> None:
+        self.ddp = ddp
+
+    def parts(self, model: VAEBase, x: Tensor, samples: int, generator: torch.Generator | None
+              ) -> tuple[Tensor, Tensor, Tensor | None]:
+        f, log_tau2, dec_ent = self.ddp(x, samples, generator)
+        finite = bool(torch.isfinite(f.detach().mean()))
+        if any_rank_failed(not finite, f.device) and finite:
+            f = f + float("nan")  # another rank's loss is not finite: every rank stops at this same step
+        return f, log_tau2, dec_ent
+
+    def reduce(self, n: int, elbo_sum: Tensor, latent_sum: Tensor, dec_sum: Tensor
+               ) -> tuple[int, Tensor, Tensor, Tensor]:
+        h = latent_sum.numel()
+        count = torch.tensor([float(n)], dtype=torch.float64, device=elbo_sum.device)
+        packed = torch.cat([count, elbo_sum.reshape(1), dec_sum.reshape(1), latent_sum])  # (3 + H,) float64
+        dist.all_reduce(packed, op=dist.ReduceOp.SUM)
+        return int(packed[0].item()), packed[1], packed[3 : 3 + h], packed[2]
+
+
+def rows_per_rank(n: int, ctx: Context) -> int:
+    """Training rows of each rank: equal blocks, so every rank takes the same number of steps (DDP needs it)."""
+    per_rank = n // ctx.world_size
+    if per_rank == 0:
+        raise EntropyElboError(f"data: {n} training rows for {ctx.world_size} processes; pass more rows or run "
+                               "fewer processes (--nproc_per_node)")
+    return per_rank
+
+
+def sharded_trainer(ctx: Context) -> Callable[..., list[dict[str, object]]]:
+    """`train` with this rank's signature under torchrun: DDP over equal blocks of rows; rank 0 logs and writes."""
+
+    def train_sharded(model: VAEBase, x: np.ndarray, config: TrainConfig, *, device: torch.device,
+                      on_epoch: Callable[[dict[str, object]], None] | None = None,
+                      heldout: np.ndarray | None = None, run: RunFolder | None = None, resume: bool = False,
+                      metadata: dict[str, object] | None = None) -> list[dict[str, object]]:
+        if resume:
+            raise EntropyElboError("--resume under torchrun is not supported; resume the run in one process")
+        per_rank = rows_per_rank(len(x), ctx)
+        block = x[ctx.rank * per_rank : (ctx.rank + 1) * per_rank]
+        model.to(device)
+        ddp = DistributedDataParallel(ELBOStep(model), device_ids=[device] if device.type == "cuda" else None)
+        # Rank r samples with seed + r (rank 0 keeps the seed that its checkpoint records); only rank 0 evaluates
+        # the held-out rows, writes the run and reports epochs.
+        rank_config = replace(config, seed=config.seed + ctx.rank)
+        main = ctx.is_main
+        with DDPHooks(ddp):
+            return train(model, block, rank_config, device=device, on_epoch=on_epoch if main else None,
+                         heldout=heldout if main else None, run=run if main else None, metadata=metadata)
+
+    return train_sharded
+
+
+def barrier(ctx: Context | None) -> None:
+    """Wait for every rank (a no-op in one process)."""
+    if ctx is not None and ctx.world_size > 1:
+        dist.barrier()

@@ -184,7 +184,7 @@ def train_epoch(model: VAEBase, data: Tensor, held: Tensor | None, opt: torch.op
     latent_sum = torch.zeros(model.latent_dim, dtype=torch.float64, device=device)
     model.train()
     for idx in torch.randperm(n, generator=gen, device=device).split(config.batch_size):
-        f, log_tau2, dec_ent = sampled_elbo_parts(model, data[idx], config.samples, gen)
+        f, log_tau2, dec_ent = _hooks().parts(model, data[idx], config.samples, gen)
         loss = -f.mean()
         if not torch.isfinite(loss):
             raise diverged(epoch, f"the loss is {loss.item()}", run)
@@ -198,6 +198,7 @@ def train_epoch(model: VAEBase, data: Tensor, held: Tensor | None, opt: torch.op
     bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
     if bad:
         raise diverged(epoch, f"parameter {bad[0]!r} holds NaN or Inf", run)
+    n, elbo_sum, latent_sum, dec_sum = _hooks().reduce(n, elbo_sum, latent_sum, dec_sum)
     row = epoch_summary(model, epoch, n, d, elbo_sum, latent_sum, dec_sum)
     row["heldout_elbo"] = None if held is None else heldout_elbo(model, held, config, epoch)
     row.update(lr=opt.param_groups[0]["lr"], seconds=time.perf_counter() - start, wall_time=time.time())
@@ -301,3 +302,34 @@ def prepare_data(spec: str, *, key: str | None = None, drop_column: int | None =
         return np.concatenate(list(iter_batches(x, 65536, source=spec, indices=idx, transform=transform)))
 
     return TrainingData(rows(train_idx), rows(held_idx) if len(held_idx) else None, source, scale)
+
+
+class StepHooks:
+    """How a training step gets its ELBO and how an epoch's float64 sums are combined (one process: as is).
+
+    `entropy_elbo.distributed` swaps in its own under torchrun (`with hooks: train(...)`): the step through
+    DistributedDataParallel and the sums added over the ranks.
+    """
+
+    def parts(self, model: VAEBase, x: Tensor, samples: int, generator: torch.Generator | None
+              ) -> tuple[Tensor, Tensor, Tensor | None]:
+        return sampled_elbo_parts(model, x, samples, generator)
+
+    def reduce(self, n: int, elbo_sum: Tensor, latent_sum: Tensor, dec_sum: Tensor
+               ) -> tuple[int, Tensor, Tensor, Tensor]:
+        return n, elbo_sum, latent_sum, dec_sum
+
+    def __enter__(self) -> StepHooks:
+        _HOOK_STACK.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _HOOK_STACK.remove(self)
+
+
+_HOOK_STACK: list[StepHooks] = [StepHooks()]
+
+
+def _hooks() -> StepHooks:
+    """The hooks in force: the innermost `with hooks:` block's, else the one-process ones."""
+    return _HOOK_STACK[-1]
