@@ -304,7 +304,7 @@ def prepare_data(spec: str, *, key: str | None = None, drop_column: int | None =
     return TrainingData(rows(train_idx), rows(held_idx) if len(held_idx) else None, source, scale)
 
 
-VARIANCE_PARAMETERS = ("log_sigma2", "logalpha2")  # ln sigma^2 (decoder) and ln A (VAE-2 prior)
+VARIANCE_PARAMETERS = ("log_sigma2", "logalpha2", "log_tau2")  # ln sigma^2, ln A (VAE-2), linear ln tau^2
 
 
 def parameter_groups(model: VAEBase, config: TrainConfig) -> list[dict[str, object]]:
