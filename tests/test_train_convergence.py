@@ -16,12 +16,12 @@ from entropy_elbo.train import TrainConfig, parameter_groups, train
 
 torch.set_num_threads(1)
 
-# VAE-1 and VAE-2 end near 1% only because ln sigma^2 (and ln A) train at 10x lr: at one lr their relative gap
-# here is 22-30% (sigma^2 lags its optimum, r ~ 0.75).
+# VAE-1 and VAE-2 pass only because ln sigma^2 (and ln A) train at 10x lr in the decay phase: with one lr for all
+# (120 epochs) their relative gap was 22-30% (sigma^2 lags its optimum, r ~ 0.75).
 CASES = {  # model, data, points, epochs, batch, lr, ln sigma^2 at start
     "linear": ("ppca", 2000, 300, 1000, 3e-2, 0.0),
-    "vae1": ("ppca", 1000, 120, 100, 5e-3, 0.0),
-    "vae2": ("ring", 1000, 120, 100, 5e-3, 0.0),
+    "vae1": ("ppca", 1000, 200, 100, 5e-3, 0.0),
+    "vae2": ("ring", 1000, 200, 100, 5e-3, 0.0),
     "vae3": ("ring", 1000, 600, 1000, 1e-2, -2.0),
 }
 
@@ -45,12 +45,10 @@ def test_trained_model_elbo_equals_its_entropies(kind: str) -> None:
 
 def test_variance_parameters_train_in_their_own_group_at_the_larger_lr() -> None:
     model = build_model(model_config("vae2", (10,), 2))
-    config = TrainConfig(epochs=10, lr=2e-3, variance_lr_factor=10.0, decay_fraction=0.0)
-    opt = torch.optim.Adam(parameter_groups(model, config), lr=config.lr)
-    train_epoch_lrs = {id(p): config.lr_at(0) * g["lr_factor"] for g in opt.param_groups for p in g["params"]}
+    groups = parameter_groups(model, TrainConfig(variance_lr_factor=10.0))
+    factor = {id(p): g["lr_factor"] for g in groups for p in g["params"]}
     named = dict(model.named_parameters())
-    assert train_epoch_lrs[id(named["log_sigma2"])] == pytest.approx(2e-2)
-    assert train_epoch_lrs[id(named["logalpha2"])] == pytest.approx(2e-2)
-    others = [p for n, p in named.items() if n not in ("log_sigma2", "logalpha2")]
-    assert others and all(train_epoch_lrs[id(p)] == pytest.approx(2e-3) for p in others)
-    assert sum(len(g["params"]) for g in opt.param_groups) == len(named)  # every parameter trained once
+    assert len(factor) == sum(len(g["params"]) for g in groups) == len(named)  # every parameter trained once
+    assert factor[id(named["log_sigma2"])] == factor[id(named["logalpha2"])] == 10.0
+    assert all(factor[id(p)] == 1.0 for n, p in named.items() if n not in ("log_sigma2", "logalpha2"))
+    assert len(parameter_groups(model, TrainConfig(variance_lr_factor=1.0))) == 1
