@@ -91,11 +91,12 @@ def message(text: str) -> None:
 
 @contextmanager
 def epoch_progress(total: int, quiet: bool = False) -> Iterator[object]:
-    """A progress bar over epochs showing the sampled ELBO, the entropy ELBO and their relative gap."""
+    """A progress bar over epochs: sampled ELBO, entropy ELBO, their relative gap, and the active latents (mean
+    encoder entropy <= 1.0 nat, eq. 24)."""
     if quiet:
         yield lambda row: None
         return
-    columns = (TextColumn("epoch"), MofNCompleteColumn(), BarColumn(), TextColumn("{task.fields[info]}"),
+    columns = (TextColumn("epoch"), MofNCompleteColumn(), BarColumn(bar_width=20), TextColumn("{task.fields[info]}"),
                TimeElapsedColumn())
     with Progress(*columns, console=err, transient=False) as progress:
         task = progress.add_task("train", total=total, info="")
@@ -105,6 +106,8 @@ def epoch_progress(total: int, quiet: bool = False) -> Iterator[object]:
             info = f"ELBO {row['elbo']:.4f}  entropy ELBO {_fmt(row.get('entropy_elbo'))} nats/point"
             if gap is not None:
                 info += f"  gap {100 * gap:+.2f}%"
+            if row.get("active_latents") is not None:
+                info += f"  active latents {row['active_latents']}/{len(row.get('latent_entropies') or ()) or '?'}"
             progress.update(task, completed=row["epoch"], info=info)
 
         yield update

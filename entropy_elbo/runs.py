@@ -168,7 +168,11 @@ def load_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimi
         if key.startswith("optim."):
             _, idx, name = key.split(".", 2)
             state.setdefault(int(idx), {})[name] = value  # load_state_dict moves them to the parameters' device
-    optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
+    except (ValueError, KeyError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: its optimizer state does not fit this version's optimizer ({err}); "
+                              "start a new run with the same settings instead of --resume") from None
     generator.set_state(tensors["rng.generator"])
     torch.set_rng_state(tensors["rng.torch"])
     cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("rng.cuda.")), key=lambda k: int(k[9:]))]

@@ -30,6 +30,7 @@ class TrainConfig:
     decay_fraction: float = 0.3  # last fraction of epochs with a cosine decay of lr to lr * final_lr_factor
     final_lr_factor: float = 0.01
     eval_samples: int = 1  # samples per point for the held-out ELBO of each epoch's log row
+    variance_lr_factor: float = 10.0  # in the decay phase, lr of ln sigma^2, ln A relative to lr (`parameter_groups`)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "samples", "eval_samples"):
@@ -84,7 +85,7 @@ def train(
     torch.manual_seed(config.seed)
     gen = torch.Generator(device=device).manual_seed(config.seed)
     model.to(device).train()
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
+    opt = torch.optim.Adam(parameter_groups(model, config), lr=config.lr)
     history: list[dict[str, object]] = []
     start = 0
     if resume:
@@ -175,8 +176,9 @@ def train_epoch(model: VAEBase, data: Tensor, held: Tensor | None, opt: torch.op
                 gen: torch.Generator, config: TrainConfig, epoch: int, d: int, run: RunFolder | None
                 ) -> dict[str, object]:
     """One pass of Adam steps over shuffled batches; returns the epoch's log row."""
+    decaying = epoch >= config.epochs * (1 - config.decay_fraction)
     for group in opt.param_groups:
-        group["lr"] = config.lr_at(epoch)
+        group["lr"] = config.lr_at(epoch) * (group.get("lr_factor", 1.0) if decaying else 1.0)
     start = time.perf_counter()
     n, device = data.shape[0], data.device
     elbo_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -333,3 +335,29 @@ _HOOK_STACK: list[StepHooks] = [StepHooks()]
 def _hooks() -> StepHooks:
     """The hooks in force: the innermost `with hooks:` block's, else the one-process ones."""
     return _HOOK_STACK[-1]
+
+
+VARIANCE_PARAMETERS = ("log_sigma2", "logalpha2", "log_tau2")  # ln sigma^2, ln A (VAE-2), linear ln tau^2
+
+
+def parameter_groups(model: VAEBase, config: TrainConfig) -> list[dict[str, object]]:
+    """Adam parameter groups: the network weights, and the variance scalars ln sigma^2, ln A (VAE-2) and the linear
+    VAE's ln tau^2, which in the final decay phase train at lr * variance_lr_factor (before it, at lr).
+
+    Adam moves each parameter by about lr per step whatever its gradient, but ln sigma^2 must travel several
+    nats to the residual variance, a target that keeps falling while the decoder mean improves; at the networks'
+    decaying lr it lags its optimum and ends with r = E||x - mu||^2 / (D sigma^2) < 1. Given the rest the
+    ELBO is strictly concave in each of these scalars (curvature D r / 2 for ln sigma^2, a_h / 2 for ln A), so a
+    larger step is stable; they catch up with their optima (r, a_h -> 1, Thm. 1-2) while the weights settle.
+    The first phase keeps one lr for all, so the path into an optimum (and posterior collapse) is unchanged.
+    """
+    variance, rest = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (variance if name.rsplit(".", 1)[-1] in VARIANCE_PARAMETERS else rest).append(p)
+    groups: list[dict[str, object]] = [{"params": rest, "lr_factor": 1.0}]
+    if variance and config.variance_lr_factor != 1.0:
+        groups.append({"params": variance, "lr_factor": config.variance_lr_factor})
+    else:
+        groups[0]["params"] = rest + variance
+    return [g for g in groups if g["params"]]

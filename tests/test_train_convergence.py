@@ -1,6 +1,6 @@
 """Reduced verification runs (Fig. 1): after training, |MC ELBO - entropy ELBO| / |MC ELBO| < 1% (Thm. 1-3).
 
-The MC ELBO (200 samples per point) and the entropy ELBO are computed by `estimate` over the training data;
+The MC ELBO (400 samples per point) and the entropy ELBO are computed by `estimate` over the training data;
 its sampling standard error (data fixed) must be small against the 1% tolerance for the check to mean anything.
 """
 
@@ -12,13 +12,16 @@ import torch
 from entropy_elbo.data import make_synthetic
 from entropy_elbo.estimate import estimate
 from entropy_elbo.models import build_model, model_config
-from entropy_elbo.train import TrainConfig, train
+from entropy_elbo.train import TrainConfig, parameter_groups, train
 
 torch.set_num_threads(1)
 
-# VAE-1 and VAE-2 need more steps than this budget allows: at 600 steps sigma^2 still lags its optimum (r ~ 0.95).
+# VAE-1 and VAE-2 pass only because ln sigma^2 (and ln A) train at 10x lr in the decay phase: with one lr for all
+# (120 epochs) their relative gap was 22-30% (sigma^2 lags its optimum, r ~ 0.75).
 CASES = {  # model, data, points, epochs, batch, lr, ln sigma^2 at start
     "linear": ("ppca", 2000, 300, 1000, 3e-2, 0.0),
+    "vae1": ("ppca", 1000, 200, 100, 5e-3, 0.0),
+    "vae2": ("ring", 1000, 200, 100, 5e-3, 0.0),
     "vae3": ("ring", 1000, 600, 1000, 1e-2, -2.0),
 }
 
@@ -30,6 +33,22 @@ def test_trained_model_elbo_equals_its_entropies(kind: str) -> None:
     torch.manual_seed(0)
     model = build_model(model_config(kind, (10,), 2, init_log_sigma2=init))
     train(model, x, TrainConfig(epochs=epochs, batch_size=batch, lr=lr, samples=10))
-    est = estimate(model, [x], samples=200, generator=torch.Generator().manual_seed(1))
+    est = estimate(model, [x], samples=400, generator=torch.Generator().manual_seed(1))
     assert 3 * est.mc_sampling_stderr < 0.002 * abs(est.mc_elbo)  # noise far below the tolerance
     assert abs(est.relative_difference) < 0.01, est.to_dict()
+    if kind == "vae3":  # at this scale its a_2 ends near 1.05; the gap still passes (its r is per z, see Thm. 3)
+        return
+    # near a stationary point: sigma^2 at its optimum (r = 1) and the aggregate posterior at the prior's scale (a_h = 1)
+    assert abs(est.stationarity["r"] - 1) < 0.01, est.stationarity
+    assert max(abs(a - 1) for a in est.stationarity["a"]) < 0.05, est.stationarity
+
+
+def test_variance_parameters_train_in_their_own_group_at_the_larger_lr() -> None:
+    model = build_model(model_config("vae2", (10,), 2))
+    groups = parameter_groups(model, TrainConfig(variance_lr_factor=10.0))
+    factor = {id(p): g["lr_factor"] for g in groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert len(factor) == sum(len(g["params"]) for g in groups) == len(named)  # every parameter trained once
+    assert factor[id(named["log_sigma2"])] == factor[id(named["logalpha2"])] == 10.0
+    assert all(factor[id(p)] == 1.0 for n, p in named.items() if n not in ("log_sigma2", "logalpha2"))
+    assert len(parameter_groups(model, TrainConfig(variance_lr_factor=1.0))) == 1

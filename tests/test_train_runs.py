@@ -166,3 +166,16 @@ def test_plot_draws_the_logged_figures(tmp_path: Path, monkeypatch: pytest.Monke
     assert res.exit_code == 1 and "Error:" in res.output
     with pytest.raises(Exception, match="needs matplotlib"):
         plot_run(rows, tmp_path / "g.png")
+
+
+def test_progress_bar_shows_the_active_latents_of_the_last_epoch(tmp_path: Path) -> None:
+    save_array(make_synthetic("ppca", n=600, seed=1), tmp_path / "x.npy")
+    cmd = [*TRAIN, "--data", str(tmp_path / "x.npy"), "--out", str(tmp_path / "run")]
+    done = subprocess.run([c for c in cmd if c != "--quiet"], env={**ENV, "COLUMNS": "250"}, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    last = read_log(tmp_path / "run" / "log.jsonl")[-1]
+    active = sum(e <= 1.0 for e in last["latent_entropies"])  # eq. 24 from the logged per-latent entropies
+    bar = [line for line in done.stderr.splitlines() if "epoch" in line and "8/8" in line]
+    assert bar and f"active latents {active}/2" in bar[-1], done.stderr
+    assert f"gap {100 * last['relative_gap']:+.2f}%" in bar[-1]
