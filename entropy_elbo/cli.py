@@ -244,16 +244,17 @@ def train_cmd(ctx: click.Context, model: str, data_spec: str | None, out: Path |
         if out is not None:
             raise EntropyElboError("--resume continues a run where it was written; drop --out")
         run = run_for_resume(resume)
-        stored = read_settings(run.folder)
+        stored = check_stored(read_settings(run.folder), run.settings)
         settings = resumed_settings(stored, model, given, resume)
+        check_resume_epochs(run, int(settings["epochs"]), resume)
     else:
         if out is None:
             raise EntropyElboError("train: pass --out RUN_FOLDER or --out CHECKPOINT.safetensors")
-        check_writable(out)
         run = run_for_out(out)
         if run.settings.exists():
             raise EntropyElboError(f"--out {out}: {run.folder} already holds a run; --resume {out} continues it, "
                                    "or remove it or choose another --out")
+        check_writable(run.checkpoint if run.checkpoint.parent.is_dir() else run.folder)
         settings = new_settings(model, given)
     prepared = prepare_data(str(settings["data"]), key=settings["key"], drop_column=settings["drop_column"],
                             scale=str(settings["scale"]), holdout=float(settings["holdout"]),
@@ -324,7 +325,7 @@ def resumed_settings(stored: dict[str, object], model: str, given: dict[str, obj
     for key, value in given.items():
         if key == "hidden" and isinstance(value, str):
             value = list(parse_ints(value, "--hidden"))
-        if key not in RESUMABLE and key != "preset" and settings.get(key) != value:
+        if key not in RESUMABLE and settings.get(key) != value:
             raise EntropyElboError(f"--resume {path}: --{key.replace('_', '-')} {value} differs from the run's "
                                    f"{settings.get(key)}; a resumed run keeps its settings (only --epochs may grow)")
     settings.update({k: v for k, v in given.items() if k in RESUMABLE})
@@ -445,6 +446,7 @@ def collapse_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int |
     only the encoder, so fixed-variance models work too. Exit status 0 whatever the verdicts.
     """
     check_settings(threshold, delta, active_threshold, lucas_epsilon, lucas_delta)
+    check_plot_folder(plot)
     dev = resolve_device(device)
     x = open_array(data, key=key)
     load_options.input_shape = tuple(x.shape[1:])
@@ -526,6 +528,7 @@ def select_cmd(data: str, key: str | None, latents: str, batch_size: int, lr: fl
         if not plot.parent.is_dir():
             raise EntropyElboError(f"--plot {plot}: folder {plot.parent} does not exist; create it first")
     x = open_array(data, key=key)
+    check_latents(candidates, x, data)
     total = len(x)
     if phases == "stream":
         if total % 3:
@@ -591,3 +594,49 @@ def compare_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int | 
     if plot is not None:
         report.message(f"wrote {comparing.plot_comparison(cmp, plot)}")
     report.print_comparison(cmp, as_json)
+
+
+def check_plot_folder(plot: Path | None) -> None:
+    """A --plot file's folder must exist before any work is done."""
+    if plot is not None and not plot.parent.is_dir():
+        raise EntropyElboError(f"--plot {plot}: folder {plot.parent} does not exist; create it first")
+
+
+def check_latents(candidates: tuple[int, ...], x: np.ndarray, source: str) -> None:
+    """select: every candidate H must satisfy 1 <= H <= D."""
+    d = int(np.prod(x.shape[1:]))
+    if max(candidates) > d:
+        raise EntropyElboError(f"--latents {max(candidates)}: {source} has D={d} values per row; "
+                               f"pass candidates 1 <= H <= {d}")
+
+
+RUN_KEYS = ("data", "key", "drop_column", "scale", "holdout", "image_size", "latents", "init_log_sigma2", "seed",
+            "epochs", "batch_size", "lr", "samples")
+
+
+def check_stored(stored: dict[str, object], path: Path) -> dict[str, object]:
+    """A run.json from disk: its settings and model config must be whole before a resume trusts them."""
+    settings = stored.get("settings")
+    if not isinstance(settings, dict):
+        raise EntropyElboError(f"{path}: no 'settings' object; the run folder is damaged, start a new run")
+    missing = [k for k in RUN_KEYS if k not in settings]
+    if missing:
+        raise EntropyElboError(f"{path}: settings lack {', '.join(missing)}; the run folder is damaged, start a new "
+                               "run")
+    try:
+        kind = ModelConfig.from_json(str(stored["model_config"])).kind
+    except (KeyError, ValueError, TypeError, EntropyElboError) as err:
+        raise EntropyElboError(f"{path}: its model_config is missing or damaged ({err}); start a new run") from None
+    if kind not in MODELS:
+        raise EntropyElboError(f"{path}: its model_config names the unknown model {kind!r}; start a new run")
+    return stored
+
+
+def check_resume_epochs(run: object, epochs: int, path: Path) -> None:
+    """The run state must be readable, and --epochs cannot go below the epochs already trained."""
+    from entropy_elbo.runs import state_epoch
+
+    done = state_epoch(run.state)
+    if epochs < done:
+        raise EntropyElboError(f"--resume {path}: --epochs {epochs} is fewer than the {done} epochs already "
+                               f"trained; pass --epochs {done} or more")

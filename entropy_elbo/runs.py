@@ -19,6 +19,7 @@ from entropy_elbo.checkpoints.native import atomic_write
 from entropy_elbo.errors import CheckpointError, EntropyElboError
 
 STATE_FORMAT = "entropy-elbo-run-state/1"
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".npy", ".npz", ".h5")  # --out names of other formats
 SETTINGS, LOG, STATE, MODEL = "run.json", "log.jsonl", "state.safetensors", "model.safetensors"
 
 
@@ -48,6 +49,10 @@ class RunFolder:
             raise EntropyElboError(f"--out {self.folder}: folder {parent} does not exist; create it first")
         try:
             self.folder.mkdir(exist_ok=True)
+            os.close(os.open(self.settings, os.O_CREAT | os.O_EXCL | os.O_WRONLY))  # claim it: one run per folder
+        except FileExistsError:
+            raise EntropyElboError(f"--out {self.folder}: another training run has just claimed this folder; "
+                                   "choose another --out") from None
         except OSError as err:
             raise EntropyElboError(f"--out {self.folder}: cannot create the run folder ({err.strerror})") from None
         return self
@@ -56,6 +61,9 @@ class RunFolder:
 def run_for_out(out: str | Path) -> RunFolder:
     """The run folder for `--out`: a .safetensors file gets `<stem>.run/` beside it, anything else is the folder."""
     out = Path(out)
+    if out.suffix.lower() in CHECKPOINT_SUFFIXES and not out.is_dir():
+        raise EntropyElboError(f"--out {out}: checkpoints are written as .safetensors; pass --out "
+                               f"{out.with_suffix('.safetensors')} or a run folder name")
     if out.suffix == ".safetensors":
         return RunFolder(out.with_suffix(".run"), out)
     return RunFolder(out, out / MODEL)
@@ -171,3 +179,21 @@ def load_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimi
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda)
     return int(meta["epoch"])
+
+
+def state_epoch(path: Path) -> int:
+    """The epoch a run state was saved after, checking that the whole file reads (before any training starts)."""
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        load_file(str(path))  # every tensor must read
+    except (SafetensorError, OSError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: cannot read the run state ({err}); start a new run") from None
+    if meta.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{path}: not an entropy-elbo run state; start a new run")
+    try:
+        return int(meta["epoch"])
+    except (KeyError, ValueError):
+        raise CheckpointError(f"{path}: the run state names no epoch; start a new run") from None
