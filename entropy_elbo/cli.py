@@ -252,6 +252,7 @@ def train_cmd(ctx: click.Context, model: str, data_spec: str | None, out: Path |
             raise EntropyElboError("train: pass --out RUN_FOLDER or --out CHECKPOINT.safetensors")
         run = run_for_out(out)
         if run.settings.exists():
+            read_settings(run.folder)  # an empty run.json (a run stopped before it started) says so
             raise EntropyElboError(f"--out {out}: {run.folder} already holds a run; --resume {out} continues it, "
                                    "or remove it or choose another --out")
         check_writable(run.checkpoint if run.checkpoint.parent.is_dir() else run.folder)
@@ -636,6 +637,8 @@ def check_resume_epochs(run: object, epochs: int, path: Path) -> None:
     """The run state must be readable, and --epochs cannot go below the epochs already trained."""
     from entropy_elbo.runs import state_epoch
 
+    if not run.state.exists():  # stopped before its first epoch was saved: it starts from scratch
+        return
     done = state_epoch(run.state)
     if epochs < done:
         raise EntropyElboError(f"--resume {path}: --epochs {epochs} is fewer than the {done} epochs already "

@@ -73,9 +73,9 @@ def run_for_resume(path: str | Path) -> RunFolder:
     """The run folder that `--resume PATH` names (a run folder, or the checkpoint it writes)."""
     path = Path(path)
     folder = path.with_suffix(".run") if path.suffix == ".safetensors" else path
-    if not (folder / SETTINGS).is_file() or not (folder / STATE).is_file():
-        raise EntropyElboError(f"--resume {path}: no run to resume ({folder / SETTINGS} or {folder / STATE} is "
-                               "missing); pass the run folder or checkpoint a `train --out` wrote")
+    if not (folder / SETTINGS).is_file():
+        raise EntropyElboError(f"--resume {path}: no run to resume ({folder / SETTINGS} is missing); pass the run "
+                               "folder or checkpoint a `train --out` wrote")
     settings = read_settings(folder)
     checkpoint = Path(os.path.normpath(folder / settings.get("checkpoint", MODEL)))
     return RunFolder(folder, checkpoint)
@@ -90,7 +90,11 @@ def write_settings(run: RunFolder, settings: dict[str, object]) -> None:
 
 def read_settings(folder: Path) -> dict[str, object]:
     try:
-        data = json.loads((folder / SETTINGS).read_text())
+        text = (folder / SETTINGS).read_text()
+        if not text:
+            raise EntropyElboError(f"{folder / SETTINGS}: empty: the run was stopped before it started; remove "
+                                   f"{folder} and train again")
+        data = json.loads(text)
     except (OSError, ValueError) as err:
         raise EntropyElboError(f"{folder / SETTINGS}: unreadable run settings ({err}); start a new run") from None
     if not isinstance(data, dict):
@@ -197,3 +201,11 @@ def state_epoch(path: Path) -> int:
         return int(meta["epoch"])
     except (KeyError, ValueError):
         raise CheckpointError(f"{path}: the run state names no epoch; start a new run") from None
+
+
+def remove_temporaries(run: RunFolder) -> None:
+    """Delete the temporary files (`.NAME.*.tmp`) of writes that a killed run left unfinished."""
+    places = [(run.folder, name) for name in (SETTINGS, LOG, STATE)] + [(run.checkpoint.parent, run.checkpoint.name)]
+    for folder, name in places:
+        for tmp in folder.glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)

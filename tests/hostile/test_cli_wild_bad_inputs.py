@@ -137,7 +137,7 @@ def wbad(kit: Path, wild: Path, run_dir: Path, tmp_path_factory: pytest.TempPath
     (b / "model.txt").write_text((wild / "model.py").read_text())
     # damaged copies of a finished run
     copy_run(run_dir, b / "run_nojson", lambda f: (f / "run.json").unlink())
-    copy_run(run_dir, b / "run_nostate", lambda f: (f / "state.safetensors").unlink())
+    copy_run(run_dir, b / "run_emptyjson", lambda f: (f / "run.json").write_text(""))
     copy_run(run_dir, b / "run_badjson", lambda f: (f / "run.json").write_text("{torn"))
     copy_run(run_dir, b / "run_listjson", lambda f: (f / "run.json").write_text("[1, 2]"))
     copy_run(run_dir, b / "run_noconfig", edit_json("run.json", lambda d: d.pop("model_config")))
@@ -302,7 +302,9 @@ WILD_CASES = [  # (id, command line, exit code, what the error line must name)
     ("resume-missing", "train linear --resume {b}/norun", 1, ["norun", "no run to resume"]),
     ("resume-plain-folder", "train linear --resume {b}/adir", 1, ["adir", "no run to resume"]),
     ("resume-no-run-json", "train linear --resume {b}/run_nojson", 1, ["run_nojson", "run.json"]),
-    ("resume-no-state", "train linear --resume {b}/run_nostate", 1, ["run_nostate", "state.safetensors"]),
+    ("resume-empty-run-json", "train linear --resume {b}/run_emptyjson", 1, ["run_emptyjson/run.json", "empty",
+                                                                             "remove"]),
+    ("out-empty-run-json", T.replace("{b}/t_out", "{b}/run_emptyjson"), 1, ["run_emptyjson/run.json", "empty"]),
     ("resume-torn-run-json", "train linear --resume {b}/run_badjson", 1, ["run_badjson/run.json", "unreadable"]),
     ("resume-run-json-list", "train linear --resume {b}/run_listjson", 1, ["run_listjson/run.json"]),
     ("resume-no-model-config", "train linear --resume {b}/run_noconfig", 1, ["run_noconfig", "model_config"]),
