@@ -255,19 +255,18 @@ def train_cmd(ctx: click.Context, model: str, data_spec: str | None, out: Path |
         if out is not None:
             raise EntropyElboError("--resume continues a run where it was written; drop --out")
         run = run_for_resume(resume)
-        stored = read_settings(run.folder)
+        stored = check_stored(read_settings(run.folder), run.settings)
         settings = resumed_settings(stored, model, given, resume)
+        check_resume_epochs(run, int(settings["epochs"]), resume)
     else:
         if out is None:
             raise EntropyElboError("train: pass --out RUN_FOLDER or --out CHECKPOINT.safetensors")
-        if out.suffix.lower() in (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".npy", ".npz", ".json") and not out.is_dir():
-            raise EntropyElboError(f"--out {out}: checkpoints are written as .safetensors; pass --out "
-                                   f"{out.with_suffix('.safetensors')} or a run folder such as {out.with_suffix('')}/")
-        check_writable(out)
         run = run_for_out(out)
         if run.settings.exists():
+            read_settings(run.folder)  # an empty run.json (a run stopped before it started) says so
             raise EntropyElboError(f"--out {out}: {run.folder} already holds a run; --resume {out} continues it, "
                                    "or remove it or choose another --out")
+        check_writable(run.checkpoint if run.checkpoint.parent.is_dir() else run.folder)
         settings = new_settings(model, given)
     prepared = prepare_data(str(settings["data"]), key=settings["key"], drop_column=settings["drop_column"],
                             scale=str(settings["scale"]), holdout=float(settings["holdout"]),
@@ -351,7 +350,7 @@ def resumed_settings(stored: dict[str, object], model: str, given: dict[str, obj
     for key, value in given.items():
         if key == "hidden" and isinstance(value, str):
             value = list(parse_ints(value, "--hidden"))
-        if key not in RESUMABLE and key != "preset" and settings.get(key) != value:
+        if key not in RESUMABLE and settings.get(key) != value:
             raise EntropyElboError(f"--resume {path}: --{key.replace('_', '-')} {value} differs from the run's "
                                    f"{settings.get(key)}; a resumed run keeps its settings (only --epochs may grow)")
     settings.update({k: v for k, v in given.items() if k in RESUMABLE})
@@ -473,6 +472,7 @@ def collapse_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int |
     Under torchrun every process reads its own block of rows; the statistics are merged across processes.
     """
     check_settings(threshold, delta, active_threshold, lucas_epsilon, lucas_delta)
+    check_plot_folder(plot)
     dev = resolve_device(device)
     ranks = distributed.context_from_env()
     if ranks is not None and ranks.world_size > 1:
@@ -570,6 +570,7 @@ def select_cmd(data: str, key: str | None, latents: str, batch_size: int, lr: fl
         if not plot.parent.is_dir():
             raise EntropyElboError(f"--plot {plot}: folder {plot.parent} does not exist; create it first")
     x = open_array(data, key=key)
+    check_latents(candidates, x, data)
     total = len(x)
     if phases == "stream":
         if total % 3:
@@ -635,3 +636,51 @@ def compare_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int | 
     if plot is not None:
         report.message(f"wrote {comparing.plot_comparison(cmp, plot)}")
     report.print_comparison(cmp, as_json)
+
+
+def check_plot_folder(plot: Path | None) -> None:
+    """A --plot file's folder must exist before any work is done."""
+    if plot is not None and not plot.parent.is_dir():
+        raise EntropyElboError(f"--plot {plot}: folder {plot.parent} does not exist; create it first")
+
+
+def check_latents(candidates: tuple[int, ...], x: np.ndarray, source: str) -> None:
+    """select: every candidate H must satisfy 1 <= H <= D."""
+    d = int(np.prod(x.shape[1:]))
+    if max(candidates) > d:
+        raise EntropyElboError(f"--latents {max(candidates)}: {source} has D={d} values per row; "
+                               f"pass candidates 1 <= H <= {d}")
+
+
+RUN_KEYS = ("data", "key", "drop_column", "scale", "holdout", "image_size", "latents", "init_log_sigma2", "seed",
+            "epochs", "batch_size", "lr", "samples")
+
+
+def check_stored(stored: dict[str, object], path: Path) -> dict[str, object]:
+    """A run.json from disk: its settings and model config must be whole before a resume trusts them."""
+    settings = stored.get("settings")
+    if not isinstance(settings, dict):
+        raise EntropyElboError(f"{path}: no 'settings' object; the run folder is damaged, start a new run")
+    missing = [k for k in RUN_KEYS if k not in settings]
+    if missing:
+        raise EntropyElboError(f"{path}: settings lack {', '.join(missing)}; the run folder is damaged, start a new "
+                               "run")
+    try:
+        kind = ModelConfig.from_json(str(stored["model_config"])).kind
+    except (KeyError, ValueError, TypeError, EntropyElboError) as err:
+        raise EntropyElboError(f"{path}: its model_config is missing or damaged ({err}); start a new run") from None
+    if kind not in MODELS:
+        raise EntropyElboError(f"{path}: its model_config names the unknown model {kind!r}; start a new run")
+    return stored
+
+
+def check_resume_epochs(run: object, epochs: int, path: Path) -> None:
+    """The run state must be readable, and --epochs cannot go below the epochs already trained."""
+    from entropy_elbo.runs import state_epoch
+
+    if not run.state.exists():  # stopped before its first epoch was saved: it starts from scratch
+        return
+    done = state_epoch(run.state)
+    if epochs < done:
+        raise EntropyElboError(f"--resume {path}: --epochs {epochs} is fewer than the {done} epochs already "
+                               f"trained; pass --epochs {done} or more")

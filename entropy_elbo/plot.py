@@ -29,6 +29,10 @@ def require_matplotlib():  # noqa: ANN201
 def run_log(path: str | Path) -> list[dict[str, object]]:
     """The log rows of a run folder, of the checkpoint a run wrote, or of a log.jsonl file."""
     path = Path(path)
+    folder = path.with_suffix(".run") if path.suffix == ".safetensors" else path
+    if path.suffix != ".jsonl" and not (folder / LOG).is_file():
+        raise EntropyElboError(f"{path}: no training run here (no {LOG}); pass a run folder or checkpoint that "
+                               "`train --out` wrote")
     log = path if path.suffix == ".jsonl" else run_for_resume(path).folder / LOG
     rows = read_log(log)
     if not rows:
@@ -74,6 +78,8 @@ def plot_run(rows: list[dict[str, object]], out: str | Path, threshold: float = 
         fig.savefig(out, dpi=110)
     except OSError as err:
         raise EntropyElboError(f"--out {out}: cannot write the figure ({err.strerror})") from None
+    except ValueError as err:  # matplotlib: an extension it has no writer for
+        raise EntropyElboError(f"--out {out}: {str(err).splitlines()[0]}; pick one of those extensions") from None
     finally:
         plt.close(fig)
     return fig

@@ -19,6 +19,7 @@ from entropy_elbo.checkpoints.native import atomic_write
 from entropy_elbo.errors import CheckpointError, EntropyElboError
 
 STATE_FORMAT = "entropy-elbo-run-state/1"
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".npy", ".npz", ".h5")  # --out names of other formats
 SETTINGS, LOG, STATE, MODEL = "run.json", "log.jsonl", "state.safetensors", "model.safetensors"
 
 
@@ -48,10 +49,10 @@ class RunFolder:
             raise EntropyElboError(f"--out {self.folder}: folder {parent} does not exist; create it first")
         try:
             self.folder.mkdir(exist_ok=True)
-            os.close(os.open(self.settings, os.O_CREAT | os.O_EXCL | os.O_WRONLY))  # claims the folder: one run
+            os.close(os.open(self.settings, os.O_CREAT | os.O_EXCL | os.O_WRONLY))  # claim it: one run per folder
         except FileExistsError:
-            raise EntropyElboError(f"--out {self.folder}: it already holds a run; --resume continues it, or remove "
-                                   "it or choose another --out") from None
+            raise EntropyElboError(f"--out {self.folder}: another training run has just claimed this folder; "
+                                   "choose another --out") from None
         except OSError as err:
             raise EntropyElboError(f"--out {self.folder}: cannot create the run folder ({err.strerror})") from None
         return self
@@ -60,6 +61,9 @@ class RunFolder:
 def run_for_out(out: str | Path) -> RunFolder:
     """The run folder for `--out`: a .safetensors file gets `<stem>.run/` beside it, anything else is the folder."""
     out = Path(out)
+    if out.suffix.lower() in CHECKPOINT_SUFFIXES and not out.is_dir():
+        raise EntropyElboError(f"--out {out}: checkpoints are written as .safetensors; pass --out "
+                               f"{out.with_suffix('.safetensors')} or a run folder name")
     if out.suffix == ".safetensors":
         return RunFolder(out.with_suffix(".run"), out)
     return RunFolder(out, out / MODEL)
@@ -69,9 +73,9 @@ def run_for_resume(path: str | Path) -> RunFolder:
     """The run folder that `--resume PATH` names (a run folder, or the checkpoint it writes)."""
     path = Path(path)
     folder = path.with_suffix(".run") if path.suffix == ".safetensors" else path
-    if not (folder / SETTINGS).is_file() or not (folder / STATE).is_file():
-        raise EntropyElboError(f"--resume {path}: no run to resume ({folder / SETTINGS} or {folder / STATE} is "
-                               "missing); pass the run folder or checkpoint a `train --out` wrote")
+    if not (folder / SETTINGS).is_file():
+        raise EntropyElboError(f"--resume {path}: no run to resume ({folder / SETTINGS} is missing); pass the run "
+                               "folder or checkpoint a `train --out` wrote")
     settings = read_settings(folder)
     checkpoint = Path(os.path.normpath(folder / settings.get("checkpoint", MODEL)))
     return RunFolder(folder, checkpoint)
@@ -86,7 +90,11 @@ def write_settings(run: RunFolder, settings: dict[str, object]) -> None:
 
 def read_settings(folder: Path) -> dict[str, object]:
     try:
-        data = json.loads((folder / SETTINGS).read_text())
+        text = (folder / SETTINGS).read_text()
+        if not text:
+            raise EntropyElboError(f"{folder / SETTINGS}: empty: the run was stopped before it started; remove "
+                                   f"{folder} and train again")
+        data = json.loads(text)
     except (OSError, ValueError) as err:
         raise EntropyElboError(f"{folder / SETTINGS}: unreadable run settings ({err}); start a new run") from None
     if not isinstance(data, dict):
@@ -179,3 +187,29 @@ def load_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimi
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda)
     return int(meta["epoch"])
+
+
+def state_epoch(path: Path) -> int:
+    """The epoch a run state was saved after, checking that the whole file reads (before any training starts)."""
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        load_file(str(path))  # every tensor must read
+    except (SafetensorError, OSError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: cannot read the run state ({err}); start a new run") from None
+    if meta.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{path}: not an entropy-elbo run state; start a new run")
+    try:
+        return int(meta["epoch"])
+    except (KeyError, ValueError):
+        raise CheckpointError(f"{path}: the run state names no epoch; start a new run") from None
+
+
+def remove_temporaries(run: RunFolder) -> None:
+    """Delete the temporary files (`.NAME.*.tmp`) of writes that a killed run left unfinished."""
+    places = [(run.folder, name) for name in (SETTINGS, LOG, STATE)] + [(run.checkpoint.parent, run.checkpoint.name)]
+    for folder, name in places:
+        for tmp in folder.glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)

@@ -15,7 +15,15 @@ from entropy_elbo import entropies
 from entropy_elbo.errors import EntropyElboError
 from entropy_elbo.models.protocol import VAEBase
 from entropy_elbo.montecarlo import sample_latents
-from entropy_elbo.runs import RunFolder, append_log, load_state, read_log, rewrite_log, save_state
+from entropy_elbo.runs import (
+    RunFolder,
+    append_log,
+    load_state,
+    read_log,
+    remove_temporaries,
+    rewrite_log,
+    save_state,
+)
 
 
 @dataclass(frozen=True)
@@ -91,7 +99,9 @@ def train(
     if resume:
         if run is None:
             raise EntropyElboError("resume: needs the run folder whose state to continue from")
-        start = load_state(run.state, model, opt, gen)
+        remove_temporaries(run)
+        if run.state.exists():  # else killed before its first epoch was saved: start it from scratch
+            start = load_state(run.state, model, opt, gen)
         history = [r for r in read_log(run.log) if int(r.get("epoch", 0)) <= start]
         rewrite_log(run.log, history)  # rows of an epoch that was cut short are redone
     for epoch in range(start, config.epochs):

@@ -20,7 +20,13 @@ from entropy_elbo.checkpoints.introspect import (
     find_prior,
     layer_names,
 )
-from entropy_elbo.checkpoints.native import is_native, load_checkpoint, save_checkpoint, unreadable_reason
+from entropy_elbo.checkpoints.native import (
+    check_variances,
+    is_native,
+    load_checkpoint,
+    save_checkpoint,
+    unreadable_reason,
+)
 from entropy_elbo.checkpoints.user import build_user_model, load_strict, parse_kwargs
 from entropy_elbo.errors import CheckpointError
 from entropy_elbo.models.config import ACTIVATIONS
@@ -59,7 +65,7 @@ class LoadOptions:
     def __post_init__(self) -> None:
         if self.activation not in ACTIVATIONS:
             raise CheckpointError(f"--activation: {self.activation!r} unknown; use one of {', '.join(ACTIVATIONS)}")
-        if self.decoder_variance is not None and not self.decoder_variance > 0:
+        if self.decoder_variance is not None and not 0 < self.decoder_variance < float("inf"):
             raise CheckpointError(f"--decoder-variance: got {self.decoder_variance}; it must be a positive sigma^2")
 
 
@@ -77,8 +83,27 @@ def load_model(path: str | Path, *, device: torch.device | str = "cpu",
     if path.is_file() and (reason := unreadable_reason(path)):
         raise CheckpointError(reason)
     raw = read_checkpoint(path, trust_pickle=options.trust_pickle)
-    model, intro = adapt(raw, options, str(path))
+    check_finite(raw.state, path)
+    try:
+        model, intro = adapt(raw, options, str(path))
+        check_variances(model, path)
+    except CheckpointError as err:  # every guess's message names the file it was made about
+        if str(path) in str(err):
+            raise
+        raise CheckpointError(f"{path}: {err}") from None
     return LoadedModel(model.to(device).eval(), f"{path} ({intro.model_kind})", {"introspection": intro})
+
+
+def check_finite(state: dict[str, Tensor], path: Path) -> None:
+    """Refuse integer layer weights and floating tensors holding NaN or Inf, naming the tensor and its shape."""
+    for name, tensor in state.items():
+        if name.rsplit(".", 1)[-1] == "weight" and not tensor.is_floating_point():
+            raise CheckpointError(f"{path}: layer weight {name!r} of shape {tuple(tensor.shape)} is of dtype "
+                                  f"{str(tensor.dtype).replace('torch.', '')}, not floating point; save a float model")
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            what = "NaN" if torch.isnan(tensor).any() else "Inf"
+            raise CheckpointError(f"{path}: tensor {name!r} of shape {tuple(tensor.shape)} holds {what}; the file is "
+                                  "damaged or its training diverged, use an earlier checkpoint")
 
 
 def inspect_checkpoint(path: str | Path, options: LoadOptions | None = None) -> Introspection:
@@ -163,6 +188,9 @@ def adapt(raw: RawCheckpoint, options: LoadOptions, source: str) -> tuple[nn.Mod
         decoder = _decoder_finding(state, options, None, pythae)
         layout = mlp_layout(state, encoder, decoder)
         decoder = _decoder_finding(state, options, layout.d, pythae)
+        if encoder is None and not layout.split:
+            raise CheckpointError(f"no encoder variance: no layer is named like a variance head (fc_var, logvar, ...) "
+                                  f"and the encoder outputs {layout.h} values, not 2 x H; name it with --encoder-var")
         if encoder is None:
             encoder = Finding("output", "second half of the encoder's output", options.encoder_var_param or "logvar",
                               layout.notes[0], ENC_OVERRIDE)

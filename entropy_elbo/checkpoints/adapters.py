@@ -111,6 +111,9 @@ def mlp_layout(state: dict[str, Tensor], encoder: Finding | None, decoder: Findi
         elif trunk_out != h:
             raise CheckpointError(f"encoder outputs {trunk_out} values but the decoder takes {h}; "
                                   "pass --model FILE.py:NAME")
+        if var_head and _chain(state, var_head, trunk_out, "encoder variance head") != h:
+            raise CheckpointError(f"encoder variance head {encoder.name!r} does not output H={h} values; "
+                                  "pass --model FILE.py:NAME")
     out = _chain(state, dec, h, "decoder")
     if out != d:
         raise CheckpointError(f"decoder outputs {out} values but the encoder takes {d}; pass --model FILE.py:NAME")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,16 +64,18 @@ def _is_torchscript(path: Path) -> bool:
     try:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
-    except (zipfile.BadZipFile, OSError):
+    except Exception:  # noqa: BLE001 -- a damaged zip raises BadZipFile, OSError, UnicodeDecodeError, ...
         return False
     return any("/code/" in n for n in names) and any(n.endswith("constants.pkl") for n in names)
 
 
 def _read_torchscript(path: Path) -> RawCheckpoint:
     try:
-        module = torch.jit.load(str(path), map_location="cpu")
-    except (RuntimeError, OSError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as err:  # noqa: BLE001 -- torch's C++ reader of a damaged archive raises many kinds
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path}: cannot load this TorchScript archive ({first})") from None
     state = {k: v for k, v in module.state_dict().items() if isinstance(v, Tensor)}
     return RawCheckpoint("torchscript", state, module=module)
@@ -81,7 +84,9 @@ def _read_torchscript(path: Path) -> RawCheckpoint:
 def _torch_load(path: Path, trust_pickle: bool) -> object:
     """torch.load with weights_only=True; the unrestricted unpickler only under --trust-pickle."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+        with warnings.catch_warnings():  # torch warns about pickle protocols on stderr: our one line says enough
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except KeyboardInterrupt:
         raise
     except BaseException as err:  # noqa: BLE001 -- a damaged file or, when trusted, the file's own code
@@ -89,6 +94,10 @@ def _torch_load(path: Path, trust_pickle: bool) -> object:
         if blocked and not trust_pickle:
             raise CheckpointError(f"{path}: holds pickled Python objects beyond tensors ({blocked}); loading it "
                                   f"could run code, so it was refused; {TRUST_HINT}") from None
+        if "Unsupported operand 149" in str(err) and not trust_pickle:  # FRAME, protocol 4+: torch's safe loader stops
+            raise CheckpointError(f"{path}: pickled with a protocol torch's safe loader cannot read ({_reason(err)}); "
+                                  "re-save it with torch.save(..., pickle_protocol=2) or as safetensors, or "
+                                  f"{TRUST_HINT}") from None
         raise CheckpointError(
             f"{path}: not a checkpoint entropy-elbo can read ({type(err).__name__}: {_reason(err)}); "
             "expected a state_dict, Lightning .ckpt, safetensors, TorchScript or pythae folder"
@@ -133,6 +142,10 @@ def _from_object(obj: object, path: Path) -> RawCheckpoint:
         if isinstance(inner, dict) and _is_tensor_dict(inner):
             meta["key"] = key
             return _raw(fmt, inner, meta)
+    junk = [f"{k!r} ({type(v).__name__})" for k, v in obj.items() if not isinstance(v, (Tensor, dict, nn.Module))]
+    if any(isinstance(v, Tensor) for v in obj.values()) and junk:
+        raise CheckpointError(f"{path}: a state_dict with entries that are not tensors ({', '.join(junk[:5])}); "
+                              "save only the model's state_dict()")
     keys = ", ".join(sorted(str(k) for k in obj)[:10])
     raise CheckpointError(f"{path}: a dict without a state_dict (keys: {keys}); "
                           f"expected one of {', '.join(STATE_KEYS)}")

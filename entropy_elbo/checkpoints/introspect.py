@@ -119,7 +119,7 @@ def layer_names(state: dict[str, Tensor]) -> list[str]:
     """Module names owning a weight, in state_dict order."""
     seen: dict[str, None] = {}
     for k in state:
-        if last(k) == "weight":
+        if k.rsplit(".", 1)[-1] == "weight":  # exactly: a key "x.Weight" has no "x.weight" to read
             seen.setdefault(k.rsplit(".", 1)[0] if "." in k else "", None)
     return list(seen)
 

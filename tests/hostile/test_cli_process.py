@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 
 from entropy_elbo.checkpoints import load_model, save_checkpoint
 from entropy_elbo.models import ModelConfig, build_model
+from entropy_elbo.runs import read_log
 from entropy_elbo.train import MODEL_DEFAULTS, TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,20 +96,21 @@ def test_two_training_runs_writing_one_checkpoint_leave_one_whole_run(kit: Path,
     out = tmp_path / "shared.safetensors"
     args = ["train", "linear", "--data", kit / "x.npy", "--out", out, "--epochs", "3", "--quiet"]
     cmd = [sys.executable, "-m", "entropy_elbo", *map(str, args)]
-    runs = [subprocess.Popen([*cmd, "--seed", str(s)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True) for s in (1, 2)]
+    runs = [subprocess.Popen([*cmd, "--seed", str(s)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for s in (1, 2)]
     codes = [r.wait(timeout=120) for r in runs]
-    errors = [r.stderr.read() for r in runs]
-    assert sorted(codes) == [0, 1]  # exactly one claims the folder
-    for code, err in zip(codes, errors, strict=True):
-        if code == 1:
-            assert err.count("\n") == 1 and err.startswith("Error:") and "already holds a run" in err, err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["shared.run", "shared.safetensors"]  # no temporary file
-    log = (tmp_path / "shared.run" / "log.jsonl").read_text().splitlines()
-    assert [json.loads(row)["epoch"] for row in log] == [1, 2, 3]  # one run's log, not two interleaved
+    assert sorted(codes) == [0, 1]  # the run folder is claimed by one run; the other is refused in one line
+    refused = runs[codes.index(1)].stderr.read().decode()
+    assert refused.count("\n") == 1 and refused.startswith("Error: --out "), refused
+    assert "already holds a run" in refused or "another training run has just claimed" in refused, refused
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shared.run", "shared.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "shared.run").iterdir()) == ["log.jsonl", "run.json",
+                                                                           "state.safetensors"]  # no temporary file
     loaded = load_model(out)
     seed = loaded.metadata["training"]["seed"]
-    assert codes[seed - 1] == 0
+    assert seed == (1, 2)[codes.index(0)]  # the winner's
+    assert json.loads((tmp_path / "shared.run" / "run.json").read_text())["settings"]["seed"] == seed
+    assert [r["epoch"] for r in read_log(tmp_path / "shared.run" / "log.jsonl")] == [1, 2, 3]  # one run's log
     # the file is exactly one run's result: redo that run in-process (what `train` does) and compare every tensor
     x = np.load(kit / "x.npy")
     settings = TrainConfig(**{**MODEL_DEFAULTS["linear"], "epochs": 3}, seed=seed)
