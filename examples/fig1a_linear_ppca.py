@@ -67,7 +67,8 @@ def run(args) -> Claims:  # noqa: ANN001
                          mc_elbo=est.mc_elbo, ppca_loglik=est.ppca_loglik, ground_truth=truth, sklearn_ml=ml)
     print(f"run 0 (training data, nats per point): MC ELBO ({MC_SAMPLES} samples) {est.mc_elbo:.4f} "
           f"+- {est.mc_stderr:.4f}; entropy ELBO (eq. 20) {est.entropy_elbo:.4f} = encoder "
-          f"{est.entropies['encoder']:.4f} - prior {est.entropies['prior']:.4f} - decoder {est.entropies['decoder']:.4f}")
+          f"{est.entropies['encoder']:.4f} - prior {est.entropies['prior']:.4f} "
+          f"- decoder {est.entropies['decoder']:.4f}")
     print(f"  exact pPCA log-lik of the model (eq. 26) {est.ppca_loglik:.4f}; maximum-likelihood pPCA "
           f"(scikit-learn) {ml:.4f}; ground truth (eq. 26 at the generating W, mu, sigma^2) {truth:.4f}")
     claims.check("relative difference ELBO vs three entropies < 0.5% near convergence",
