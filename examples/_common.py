@@ -87,6 +87,16 @@ def save(fig, out: Path, name: str) -> Path:  # noqa: ANN001
     path = out / name
     fig.savefig(path, dpi=80)
     plt.close(fig)
+    return shrink(path)
+
+
+def shrink(path: Path) -> Path:
+    """Re-save a PNG with a 256-colour palette: a third of the size, no visible change for line plots."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        small = img.convert("RGB").quantize(colors=256)
+    small.save(path, optimize=True)
     print(f"figure: {path}")
     return path
 

@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 import torch
-from _common import MANIFOLD_SCALES, Claims, manifold_vae, parser, pyplot, save, setup
+from _common import MANIFOLD_SCALES, Claims, manifold_vae, parser, pyplot, save, setup, shrink
 
 from entropy_elbo.compare import compare, plot_comparison
 from entropy_elbo.estimate import estimate
@@ -50,8 +50,7 @@ def run(args) -> Claims:  # noqa: ANN001
     claims.check("the entropy ELBO's variance is far lower than the sampled ELBO's (>= 10x; Fig. 6)",
                  f"variance ratio between {worst:,.0f}x and {max(ratios.values()):,.0f}x over n = {sizes} and "
                  f"S = 1, {MC_SAMPLES} samples", worst >= RATIO)
-    plot_comparison(cmp, args.out / "fig6_manifold_estimators.png")
-    print(f"figure: {args.out / 'fig6_manifold_estimators.png'}")
+    shrink(plot_comparison(cmp, args.out / "fig6_manifold_estimators.png"))
 
     plt = pyplot()
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 7), constrained_layout=True)
