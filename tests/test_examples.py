@@ -1,0 +1,95 @@
+"""Smoke test of the figure scripts in examples/: each runs at its `--smoke` scale (smaller than `--quick`, so that
+all five fit in about 90 s on 2 cores) and the figure's claim is checked at that scale, where possible against a
+number computed here independently of the script (scikit-learn, scipy, the data's generating parameters).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy.stats import multivariate_normal
+from sklearn.decomposition import PCA
+
+from entropy_elbo.data import ppca, ppca_truth, stream_phases
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+sys.path.insert(0, str(EXAMPLES))
+import _common  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+def run_example(name: str, out: Path) -> _common.Claims:
+    """Import examples/<name>.py and run it at the smoke scale, writing its PNGs to out."""
+    spec = importlib.util.spec_from_file_location(f"examples_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    args = _common.parser(name).parse_args(["--smoke", "--out", str(out)])
+    return module.run(args)
+
+
+def assert_png(path: Path) -> None:
+    with Image.open(path) as img:
+        assert img.format == "PNG" and img.width > 300 and img.height > 200
+
+
+def test_fig1a_linear_vae_elbo_is_the_ppca_log_likelihood(tmp_path: Path) -> None:
+    claims = run_example("fig1a_linear_ppca", tmp_path)
+    v = claims.values
+    assert claims.exit_code == 0, claims.failed
+    assert abs(v["median"]) < 0.005
+    x = ppca(4000, seed=0)[:2000]  # the script's training half at this scale
+    ml = PCA(n_components=2).fit(x).score(x)  # maximum-likelihood pPCA, independent of our code
+    assert abs(v["entropy_elbo"] - ml) < 0.005 * abs(ml)
+    t = ppca_truth(0)
+    truth = multivariate_normal(t["mu"], t["W"] @ t["W"].T + t["sigma2"] * np.eye(10)).logpdf(x).mean()
+    assert v["ground_truth"] == pytest.approx(truth, rel=1e-9)
+    assert abs(v["fixed_relative"]) > 0.05  # sigma^2 fixed: the entropy form is far off
+    assert_png(tmp_path / "fig1a_linear_ppca.png")
+
+
+def test_fig1c_vae3_relative_difference_over_seeds(tmp_path: Path) -> None:
+    claims = run_example("fig1c_vae3_ring", tmp_path)
+    rel = claims.values["relative_difference"]
+    assert claims.exit_code == 0, claims.failed
+    assert len(rel) == 3 and abs(np.median(rel)) < 0.005 and np.mean(np.abs(rel)) < 0.005
+    assert_png(tmp_path / "fig1c_vae3_ring.png")
+
+
+def test_fig3a_entropy_bic_picks_each_phase_dimension(tmp_path: Path) -> None:
+    claims = run_example("fig3a_stream_bic", tmp_path)
+    assert claims.exit_code == 0, claims.failed
+    assert claims.values["entropy_picks"] == [p.dim for p in stream_phases(1)]
+    assert min(claims.values["std_ratio"]) > 5
+    assert_png(tmp_path / "fig3a_stream_bic.png")
+
+
+def test_fig5_6_entropy_elbo_variance_is_far_lower(tmp_path: Path) -> None:
+    claims = run_example("fig5_6_manifold", tmp_path)
+    assert claims.exit_code == 0, claims.failed
+    ratios = claims.values["variance_ratio"]
+    assert len(ratios) == 6 and min(ratios.values()) >= 10  # mc1 and mc100 at three subset sizes
+    assert_png(tmp_path / "fig5_manifold.png")
+    assert_png(tmp_path / "fig6_manifold_estimators.png")
+
+
+def test_fig7_fixed_sigma2_collapses_more(tmp_path: Path) -> None:
+    claims = run_example("fig7_collapse", tmp_path)
+    v = claims.values
+    assert claims.exit_code == 0, claims.failed
+    assert v["active_fixed"] <= 2 < v["active_learned"] <= 20
+    assert_png(tmp_path / "fig7_collapse.png")
+
+
+def test_a_failed_claim_makes_the_exit_code_nonzero(capsys) -> None:
+    claims = _common.Claims("Fig. X")
+    assert claims.check("a", "b", True) and claims.exit_code == 0
+    assert not claims.check("paper says", "we measured", False)
+    assert claims.exit_code == 1 and claims.failed == ["paper says"]
+    assert "[FAIL] Fig. X | paper: paper says" in capsys.readouterr().out
