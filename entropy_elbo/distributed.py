@@ -9,6 +9,7 @@ sums over the ranks; rank 0 alone writes. gloo on CPU, NCCL on CUDA. Monte Carlo
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -302,9 +303,16 @@ def sharded_trainer(ctx: Context) -> Callable[..., list[dict[str, object]]]:
         # the held-out rows, writes the run and reports epochs.
         rank_config = replace(config, seed=config.seed + ctx.rank)
         main = ctx.is_main
-        with DDPHooks(ddp):
-            return train(model, block, rank_config, device=device, on_epoch=on_epoch if main else None,
-                         heldout=heldout if main else None, run=run if main else None, metadata=metadata)
+        try:
+            with DDPHooks(ddp):
+                # all_or_none ends in a collective: no rank leaves (and tears the group down) while rank 0 still
+                # writes the last epoch, and a failed write stops every rank.
+                return all_or_none(ctx, device, lambda: train(
+                    model, block, rank_config, device=device, on_epoch=on_epoch if main else None,
+                    heldout=heldout if main else None, run=run if main else None, metadata=metadata))
+        finally:
+            del ddp  # DDP's reducer holds the process group: free it before teardown destroys the group
+            gc.collect()
 
     return train_sharded
 
