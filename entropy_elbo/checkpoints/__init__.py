@@ -65,6 +65,9 @@ class LoadOptions:
     def __post_init__(self) -> None:
         if self.activation not in ACTIVATIONS:
             raise CheckpointError(f"--activation: {self.activation!r} unknown; use one of {', '.join(ACTIVATIONS)}")
+        if self.model_kwargs is not None and self.model is None:
+            raise CheckpointError("--model-kwargs: given without --model; pass --model FILE.py:NAME (the class they "
+                                  "build) or drop --model-kwargs")
         if self.decoder_variance is not None and not 0 < self.decoder_variance < float("inf"):
             raise CheckpointError(f"--decoder-variance: got {self.decoder_variance}; it must be a positive sigma^2")
 

@@ -244,6 +244,7 @@ WILD_CASES = [  # (id, command line, exit code, what the error line must name)
      ["VAE", "bogus", "--model-kwargs"]),
     ("model-kwargs-negative", W + "" + M + " --model-kwargs {{\"hidden\":-1}}", 1,
      ["VAE", "--model-kwargs"]),
+    ("model-kwargs-without-model", W + " --model-kwargs {{\"hidden\":6}}", 1, ["--model-kwargs", "without --model"]),
     ("model-collapse-raises", "collapse {w}/sd.pt --data {k}/x.npy --model {b}/raises.py:VAE", 1, ["raises.py"]),
     # variance names and values
     ("decoder-var-unknown", W + " --decoder-var nosuch", 1, ["--decoder-var nosuch", "log_sigma2"]),
