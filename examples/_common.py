@@ -116,7 +116,7 @@ def pyplot():  # noqa: ANN201
 # learned sigma^2 is still far from its optimum after that many steps (r = 2.6), so the scales below take more,
 # smaller steps on fewer points instead.
 MANIFOLD_SCALES = {
-    "full": {"n_train": 4000, "epochs": 1000, "batch_size": 100, "lr": 1e-3},
+    "full": {"n_train": 4000, "epochs": 2000, "batch_size": 100, "lr": 1e-3},
     "quick": {"n_train": 2000, "epochs": 500, "batch_size": 100, "lr": 1e-3},
     "smoke": {"n_train": 1000, "epochs": 200, "batch_size": 100, "lr": 1e-3},
 }
