@@ -138,22 +138,11 @@ def estimate_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int |
     Under torchrun (several processes, here or on several machines) every process reads its own block of
     rows and the float64 sums are added across processes; process 0 alone prints.
     """
-    dev = resolve_device(device)
-    ctx = distributed.context_from_env()
-    if ctx is not None and ctx.world_size > 1:
-        dev = distributed.setup(ctx, dev)
-
-    def prepare() -> tuple[LoadedModel, np.ndarray, int]:
-        x = open_array(data, key=key)
-        load_options.input_shape = tuple(x.shape[1:])
-        loaded = load_model(checkpoint, device=dev, options=load_options)
-        check_shape(loaded.model, x, data)
-        check_wild(loaded, x, data, samples)
-        return loaded, x, resolve_batch_size(batch_size, loaded.model, int(np.prod(x.shape[1:])), samples, dev)
-
+    ctx, dev = join_ranks(device)
     try:
-        loaded, x, rows = distributed.all_or_none(ctx, dev, prepare)
-        if ctx is not None and ctx.world_size > 1:
+        loaded, x, rows = distributed.all_or_none(ctx, dev, lambda: open_inputs(
+            checkpoint, data, key, load_options, dev, batch_size=batch_size, samples=samples, needs_variance=True))
+        if ctx is not None:
             est = distributed.estimate_sharded(loaded.model, x, ctx, batch_size=rows, samples=samples, seed=seed,
                                                device=dev, source=data)
         else:
@@ -414,7 +403,28 @@ def demo(out_dir: Path | None, device: str) -> None:
         report.message("The two ELBOs agree near a stationary point; r and a_h near 1 say how near it is.")
 
 
-def check_wild(loaded: LoadedModel, x: np.ndarray, source: str, samples: int) -> None:
+def join_ranks(device: str) -> tuple[distributed.Context | None, torch.device]:
+    """Under torchrun with several processes: this rank, joined to the group, and its device; else (None, device)."""
+    dev = resolve_device(device)
+    ctx = distributed.context_from_env()
+    if ctx is None or ctx.world_size == 1:
+        return None, dev
+    return ctx, distributed.setup(ctx, dev)
+
+
+def open_inputs(checkpoint: Path, data: str, key: str | None, options: LoadOptions, dev: torch.device, *,
+                batch_size: int | None, samples: int, needs_variance: bool) -> tuple[LoadedModel, np.ndarray, int]:
+    """--data (memory-mapped), CHECKPOINT's model checked against its rows, and the rows per batch."""
+    x = open_array(data, key=key)
+    options.input_shape = tuple(x.shape[1:])
+    loaded = load_model(checkpoint, device=dev, options=options)
+    check_shape(loaded.model, x, data)
+    if needs_variance:
+        check_wild(loaded, x, data)
+    return loaded, x, resolve_batch_size(batch_size, loaded.model, int(np.prod(x.shape[1:])), samples, dev)
+
+
+def check_wild(loaded: LoadedModel, x: np.ndarray, source: str) -> None:
     """A checkpoint from the wild: the data's row size must be its D; a fixed variance needs --decoder-variance."""
     intro = loaded.introspection
     if intro is None or intro.fmt == "entropy-elbo":
@@ -473,23 +483,13 @@ def collapse_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int |
     """
     check_settings(threshold, delta, active_threshold, lucas_epsilon, lucas_delta)
     check_plot_folder(plot)
-    dev = resolve_device(device)
-    ranks = distributed.context_from_env()
-    if ranks is not None and ranks.world_size > 1:
-        dev = distributed.setup(ranks, dev)
-
-    def prepare() -> tuple[LoadedModel, np.ndarray, int]:
-        x = open_array(data, key=key)
-        load_options.input_shape = tuple(x.shape[1:])
-        loaded = load_model(checkpoint, device=dev, options=load_options)
-        check_shape(loaded.model, x, data)
-        return loaded, x, resolve_batch_size(batch_size, loaded.model, int(np.prod(x.shape[1:])), 0, dev)
-
+    ranks, dev = join_ranks(device)
     settings = {"threshold": threshold, "delta": delta, "active_threshold": active_threshold,
                 "lucas_epsilon": lucas_epsilon, "lucas_delta": lucas_delta}
     try:
-        loaded, x, rows = distributed.all_or_none(ranks, dev, prepare)
-        if ranks is not None and ranks.world_size > 1:
+        loaded, x, rows = distributed.all_or_none(ranks, dev, lambda: open_inputs(
+            checkpoint, data, key, load_options, dev, batch_size=batch_size, samples=0, needs_variance=False))
+        if ranks is not None:
             result = distributed.collapse_sharded(loaded.model, x, ranks, batch_size=rows, device=dev, source=data,
                                                   **settings)
         else:
@@ -622,13 +622,9 @@ def compare_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int | 
                 load_options: LoadOptions) -> None:
     """Spread and cost of the entropy ELBO and the Monte Carlo ELBO on random subsets of --data (Fig. 2(b), 6)."""
     dev = resolve_device(device)
-    x = open_array(data, key=key)
-    load_options.input_shape = tuple(x.shape[1:])
-    loaded = load_model(checkpoint, device=dev, options=load_options)
-    check_shape(loaded.model, x, data)
-    check_wild(loaded, x, data, 1)
     most = max(parse_ints(mc_samples, "--mc-samples"))
-    batch_size = resolve_batch_size(batch_size, loaded.model, int(np.prod(x.shape[1:])), most, dev)
+    loaded, x, batch_size = open_inputs(checkpoint, data, key, load_options, dev, batch_size=batch_size,
+                                        samples=most, needs_variance=True)
     cmp = comparing.compare(loaded.model, x, sizes=None if sizes is None else comparing.parse_sizes(sizes),
                             repeats=repeats,
                             mc_samples=comparing.parse_sizes(mc_samples, "--mc-samples"), seed=seed, device=dev,
