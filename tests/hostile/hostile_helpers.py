@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from click.testing import CliRunner, Result
+from hypothesis import strategies as st
 from safetensors.torch import save_file
 
 from entropy_elbo.checkpoints.native import read_metadata
@@ -67,3 +68,19 @@ def assert_user_error(result: Result, code: int, *names: str) -> str:
     for name in names:
         assert re.search(name, line), (name, line)
     return line
+
+
+def byte_mutations(raw: bytes, max_random: int) -> st.SearchStrategy[tuple[bytes, str, set[int]]]:
+    """(bytes, kind, flipped byte positions) of a valid file: random bytes (at most max_random), a strict
+    prefix, or 1-4 bit flips."""
+    rand = st.binary(max_size=max_random).map(lambda b: (b, "random", set()))
+    cut = st.integers(0, len(raw) - 1).map(lambda n: (raw[:n], "truncated", set()))
+
+    def flip(spots: list[tuple[int, int]]) -> tuple[bytes, str, set[int]]:
+        out = bytearray(raw)
+        for pos, bit in spots:
+            out[pos] ^= 1 << bit
+        return bytes(out), "flipped", {p for p, _ in spots}
+
+    flips = st.lists(st.tuples(st.integers(0, len(raw) - 1), st.integers(0, 7)), min_size=1, max_size=4).map(flip)
+    return st.one_of(rand, cut, flips)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from hostile_helpers import byte_mutations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -48,18 +49,7 @@ VALID = {s: valid_bytes(s) for s in (".npy", ".npz", ".csv", ".safetensors")}
 
 def mutations(suffix: str) -> st.SearchStrategy[tuple[bytes, str, set[int]]]:
     """(bytes, kind, flipped byte positions): random bytes, a truncation, or 1-4 bit flips of the valid file."""
-    raw = VALID[suffix]
-    rand = st.binary(max_size=2 * len(raw)).map(lambda b: (b, "random", set()))
-    cut = st.integers(0, len(raw) - 1).map(lambda n: (raw[:n], "truncated", set()))
-
-    def flip(spots: list[tuple[int, int]]) -> tuple[bytes, str, set[int]]:
-        out = bytearray(raw)
-        for pos, bit in spots:
-            out[pos] ^= 1 << bit
-        return bytes(out), "flipped", {p for p, _ in spots}
-
-    flips = st.lists(st.tuples(st.integers(0, len(raw) - 1), st.integers(0, 7)), min_size=1, max_size=4).map(flip)
-    return st.one_of(rand, cut, flips)
+    return byte_mutations(VALID[suffix], 2 * len(VALID[suffix]))
 
 
 def load_table(data: bytes, suffix: str) -> np.ndarray | None:

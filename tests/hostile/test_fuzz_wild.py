@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from hostile_helpers import byte_mutations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from wild_kit import D, build_wild
@@ -41,18 +42,7 @@ PYTHAE_OPTIONS = {"decoder_variance": 0.5}  # pythae's MSE models need sigma^2 f
 
 def mutations(name: str) -> st.SearchStrategy[tuple[bytes, str, set[int]]]:
     """(bytes, kind, flipped positions): random bytes, a strict prefix, or 1-4 bit flips of the valid file."""
-    raw = VALID[name]
-    rand = st.binary(max_size=min(2 * len(raw), 4096)).map(lambda b: (b, "random", set()))
-    cut = st.integers(0, len(raw) - 1).map(lambda n: (raw[:n], "truncated", set()))
-
-    def flip(spots: list[tuple[int, int]]) -> tuple[bytes, str, set[int]]:
-        out = bytearray(raw)
-        for pos, bit in spots:
-            out[pos] ^= 1 << bit
-        return bytes(out), "flipped", {p for p, _ in spots}
-
-    flips = st.lists(st.tuples(st.integers(0, len(raw) - 1), st.integers(0, 7)), min_size=1, max_size=4).map(flip)
-    return st.one_of(rand, cut, flips)
+    return byte_mutations(VALID[name], min(2 * len(VALID[name]), 4096))
 
 
 def write_case(name: str, data: bytes) -> Path:
