@@ -1,6 +1,6 @@
 """What every figure script shares: its command line, the claim table it prints, and its figures.
 
-Each script is `python examples/<figure>.py [--quick | --smoke] [--out DIR]`; it prints the paper's claim
+Each script is `python examples/<figure>.py [--quick] [--out DIR]`; it prints the paper's claim
 beside our measurement and exits 1 when a claim fails at the scale it ran.
 """
 
@@ -21,11 +21,9 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing: `python
 
 
 def parser(description: str) -> argparse.ArgumentParser:
-    """--quick / --smoke pick a reduced scale (full by default), --out the folder for the PNGs."""
+    """--quick picks the reduced scale (full by default; tests/test_examples.py runs it), --out the PNGs' folder."""
     p = argparse.ArgumentParser(description=description)
-    size = p.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="reduced scale: under 2 minutes on 2 CPU cores")
-    size.add_argument("--smoke", action="store_true", help="the smallest scale, used by tests/test_examples.py")
+    p.add_argument("--quick", action="store_true", help="reduced scale: under 2 minutes on 2 CPU cores")
     p.add_argument("--out", type=Path, default=Path("figures"), help="folder for the PNG(s) (default: figures)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: small tensors)")
     return p
@@ -35,7 +33,7 @@ def setup(args: argparse.Namespace, scales: dict[str, dict]) -> dict:
     """Threads, output folder, and the settings of the chosen scale (printed, so every number has its context)."""
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    name = "smoke" if args.smoke else "quick" if args.quick else "full"
+    name = "quick" if args.quick else "full"
     settings = dict(scales[name], scale=name)
     print("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
     return settings
@@ -118,7 +116,6 @@ def pyplot():  # noqa: ANN201
 MANIFOLD_SCALES = {
     "full": {"n_train": 4000, "epochs": 2000, "batch_size": 100, "lr": 1e-3},
     "quick": {"n_train": 2000, "epochs": 500, "batch_size": 100, "lr": 1e-3},
-    "smoke": {"n_train": 1000, "epochs": 200, "batch_size": 100, "lr": 1e-3},
 }
 
 

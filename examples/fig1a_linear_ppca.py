@@ -25,7 +25,6 @@ from entropy_elbo.train import TrainConfig, train
 SCALES = {
     "full": {"n_train": 10_000, "epochs": 300, "batch_size": 250, "lr": 1e-2, "seeds": 10},
     "quick": {"n_train": 2000, "epochs": 300, "batch_size": 250, "lr": 1e-2, "seeds": 3},
-    "smoke": {"n_train": 2000, "epochs": 300, "batch_size": 250, "lr": 1e-2, "seeds": 1},
 }
 TOLERANCE = 0.005  # the paper's 0.5%
 MC_SAMPLES = 200

@@ -23,7 +23,6 @@ from entropy_elbo.train import TrainConfig, train
 SCALES = {
     "full": {"n": 500, "epochs": 400, "batch_size": 100, "lr": 3e-3, "seeds": 10},
     "quick": {"n": 500, "epochs": 400, "batch_size": 100, "lr": 3e-3, "seeds": 5},
-    "smoke": {"n": 500, "epochs": 300, "batch_size": 100, "lr": 3e-3, "seeds": 3},
 }
 TOLERANCE = 0.005  # the paper's 0.5%
 MC_SAMPLES = 200

@@ -20,7 +20,6 @@ from entropy_elbo.select import phase_segments, select_stream, summarize
 SCALES = {
     "full": {"per_phase": 100_000, "lr": 0.002, "samples": 100, "tail": 1000},
     "quick": {"per_phase": 20_000, "lr": 0.01, "samples": 100, "tail": 500},
-    "smoke": {"per_phase": 20_000, "lr": 0.01, "samples": 20, "tail": 500},
 }
 LATENTS = (2, 4, 6)
 
