@@ -21,7 +21,6 @@ from entropy_elbo.checkpoints import LoadOptions, load_model, save_checkpoint
 from entropy_elbo.cli import main
 from entropy_elbo.models import ModelConfig, build_model
 
-torch.set_num_threads(1)
 N_ROWS = 200
 
 

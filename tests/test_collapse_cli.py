@@ -134,7 +134,6 @@ def test_manifold_vae1_entropy_criterion_counts_near_the_intrinsic_dimension(tmp
     from entropy_elbo.data import make_synthetic
     from entropy_elbo.train import TrainConfig, train
 
-    torch.set_num_threads(1)
     x = make_synthetic("manifold", n=2000, seed=0)
     torch.manual_seed(0)
     model = build_model(ModelConfig(kind="vae1", data_dim=100, latent_dim=20, hidden=(128, 40),

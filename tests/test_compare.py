@@ -24,15 +24,6 @@ from entropy_elbo.train import TrainConfig, train
 SIZES = (10, 100, 1000)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a shared 2-core machine more threads oversubscribe and run ~10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def trained():
     """A VAE-1 briefly trained on 2,000 pPCA points (D=10, H=2)."""

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from scipy.stats import multivariate_normal
 from sklearn.decomposition import PCA
@@ -21,8 +20,6 @@ from entropy_elbo.data import ppca, ppca_truth, stream_phases
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 sys.path.insert(0, str(EXAMPLES))
 import _common  # noqa: E402
-
-torch.set_num_threads(1)
 
 
 def run_example(name: str, out: Path) -> _common.Claims:

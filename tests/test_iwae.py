@@ -15,15 +15,6 @@ from entropy_elbo.montecarlo import iwae_bound, iwae_terms
 D, H, N = 10, 2, 400
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a shared 2-core machine more threads oversubscribe and run ~10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def linear_vae(seed: int = 0) -> tuple[LinearVAE, torch.Tensor, torch.Tensor]:
     """A linear VAE whose encoder is a deliberately imperfect posterior, data drawn from its decoder, exact log p."""
     g = torch.Generator().manual_seed(seed)

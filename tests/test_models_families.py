@@ -12,8 +12,6 @@ from entropy_elbo.checkpoints import load_model, save_checkpoint
 from entropy_elbo.estimate import estimate
 from entropy_elbo.models import build_model, model_config
 
-torch.set_num_threads(1)
-
 
 def randomized(kind: str, d: int = 6, h: int = 3, seed: int = 0, **kw: object) -> torch.nn.Module:
     torch.manual_seed(seed)

@@ -14,8 +14,6 @@ from entropy_elbo.estimate import estimate
 from entropy_elbo.models import build_model, model_config
 from entropy_elbo.train import TrainConfig, parameter_groups, train
 
-torch.set_num_threads(1)
-
 # VAE-1 and VAE-2 pass only because ln sigma^2 (and ln A) train at 10x lr in the decay phase: with one lr for all
 # (120 epochs) their relative gap was 22-30% (sigma^2 lags its optimum, r ~ 0.75).
 CASES = {  # model, data, points, epochs, batch, lr, ln sigma^2 at start

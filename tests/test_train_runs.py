@@ -24,7 +24,6 @@ from entropy_elbo.presets import PRESETS
 from entropy_elbo.runs import read_log, run_for_out
 from entropy_elbo.train import TrainConfig, TrainingDiverged, prepare_data, train
 
-torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 TRAIN = [sys.executable, "-m", "entropy_elbo", "train", "vae1", "--latents", "2", "--epochs", "8",

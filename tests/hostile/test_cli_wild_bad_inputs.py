@@ -21,8 +21,6 @@ from hostile_helpers import Marker, assert_user_error, invoke
 from safetensors.torch import save_file
 from wild_kit import build_wild
 
-torch.set_num_threads(1)
-
 
 @pytest.fixture(scope="session")
 def wild(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -25,7 +25,6 @@ from entropy_elbo.checkpoints import load_model
 from entropy_elbo.cli import main
 from entropy_elbo.runs import read_log, state_epoch
 
-torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 EPOCHS = 40

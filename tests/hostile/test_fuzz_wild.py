@@ -27,7 +27,6 @@ from entropy_elbo.checkpoints import LoadOptions, load_model
 from entropy_elbo.errors import EntropyElboError
 from entropy_elbo.estimate import estimate
 
-torch.set_num_threads(1)
 EXAMPLES = int(os.environ.get("ENTROPY_ELBO_FUZZ_EXAMPLES", "150")) // 3  # per target; TorchScript loads are slow
 FUZZ = settings(max_examples=max(EXAMPLES, 1), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 WORK = Path(tempfile.mkdtemp(prefix="entropy-elbo-fuzz-wild-"))
