@@ -168,6 +168,79 @@ def test_lightning_vanilla_vae_fixed_variance_mc_elbo(tmp_path: Path) -> None:
     assert shown.exit_code == 0 and "never learned" in shown.stderr
 
 
+class PyTorchVAELayout(nn.Module):
+    """PyTorch-VAE's VanillaVAE as its repository lays it out (final layer with batch norm, 3 output channels), at
+    8x8 images with two conv blocks; written here, independently of entropy_elbo.checkpoints.vanilla."""
+
+    def __init__(self, latent_dim: int = 3, hidden: tuple[int, int] = (4, 8)) -> None:
+        super().__init__()
+        a, b = hidden
+        self.encoder = nn.Sequential(
+            nn.Sequential(nn.Conv2d(3, a, kernel_size=3, stride=2, padding=1), nn.BatchNorm2d(a), nn.LeakyReLU()),
+            nn.Sequential(nn.Conv2d(a, b, kernel_size=3, stride=2, padding=1), nn.BatchNorm2d(b), nn.LeakyReLU()))
+        self.fc_mu, self.fc_var = nn.Linear(b * 4, latent_dim), nn.Linear(b * 4, latent_dim)
+        self.decoder_input = nn.Linear(latent_dim, b * 4)
+        self.decoder = nn.Sequential(nn.Sequential(
+            nn.ConvTranspose2d(b, a, kernel_size=3, stride=2, padding=1, output_padding=1), nn.BatchNorm2d(a),
+            nn.LeakyReLU()))
+        self.final_layer = nn.Sequential(
+            nn.ConvTranspose2d(a, a, kernel_size=3, stride=2, padding=1, output_padding=1), nn.BatchNorm2d(a),
+            nn.LeakyReLU(), nn.Conv2d(a, 3, kernel_size=3, padding=1), nn.Tanh())
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.encoder(x).flatten(1)
+        return self.fc_mu(h), self.fc_var(h)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.final_layer(self.decoder(self.decoder_input(z).view(-1, 8, 2, 2)))
+
+
+def test_pytorch_vae_vanilla_layout_is_read_from_shapes_without_model(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    vae = PyTorchVAELayout().eval()
+    with torch.no_grad():
+        vae.fc_var.bias[:] = torch.tensor([-3.0, 0.0, 0.0])  # latent 0 informative, 1 and 2 near the prior
+        vae.fc_mu.weight[0] *= 20
+        for m in vae.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+    ckpt = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in vae.state_dict().items()}, "epoch": 9, "global_step": 90,
+                "pytorch-lightning_version": "1.9.0"}, ckpt)
+    x = torch.rand(N_ROWS, 3, 8, 8) * 2 - 1
+    images = save_data(tmp_path, x)
+    flat = tmp_path / "flat.npy"
+    np.save(flat, x.reshape(N_ROWS, -1).numpy())
+
+    info = run_json("inspect", ckpt)
+    assert (info["fmt"], info["h"], info["d"]) == ("lightning", 3, 192)
+    assert "VanillaVAE" in info["model_kind"] and info["encoder"]["name"] == "fc_var" and info["decoder"]["kind"] == "fixed"
+
+    with torch.no_grad():
+        nu, log_var = vae.encode(x)
+    entropy = Normal(torch.zeros_like(log_var), (0.5 * log_var.double()).exp()).entropy().mean(0)
+    for data in (images, flat):
+        got = run_json("collapse", ckpt, "--data", data)
+        np.testing.assert_allclose(got["mean_entropy"], entropy.numpy(), rtol=1e-5)
+        np.testing.assert_allclose(got["mean_variance"], nu.double().var(0, unbiased=False).numpy(), rtol=1e-4)
+    assert got["active"]["entropy"] == int((entropy <= 1.0).sum()) == 1
+
+    est = run_json("estimate", ckpt, "--data", flat, "--decoder-variance", "0.3", "--samples", "64")
+    mine, se = independent_mc_elbo(vae.encode, vae.decode, torch.tensor(0.3), x, 64)
+    assert_within_4_se(est, mine, se)
+
+
+def test_a_conv_layout_that_is_not_vanillavae_asks_for_model(tmp_path: Path) -> None:
+    (tmp_path / "vanilla.py").write_text(VANILLA)  # its final layer lacks the batch norm: not the layout
+    vae = import_file(tmp_path / "vanilla.py", "vanilla_for_test3").VanillaVAE(1, 3)
+    ckpt = tmp_path / "m.pt"
+    torch.save(vae.state_dict(), ckpt)
+    x = save_data(tmp_path, torch.rand(10, 1, 8, 8))
+    line = one_line_error(run("collapse", ckpt, "--data", x))
+    assert "m.pt" in line and "--model FILE.py:NAME" in line
+
+
 def test_user_class_mismatch_and_import_error_are_one_line(tmp_path: Path) -> None:
     (tmp_path / "vanilla.py").write_text(VANILLA)
     torch.manual_seed(0)

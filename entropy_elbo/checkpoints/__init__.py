@@ -28,6 +28,7 @@ from entropy_elbo.checkpoints.native import (
     unreadable_reason,
 )
 from entropy_elbo.checkpoints.user import build_user_model, load_strict, parse_kwargs
+from entropy_elbo.checkpoints.vanilla import VanillaLayout, vanilla_from_shapes
 from entropy_elbo.errors import CheckpointError
 from entropy_elbo.models.config import ACTIVATIONS
 from entropy_elbo.models.protocol import GaussianVAE
@@ -171,6 +172,8 @@ def adapt(raw: RawCheckpoint, options: LoadOptions, source: str) -> tuple[nn.Mod
         module, kind = raw.module, ("TorchScript module" if raw.fmt == "torchscript" else "pickled module (trusted)")
     elif pythae is not None and ("encoder" in raw.meta or "decoder" in raw.meta):
         module, kind = _pythae_module(raw), f"pythae {pythae.get('name')} with custom networks (trusted pickles)"
+    elif (vanilla := vanilla_from_shapes(state)) is not None:
+        module, kind = vanilla, "PyTorch-VAE VanillaVAE layout read from shapes"
     encoder = find_encoder_variance(state, name=options.encoder_var, param=options.encoder_var_param)
     if encoder is not None and options.encoder_var is None and options.encoder_var_param:
         encoder.evidence += f" (parameterization set by --encoder-var-param {options.encoder_var_param})"
@@ -178,7 +181,8 @@ def adapt(raw: RawCheckpoint, options: LoadOptions, source: str) -> tuple[nn.Mod
     notes: list[str] = []
     if module is not None:
         decoder = _decoder_finding(state, options, None, pythae)
-        probe = torch.rand(2, *_probe_shape(raw, options))
+        shape = getattr(module, "input_shape", None) if options.input_shape is None else None
+        probe = torch.rand(2, *(shape or _probe_shape(raw, options)))
         module.eval()
         plan = plan_module(module, state, encoder, decoder, probe)
         model: nn.Module = ModuleAdapter(module, plan)
@@ -187,6 +191,10 @@ def adapt(raw: RawCheckpoint, options: LoadOptions, source: str) -> tuple[nn.Mod
             raise CheckpointError(f"decoder variance {plan.decoder.name!r} has {len(plan.decoder.value)} values but "
                                   f"D={plan.d}; pick another with --decoder-var NAME")
         h, d, encoder, decoder = plan.h, plan.d, plan.encoder, plan.decoder
+        if isinstance(module, VanillaLayout):
+            notes.append(f"architecture read from shapes: {len(module.encoder)} conv blocks, input "
+                         f"{'x'.join(map(str, module.input_shape))}, 3x3 stride-2 convolutions, LeakyReLU, Tanh output "
+                         "(PyTorch-VAE's VanillaVAE); pass --model FILE.py:NAME if yours differs")
     else:
         decoder = _decoder_finding(state, options, None, pythae)
         layout = mlp_layout(state, encoder, decoder)

@@ -1,0 +1,68 @@
+"""PyTorch-VAE's VanillaVAE (the conv VAE-1 layout of App. D.4), rebuilt from a state_dict's names and shapes.
+
+The layout: encoder blocks `encoder.i` = (Conv2d 3x3 stride 2, BatchNorm2d, LeakyReLU); heads `fc_mu`, `fc_var`
+(log-variance); `decoder_input`; decoder blocks `decoder.i` = (ConvTranspose2d 3x3 stride 2, BatchNorm2d,
+LeakyReLU); `final_layer` = (ConvTranspose2d, BatchNorm2d, LeakyReLU, Conv2d 3x3, Tanh). Strides, activations and
+the Tanh output are not in the weights: they are this layout's, and a file whose keys or shapes differ from it in
+any way is not taken for it.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor, nn
+
+
+class VanillaLayout(nn.Module):
+    """encode(x) -> [mu, log_var], decode(z) -> image in [-1, 1], as PyTorch-VAE's VanillaVAE."""
+
+    def __init__(self, in_channels: int, out_channels: int, latent_dim: int, hidden: list[int], spatial: int) -> None:
+        super().__init__()
+        self.top, self.spatial = hidden[-1], spatial
+        size = spatial * 2 ** len(hidden)
+        self.input_shape = (in_channels, size, size)
+        blocks, prev = [], in_channels
+        for c in hidden:
+            blocks.append(nn.Sequential(nn.Conv2d(prev, c, 3, stride=2, padding=1), nn.BatchNorm2d(c), nn.LeakyReLU()))
+            prev = c
+        self.encoder = nn.Sequential(*blocks)
+        flat = hidden[-1] * spatial**2
+        self.fc_mu, self.fc_var = nn.Linear(flat, latent_dim), nn.Linear(flat, latent_dim)
+        self.decoder_input = nn.Linear(latent_dim, flat)
+        rev = hidden[::-1]
+        self.decoder = nn.Sequential(*[
+            nn.Sequential(nn.ConvTranspose2d(a, b, 3, stride=2, padding=1, output_padding=1), nn.BatchNorm2d(b),
+                          nn.LeakyReLU())
+            for a, b in zip(rev[:-1], rev[1:], strict=True)])
+        self.final_layer = nn.Sequential(
+            nn.ConvTranspose2d(rev[-1], rev[-1], 3, stride=2, padding=1, output_padding=1), nn.BatchNorm2d(rev[-1]),
+            nn.LeakyReLU(), nn.Conv2d(rev[-1], out_channels, 3, padding=1), nn.Tanh())
+
+    def encode(self, x: Tensor) -> list[Tensor]:
+        h = self.encoder(x.reshape(-1, *self.input_shape)).flatten(1)  # (B, C_top * s * s)
+        return [self.fc_mu(h), self.fc_var(h)]
+
+    def decode(self, z: Tensor) -> Tensor:
+        h = self.decoder_input(z).view(-1, self.top, self.spatial, self.spatial)
+        return self.final_layer(self.decoder(h))  # (B, C, S, S)
+
+
+def vanilla_from_shapes(state: dict[str, Tensor]) -> VanillaLayout | None:
+    """The VanillaVAE that `state` fits exactly (every key and shape), loaded with it; None when it fits none."""
+    first = state.get("encoder.0.0.weight")
+    if first is None or first.dim() != 4 or "fc_mu.weight" not in state or "final_layer.3.weight" not in state:
+        return None
+    hidden = []
+    while f"encoder.{len(hidden)}.0.weight" in state:
+        hidden.append(int(state[f"encoder.{len(hidden)}.0.weight"].shape[0]))
+    flat, latent = int(state["fc_mu.weight"].shape[1]), int(state["fc_mu.weight"].shape[0])
+    spatial = math.isqrt(flat // hidden[-1])
+    if spatial == 0 or hidden[-1] * spatial**2 != flat:
+        return None
+    module = VanillaLayout(int(first.shape[1]), int(state["final_layer.3.weight"].shape[0]), latent, hidden, spatial)
+    want = module.state_dict()
+    if set(want) != set(state) or any(tuple(want[k].shape) != tuple(state[k].shape) for k in want):
+        return None
+    module.load_state_dict(state, strict=True)
+    return module.eval()
