@@ -215,7 +215,8 @@ def test_pytorch_vae_vanilla_layout_is_read_from_shapes_without_model(tmp_path: 
 
     info = run_json("inspect", ckpt)
     assert (info["fmt"], info["h"], info["d"]) == ("lightning", 3, 192)
-    assert "VanillaVAE" in info["model_kind"] and info["encoder"]["name"] == "fc_var" and info["decoder"]["kind"] == "fixed"
+    assert "VanillaVAE" in info["model_kind"]
+    assert info["encoder"]["name"] == "fc_var" and info["decoder"]["kind"] == "fixed"
 
     with torch.no_grad():
         nu, log_var = vae.encode(x)
