@@ -18,7 +18,7 @@ from entropy_elbo.batching import resolve_batch_size
 from entropy_elbo.checkpoints import LoadedModel, LoadOptions, inspect_checkpoint, load_model, save_checkpoint
 from entropy_elbo.checkpoints.native import check_writable
 from entropy_elbo.collapse import ACTIVE_THRESHOLD, LUCAS_DELTA, LUCAS_EPSILON, check_settings, collapse
-from entropy_elbo.data import SYNTHETIC, iter_batches, make_synthetic, open_array, save_array
+from entropy_elbo.data import SYNTHETIC, iter_batches, make_synthetic, open_array, resolve_data, save_array
 from entropy_elbo.devices import resolve_device
 from entropy_elbo.entropies import LOG_VAR_LIMIT
 from entropy_elbo.errors import EntropyElboError
@@ -414,8 +414,8 @@ def join_ranks(device: str) -> tuple[distributed.Context | None, torch.device]:
 
 def open_inputs(checkpoint: Path, data: str, key: str | None, options: LoadOptions, dev: torch.device, *,
                 batch_size: int | None, samples: int, needs_variance: bool) -> tuple[LoadedModel, np.ndarray, int]:
-    """--data (memory-mapped), CHECKPOINT's model checked against its rows, and the rows per batch."""
-    x = open_array(data, key=key)
+    """--data (a file, memory-mapped, or a named set), CHECKPOINT's model checked on its rows, the rows per batch."""
+    x, _ = resolve_data(data, key=key)
     options.input_shape = tuple(x.shape[1:])
     loaded = load_model(checkpoint, device=dev, options=options)
     check_shape(loaded.model, x, data)

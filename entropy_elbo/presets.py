@@ -13,7 +13,7 @@ PRESETS: dict[str, dict[str, object]] = {
               "epochs": 2000, "batch_size": 2000, "lr": 1e-3, "samples": 100},
     "fig1b": {"model": "vae1", "data": None, "latents": 2, "hidden": (50, 50), "activation": "relu",
               "holdout": 0.0, "scale": "none", "epochs": 500, "batch_size": 2000, "lr": 1e-3, "samples": 100,
-              "note": "the paper trained on MNIST (pixels in [0, 1]); pass it as --data mnist.npy"},
+              "note": "the paper trained on MNIST; pass --data train-images-idx3-ubyte.gz (read as pixels / 255)"},
     "fig1c": {"model": "vae3", "data": "ring", "latents": 2, "hidden": (50, 50), "activation": "relu",
               "holdout": 0.5, "scale": "none", "epochs": 2000, "batch_size": 2000, "lr": 1e-3, "samples": 100},
     # App. D.4: artificial manifold, H=20, 128/40 LeakyReLU, ln sigma^2 = -9, batch 512, lr 1e-3, 50/50 split.
@@ -24,7 +24,7 @@ PRESETS: dict[str, dict[str, object]] = {
     "susy": {"model": "vae1", "data": None, "drop_column": 0, "latents": 12, "hidden": (128, 24),
              "activation": "leaky_relu", "init_log_sigma2": -9.0, "holdout": 0.5, "scale": "minmax", "epochs": 150,
              "batch_size": 1024, "lr": 1e-3, "samples": 1,
-             "note": "pass the UCI SUSY.csv as --data (the paper used 2.5 million of its rows)"},
+             "note": "pass UCI's SUSY.csv.gz as --data (the paper used 2.5 million of its rows)"},
     # App. D.4: CelebA 64x64x3, conv VAE-1, H=128, batch 256, 50 epochs, 60/40 split.
     "celeba": {"model": "conv", "data": None, "latents": 128, "image_size": 64, "activation": "leaky_relu",
                "holdout": 0.4, "scale": "none", "epochs": 50, "batch_size": 256, "lr": 1e-3, "samples": 1,

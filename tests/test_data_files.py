@@ -397,5 +397,5 @@ def test_resolve_data_synthetic_file_and_folder(tmp_path, table, monkeypatch):
 def test_resolve_data_errors(tmp_path):
     with pytest.raises(DataError, match=r"nope\.npy: no such file or folder.*manifold, ppca, ring, stream"):
         resolve_data(str(tmp_path / "nope.npy"))
-    with pytest.raises(DataError, match="apply to files, not synthetic data"):
+    with pytest.raises(DataError, match="apply to files, not named data sets"):
         resolve_data("ring", key="x")

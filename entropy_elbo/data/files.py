@@ -10,6 +10,7 @@ into memory (text as float32, the precision every batch has anyway).
 from __future__ import annotations
 
 import contextlib
+import gzip
 import mmap
 import os
 import re
@@ -27,12 +28,13 @@ from typing import Literal
 
 import numpy as np
 
+from entropy_elbo.data.idx import GZ_ERRORS, is_idx, open_idx
 from entropy_elbo.errors import DataError
 
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = b"PK\x03\x04"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-TEXT_SUFFIXES = (".csv", ".txt")
+TEXT_SUFFIXES = (".csv", ".txt", ".csv.gz", ".txt.gz")  # gzipped tables as UCI ships them (SUSY.csv.gz)
 COPY_CHUNK_ROWS = 65_536
 RELEASE_BYTES = 64 * 2**20  # a memory-mapped file's pages are dropped from RSS after this much is read
 
@@ -41,7 +43,8 @@ RELEASE_BYTES = 64 * 2**20  # a memory-mapped file's pages are dropped from RSS 
 
 
 def open_array(path: str | Path, key: str | None = None, drop_column: int | None = None) -> np.ndarray:
-    """A data table (N, D) or image stack (N, C, H, W) from .npy (memory-mapped), .npz, .csv or .txt."""
+    """A data table (N, D) or image stack (N, C, H, W) from .npy (memory-mapped), .npz, .csv/.txt (or .gz of
+    either) or an idx file (MNIST's train-images-idx3-ubyte[.gz]: pixels / 255)."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file; check the path")
@@ -50,14 +53,17 @@ def open_array(path: str | Path, key: str | None = None, drop_column: int | None
     suffix = path.suffix.lower()
     if key is not None and suffix != ".npz":
         raise DataError(f"{path}: --key {key!r} applies to .npz files only; drop it")
-    if suffix == ".npy":
+    if is_idx(path):
+        x = open_idx(path)
+    elif suffix == ".npy":
         x = _open_npy(path)
     elif suffix == ".npz":
         x = _open_npz(path, key)
-    elif suffix in TEXT_SUFFIXES:
+    elif path.name.lower().endswith(TEXT_SUFFIXES):
         x = _open_text(path)
     else:
-        raise DataError(f"{path}: unsupported extension {suffix or '(none)'!r}; use .npy, .npz, .csv or .txt")
+        raise DataError(f"{path}: unsupported extension {suffix or '(none)'!r}; use .npy, .npz, .csv, .txt, "
+                        ".csv.gz or an idx file (train-images-idx3-ubyte[.gz])")
     _check_array(x, path)
     return x if drop_column is None else _drop_column(x, drop_column, path)
 
@@ -134,9 +140,16 @@ def _open_npz(path: Path, key: str | None) -> np.ndarray:
     return x
 
 
+def _open_text_file(path: Path):  # noqa: ANN202
+    """A text file opened for reading, through gzip when its name ends in .gz."""
+    if path.name.lower().endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8-sig")
+    return open(path, encoding="utf-8-sig")
+
+
 def _first_line_is_header(path: Path) -> bool:
     """Whether the first line of a comma-separated file is a non-numeric header."""
-    with open(path, encoding="utf-8-sig") as f:
+    with _open_text_file(path) as f:
         first = f.readline().strip()
     try:
         for value in first.split(",") if first else []:
@@ -157,8 +170,10 @@ def _open_text(path: Path) -> np.ndarray:
         raise DataError(f"{path}: not a text file (not UTF-8); pass a comma-separated table") from e
     except ValueError as e:
         raise DataError(f"{path}: not a numeric comma-separated table: {_text_error(e, skip)}; fix it") from e
-    except OSError as e:
-        raise DataError(f"{path}: cannot be read ({e.strerror or e}); check its permissions") from e
+    except GZ_ERRORS as e:
+        if path.name.lower().endswith(".gz") and not isinstance(e, PermissionError):
+            raise DataError(f"{path}: corrupt gzip ({e}); download or compress the file again") from e
+        raise DataError(f"{path}: cannot be read ({getattr(e, 'strerror', None) or e}); check its permissions") from e
     if len(x) == 0:
         what = "holds only a header line" if skip else "is empty"
         raise DataError(f"{path}: the file {what}, so the table has 0 rows; pass a table with at least one row")
@@ -456,12 +471,17 @@ def save_array(x: np.ndarray, out: str | Path) -> None:
 def resolve_data(
     spec: str, key: str | None = None, drop_column: int | None = None, seed: int = 0
 ) -> tuple[np.ndarray, str]:
-    """A synthetic set's name or a file/image-folder path -> (array, description of its source)."""
+    """A synthetic or bundled set's name or a file/image-folder path -> (array, description of its source)."""
+    from entropy_elbo.data.bundled import BUNDLED, load_bundled
     from entropy_elbo.data.synthetic import SYNTHETIC, make_synthetic
 
-    if spec in SYNTHETIC and not Path(spec).exists():
+    if (spec in SYNTHETIC or spec in BUNDLED) and not Path(spec).exists():
         if key is not None or drop_column is not None:
-            raise DataError(f"{spec}: --key and --drop-column apply to files, not synthetic data; drop them")
+            raise DataError(f"{spec}: --key and --drop-column apply to files, not named data sets; drop them")
+        if spec in BUNDLED:
+            x = load_bundled(spec)
+            shape = "x".join(str(s) for s in x.shape)
+            return x, f"scikit-learn's '{spec}' data ({shape}: {BUNDLED[spec][1]})"
         x = make_synthetic(spec, seed=seed)
         return x, f"synthetic '{spec}' data ({x.shape[0]}x{x.shape[1]}, seed {seed})"
     path = Path(spec)
@@ -471,8 +491,8 @@ def resolve_data(
         x = load_image_folder(path)
         return x, f"image folder {path} ({x.shape[0]} images, {x.shape[1]}x{x.shape[2]}x{x.shape[3]})"
     if not path.exists():
-        names = ", ".join(sorted(SYNTHETIC))
-        raise DataError(f"{spec}: no such file or folder, and not a synthetic data set ({names})")
+        names = ", ".join(sorted(SYNTHETIC) + list(BUNDLED))
+        raise DataError(f"{spec}: no such file or folder, and not a named data set ({names})")
     x = open_array(path, key=key, drop_column=drop_column)
     how = "memory-mapped" if isinstance(x, np.memmap) else "in memory"
     extras = f", key {key!r}" if key else ""

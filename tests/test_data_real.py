@@ -1,0 +1,159 @@
+"""The paper's real data in its own formats (MNIST idx, SUSY .csv.gz) and scikit-learn's bundled sets, each read
+back against an independent reading: struct + gzip by hand, numpy's own text parser, scikit-learn's arrays."""
+
+import gzip
+import json
+import struct
+import sys
+
+import numpy as np
+import pytest
+from sklearn import datasets
+
+from entropy_elbo.data import open_array, resolve_data
+from entropy_elbo.data.bundled import BUNDLED, load_bundled
+from entropy_elbo.errors import DataError
+
+
+def write_idx(path, values: bytes, type_code: int, dims: tuple[int, ...], gz: bool) -> None:
+    """An idx file as LeCun's page describes it: 0, 0, type code, ndim, big-endian uint32 dims, the values."""
+    raw = bytes([0, 0, type_code, len(dims)]) + struct.pack(f">{len(dims)}I", *dims) + values
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+
+
+def by_hand(path) -> np.ndarray:
+    """Unsigned-byte images read with struct, one pixel at a time, as pixels / 255 (independent of ours)."""
+    raw = gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
+    magic, n, rows, cols = struct.unpack(">IIII", raw[:16])
+    assert magic == 0x0803
+    pixels = struct.unpack(f"{n * rows * cols}B", raw[16:])
+    return np.array([[[pixels[(i * rows + r) * cols + c] / 255 for c in range(cols)] for r in range(rows)]
+                     for i in range(n)])
+
+
+@pytest.mark.parametrize("name", ["train-images-idx3-ubyte", "train-images-idx3-ubyte.gz", "t10k-images.idx3-ubyte"])
+def test_mnist_idx_images_read_as_pixels_over_255(tmp_path, name):
+    images = np.random.default_rng(0).integers(0, 256, size=(6, 28, 28), dtype=np.uint8)
+    path = tmp_path / name
+    write_idx(path, images.tobytes(), 0x08, (6, 28, 28), gz=name.endswith(".gz"))
+    x = open_array(path)
+    assert x.shape == (6, 1, 28, 28) and x.dtype == np.float32
+    np.testing.assert_allclose(x[:, 0], by_hand(path), atol=1e-7)
+    assert x.min() >= 0.0 and x.max() <= 1.0
+
+
+def test_idx_big_endian_floats_and_tables(tmp_path):
+    values = np.random.default_rng(1).normal(size=(5, 3))
+    path = tmp_path / "features.idx2-double"
+    write_idx(path, struct.pack(">15d", *values.ravel()), 0x0E, (5, 3), gz=False)
+    np.testing.assert_array_equal(open_array(path), values.astype(np.float32))  # no / 255 for non-byte types
+
+
+def error_of(path) -> str:
+    with pytest.raises(DataError) as info:
+        open_array(path)
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+def test_idx_errors_are_one_line(tmp_path):
+    p = tmp_path / "train-images-idx3-ubyte"
+    write_idx(p, bytes(7 * 4 * 4), 0x08, (8, 4, 4), gz=False)  # one image short
+    assert error_of(p) == (f"{p}: idx dims (8, 4, 4) of uint8 need 128 data bytes, the file holds 112; "
+                           "download the file again")
+    write_idx(p, bytes(8 * 4 * 4 + 1), 0x08, (8, 4, 4), gz=False)
+    assert error_of(p).endswith("need 128 data bytes, the file holds more; download the file again")
+    p.write_bytes(b"\x00\x00\x07\x03" + bytes(12))
+    assert error_of(p) == (f"{p}: not an idx file (magic bytes 00000703, expected 0000 then a type code "
+                           "08/09/0b/0c/0d/0e and 1-4 dims); pass MNIST's unmodified idx file")
+    p.write_bytes(b"\x00\x00\x08\x03" + bytes(4))
+    assert error_of(p) == f"{p}: idx header cut short (8 bytes, 3 dims need 16); download the file again"
+    write_idx(p, bytes(0), 0x08, (0, 28, 28), gz=False)
+    assert error_of(p) == f"{p}: idx dims (0, 28, 28) hold no data; pass a non-empty file"
+    write_idx(p, bytes(0), 0x08, (2**32 - 1, 2**32 - 1, 2**16), gz=False)
+    assert "more than this machine's memory" in error_of(p)
+    labels = tmp_path / "train-labels-idx1-ubyte.gz"
+    write_idx(labels, bytes(range(10)), 0x08, (10,), gz=True)
+    assert error_of(labels) == (f"{labels}: an idx1 file holds 10 labels, not images; pass the images file "
+                                "(e.g. train-images-idx3-ubyte.gz)")
+    cut = tmp_path / "train-images-idx3-ubyte.gz"
+    write_idx(cut, bytes(range(256)) * 8, 0x08, (8, 16, 16), gz=True)
+    cut.write_bytes(cut.read_bytes()[:-12])
+    assert error_of(cut).startswith(f"{cut}: corrupt gzip (")
+
+
+def test_susy_csv_gz_drops_the_label_column(tmp_path):
+    rng = np.random.default_rng(2)
+    table = np.column_stack([rng.integers(0, 2, 40), rng.normal(size=(40, 18))])  # label in column 0, as in SUSY
+    path = tmp_path / "SUSY.csv.gz"
+    with gzip.open(path, "wt") as f:
+        np.savetxt(f, table, delimiter=",", fmt="%.18e")  # UCI's own number format
+    x, source = resolve_data(str(path), drop_column=0)
+    with gzip.open(path, "rt") as f:
+        expected = np.loadtxt(f, delimiter=",", dtype=np.float32)[:, 1:]  # numpy's own reading
+    assert x.shape == (40, 18) and "column 0 dropped" in source
+    np.testing.assert_array_equal(x, expected)
+    bad = tmp_path / "broken.csv.gz"
+    bad.write_bytes(path.read_bytes()[:100])
+    assert error_of(bad).startswith(f"{bad}: corrupt gzip (")
+    plain = tmp_path / "plain.csv.gz"
+    plain.write_text("1,2\n3,4\n")
+    assert error_of(plain).startswith(f"{plain}: corrupt gzip (Not a gzipped file")
+
+
+@pytest.mark.parametrize("name", list(BUNDLED))
+def test_bundled_sets_match_scikit_learn(name):
+    ours, source = resolve_data(name)
+    theirs = getattr(datasets, BUNDLED[name][0])().data
+    assert ours.dtype == np.float32 and f"'{name}'" in source
+    if name == "digits":
+        assert ours.shape == (1797, 1, 8, 8) and "pixels / 16" in source
+        np.testing.assert_allclose(ours.reshape(1797, 64), theirs / 16, atol=1e-7)
+    else:
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6)
+
+
+def test_bundled_sets_need_scikit_learn(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # import sklearn now raises ImportError
+    with pytest.raises(DataError) as info:
+        load_bundled("digits")
+    assert str(info.value) == ("digits: scikit-learn's bundled data sets need scikit-learn; "
+                               "pip install 'entropy-elbo[datasets]'")
+    with pytest.raises(DataError, match="apply to files, not named data sets"):
+        resolve_data("breast_cancer", drop_column=0)
+
+
+def cli(*args: str) -> str:
+    from click.testing import CliRunner
+
+    from entropy_elbo.cli import main
+
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_mnist_preset_trains_on_the_idx_file_and_estimate_reads_it_as_the_pixels_read_by_hand(tmp_path):
+    images = np.random.default_rng(3).integers(0, 256, size=(40, 8, 8), dtype=np.uint8)
+    idx = tmp_path / "train-images-idx3-ubyte.gz"
+    write_idx(idx, images.tobytes(), 0x08, (40, 8, 8), gz=True)
+    npy = tmp_path / "by_hand.npy"
+    np.save(npy, by_hand(idx).reshape(40, 64))
+    ckpt = tmp_path / "mnist.safetensors"
+    cli("train", "vae1", "--preset", "fig1b", "--data", str(idx), "--epochs", "2", "--batch-size", "20",
+        "--samples", "2", "--out", str(ckpt), "--quiet")
+    ours, theirs = (json.loads(cli("estimate", str(ckpt), "--data", str(p), "--samples", "3", "--json"))
+                    for p in (idx, npy))
+    assert ours["n"] == 40 and ours["d"] == 64
+    assert ours["entropy_elbo"] == pytest.approx(theirs["entropy_elbo"], rel=1e-6)
+    assert ours["mc_elbo"] == pytest.approx(theirs["mc_elbo"], rel=1e-5)
+
+
+def test_train_on_the_digits_by_name_sees_scikit_learns_pixels(tmp_path):
+    run = tmp_path / "digits"
+    cli("train", "vae1", "--data", "digits", "--epochs", "1", "--batch-size", "600", "--samples", "1",
+        "--latents", "2", "--out", str(run), "--quiet")
+    data = json.loads((run / "run.json").read_text())["data"]
+    assert data["shape"] == [1797, 64] and "scikit-learn's 'digits' data" in data["source"]
+    out = json.loads(cli("estimate", str(run / "model.safetensors"), "--data", "digits", "--samples", "2", "--json"))
+    assert out["n"] == 1797 and out["d"] == 64
