@@ -85,7 +85,7 @@ def device_option(f):  # noqa: ANN001, ANN201
 
 
 CHECKPOINT_FLAGS = ("model", "model_kwargs", "decoder_var", "decoder_var_param", "encoder_var", "encoder_var_param",
-                    "decoder_variance", "activation", "trust_pickle")
+                    "decoder_variance", "activation", "trust_code")
 PARAM_CHOICE = click.Choice(["logvar", "logstd", "std", "var", "softplus_std", "softplus_var"])
 
 
@@ -112,8 +112,9 @@ def checkpoint_options(f):  # noqa: ANN001, ANN201
                      help="sigma^2 of a model whose decoder variance was never learned (MSE-trained)."),
         click.option("--activation", type=click.Choice(list(ACTIVATIONS)), default="relu", show_default=True,
                      help="Activation between the Linear layers of a plain MLP state_dict."),
-        click.option("--trust-pickle", is_flag=True,
-                     help="Allow unpickling arbitrary objects: runs code from the file. Only for files you trust."),
+        click.option("--trust-code", "--trust-pickle", "trust_code", is_flag=True,
+                     help="Allow TorchScript archives and pickles (whole modules, pythae's encoder.pkl): loading "
+                          "them runs code from the file. Only for files you trust. (--trust-pickle: old name.)"),
     ]
     for option in reversed(options):
         wrapper = option(wrapper)

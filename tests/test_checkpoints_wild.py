@@ -316,7 +316,7 @@ def test_pythae_folder_mc_elbo_at_given_variance(tmp_path: Path) -> None:
 
     (folder / "encoder.pkl").write_bytes(b"not read")
     refused = one_line_error(run("inspect", folder))
-    assert "encoder.pkl" in refused and "--trust-pickle" in refused
+    assert "encoder.pkl" in refused and "--trust-code" in refused
 
 
 # ---------------------------------------------------------------------------------------------- TorchScript
@@ -353,13 +353,13 @@ def test_torchscript_entropy_and_mc_elbo(tmp_path: Path) -> None:
     torch.jit.script(vae).save(str(path))
     x = torch.randn(N_ROWS, d)
     data = save_data(tmp_path, x)
-    info = run_json("inspect", path)
+    info = run_json("inspect", path, "--trust-code")
     assert info["fmt"] == "torchscript" and info["decoder"]["name"] == "log_scale"
     assert info["decoder"]["param"] == "logstd" and info["decoder"]["kind"] == "per-dim"
     sigma2 = (2 * vae.log_scale.detach()).exp()
     assert info["decoder"]["value"] == pytest.approx(sigma2.double().tolist(), rel=1e-6)
 
-    est = run_json("estimate", path, "--data", data, "--samples", "64")
+    est = run_json("estimate", path, "--data", data, "--samples", "64", "--trust-code")
     with torch.no_grad():
         log_tau2 = vae.encode(x)[1]
     assert est["entropy_elbo"] == pytest.approx(independent_entropy_elbo(log_tau2, sigma2, d), rel=1e-6)
@@ -574,7 +574,7 @@ def test_pickle_that_would_write_a_file_is_refused(tmp_path: Path) -> None:
     x = save_data(tmp_path, torch.zeros(4, 3))
     for args in (["inspect", path], ["estimate", path, "--data", x]):
         line = one_line_error(run(*args))
-        assert "--trust-pickle" in line and "refused" in line
+        assert "--trust-code" in line and "refused" in line
         assert not target.exists()
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"\x80\x02garbage that is no pickle")
@@ -583,7 +583,7 @@ def test_pickle_that_would_write_a_file_is_refused(tmp_path: Path) -> None:
 
 
 class TrustedVAE(PlainMLP):
-    """A whole module pickled with torch.save(model): readable only under --trust-pickle."""
+    """A whole module pickled with torch.save(model): readable only under --trust-code."""
 
 
 def test_whole_pickled_module_only_when_trusted(tmp_path: Path) -> None:
@@ -594,8 +594,8 @@ def test_whole_pickled_module_only_when_trusted(tmp_path: Path) -> None:
     torch.save(vae, path)
     x = torch.randn(N_ROWS, d)
     data = save_data(tmp_path, x)
-    assert "--trust-pickle" in one_line_error(run("inspect", path))
-    est = run_json("estimate", path, "--data", data, "--samples", "0", "--trust-pickle")
+    assert "--trust-code" in one_line_error(run("inspect", path))
+    est = run_json("estimate", path, "--data", data, "--samples", "0", "--trust-code")
     assert est["extra"]["checkpoint"]["model_kind"] == "pickled module (trusted)"
     sigma2 = torch.nn.functional.softplus(vae.noise_std.detach()) ** 2
     with torch.no_grad():
@@ -718,9 +718,9 @@ def test_pythae_custom_networks_only_under_trust(tmp_path: Path) -> None:
             pickle.dump(net, fh)  # other weights than model.pt's: the loader must load model.pt into them
     x = torch.randn(N_ROWS, d)
     data = save_data(tmp_path, x)
-    assert "--trust-pickle" in one_line_error(run("estimate", folder, "--data", data, "--decoder-variance", "0.2"))
+    assert "--trust-code" in one_line_error(run("estimate", folder, "--data", data, "--decoder-variance", "0.2"))
     est = run_json("estimate", folder, "--data", data, "--decoder-variance", "0.2", "--samples", "64",
-                   "--trust-pickle")
+                   "--trust-code")
     assert est["extra"]["checkpoint"]["encoder"]["name"] == "log_covariance"
 
     def encode(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -29,7 +29,7 @@ from entropy_elbo.checkpoints.native import (
 )
 from entropy_elbo.checkpoints.user import build_user_model, load_strict, parse_kwargs
 from entropy_elbo.checkpoints.vanilla import VanillaLayout, vanilla_from_shapes
-from entropy_elbo.errors import CheckpointError
+from entropy_elbo.errors import CheckpointError, ModelError
 from entropy_elbo.models.config import ACTIVATIONS
 from entropy_elbo.models.protocol import GaussianVAE
 
@@ -60,7 +60,7 @@ class LoadOptions:
     encoder_var_param: str | None = None
     decoder_variance: float | None = None  # sigma^2 of a model whose decoder variance was never learned
     activation: str = "relu"  # between the Linear layers of a plain MLP state_dict
-    trust_pickle: bool = False  # allow unpickling arbitrary objects (runs code from the file)
+    trust_code: bool = False  # allow TorchScript and arbitrary pickles (runs code from the file)
     input_shape: tuple[int, ...] | None = None  # one data row's shape, to probe a module's methods
 
     def __post_init__(self) -> None:
@@ -86,12 +86,12 @@ def load_model(path: str | Path, *, device: torch.device | str = "cpu",
         return LoadedModel(model, f"{path} (entropy-elbo checkpoint, {model.config.kind})", meta)
     if path.is_file() and (reason := unreadable_reason(path)):
         raise CheckpointError(reason)
-    raw = read_checkpoint(path, trust_pickle=options.trust_pickle)
+    raw = read_checkpoint(path, trust_code=options.trust_code)
     check_finite(raw.state, path)
     try:
         model, intro = adapt(raw, options, str(path))
         check_variances(model, path)
-    except CheckpointError as err:  # every guess's message names the file it was made about
+    except (CheckpointError, ModelError) as err:  # every guess's message names the file it was made about
         if str(path) in str(err):
             raise
         raise CheckpointError(f"{path}: {err}") from None
@@ -99,8 +99,13 @@ def load_model(path: str | Path, *, device: torch.device | str = "cpu",
 
 
 def check_finite(state: dict[str, Tensor], path: Path) -> None:
-    """Refuse integer layer weights and floating tensors holding NaN or Inf, naming the tensor and its shape."""
+    """Refuse tensors that are not dense real numbers in memory (sparse, meta, quantized, complex), integer layer
+    weights, and floating tensors holding NaN or Inf, naming the tensor and its shape."""
     for name, tensor in state.items():
+        odd = odd_tensor(tensor)
+        if odd:
+            raise CheckpointError(f"{path}: tensor {name!r} of shape {tuple(tensor.shape)} is {odd}, not a dense "
+                                  "tensor of real numbers; save the model's weights as ordinary dense float tensors")
         if name.rsplit(".", 1)[-1] == "weight" and not tensor.is_floating_point():
             raise CheckpointError(f"{path}: layer weight {name!r} of shape {tuple(tensor.shape)} is of dtype "
                                   f"{str(tensor.dtype).replace('torch.', '')}, not floating point; save a float model")
@@ -108,6 +113,19 @@ def check_finite(state: dict[str, Tensor], path: Path) -> None:
             what = "NaN" if torch.isnan(tensor).any() else "Inf"
             raise CheckpointError(f"{path}: tensor {name!r} of shape {tuple(tensor.shape)} holds {what}; the file is "
                                   "damaged or its training diverged, use an earlier checkpoint")
+
+
+def odd_tensor(tensor: Tensor) -> str | None:
+    """What makes `tensor` unusable as a weight (its layout, device or dtype), or None for a dense real tensor."""
+    if tensor.is_meta:
+        return "on the meta device (shape only, no values)"
+    if tensor.layout != torch.strided or tensor.is_nested:
+        return f"stored in layout {str(tensor.layout).replace('torch.', '')}"
+    if tensor.is_quantized:
+        return f"quantized ({str(tensor.dtype).replace('torch.', '')})"
+    if tensor.is_complex():
+        return f"complex ({str(tensor.dtype).replace('torch.', '')})"
+    return None
 
 
 def inspect_checkpoint(path: str | Path, options: LoadOptions | None = None) -> Introspection:

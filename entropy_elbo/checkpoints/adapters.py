@@ -22,7 +22,7 @@ from entropy_elbo.checkpoints.introspect import (
     to_log_var,
     variance_value,
 )
-from entropy_elbo.errors import CheckpointError, ModelError
+from entropy_elbo.errors import CheckpointError, ModelError, first_line
 from entropy_elbo.models.mlp import activation as make_activation
 from entropy_elbo.models.protocol import VAEBase
 
@@ -271,7 +271,7 @@ class ModuleAdapter(VAEBase):
         raise CheckpointError(f"parameter {name!r} not found in the model")
 
     def _call_encoder(self, x: Tensor) -> object:
-        return _encoder_fn(self.module, self.plan.encode_via)(x)
+        return run_foreign(_encoder_fn(self.module, self.plan.encode_via), x, self.plan.encode_via)
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         enc = self.plan.encoder
@@ -302,7 +302,7 @@ class ModuleAdapter(VAEBase):
             raise ModelError("the model has no decode() method or decoder sub-module; pass --samples 0 for the "
                              "entropy ELBO alone, or --model FILE.py:NAME")
         fn = self.module.decode if self.plan.decode_via == "decode" else self.module.decoder
-        return fn(z)
+        return run_foreign(fn, z, self.plan.decode_via)
 
     def decode(self, z: Tensor) -> tuple[Tensor, Tensor]:
         self._captured.clear()
@@ -330,6 +330,17 @@ class ModuleAdapter(VAEBase):
         return to_log_var(raw, dec.param or "logvar")
 
 
+def run_foreign(fn, batch: Tensor, via: str, hint: str = ""):  # noqa: ANN001, ANN201
+    """Call the model's own code (a --model class, TorchScript, a trusted pickle): whatever it raises, one line."""
+    try:
+        return fn(batch)
+    except (KeyboardInterrupt, ModelError):
+        raise
+    except Exception as err:  # noqa: BLE001 -- the model's own code
+        raise ModelError(f"the model's {via}() failed on a batch of shape {tuple(batch.shape)} "
+                         f"({type(err).__name__}: {first_line(err)}){hint}") from None
+
+
 def plan_module(module: nn.Module, state: dict[str, Tensor], encoder: Finding | None, decoder: Finding,
                 probe: Tensor) -> ModulePlan:
     """Run the module once on `probe` to learn H, D, and where mean and variances come out."""
@@ -338,12 +349,7 @@ def plan_module(module: nn.Module, state: dict[str, Tensor], encoder: Finding | 
     decode_via = "decode" if hasattr(module, "decode") else "decoder" if hasattr(module, "decoder") else None
     fn = _encoder_fn(module, encode_via)
     with torch.no_grad():
-        try:
-            out = fn(probe)
-        except Exception as err:  # noqa: BLE001 -- the model's own code on a probe batch
-            raise CheckpointError(f"{encode_via}() failed on a probe batch of shape {tuple(probe.shape)} "
-                                  f"({type(err).__name__}: {str(err).strip()[:160]}); check --model-kwargs or the "
-                                  "data's shape") from None
+        out = run_foreign(fn, probe, encode_via, "; check --model-kwargs or the data's shape")
     mean_field = "embedding" if _field(out, "embedding") is not None else None
     ts = _tensors(out)
     mean_index, var_index = _forward_pair(ts, probe) if encode_via == "forward" else (0, 1)
@@ -373,11 +379,7 @@ def plan_module(module: nn.Module, state: dict[str, Tensor], encoder: Finding | 
     if decode_via is not None:
         dfn = module.decode if decode_via == "decode" else module.decoder
         with torch.no_grad():
-            try:
-                dout = dfn(z)
-            except Exception as err:  # noqa: BLE001
-                raise CheckpointError(f"{decode_via}() failed on latents of shape {tuple(z.shape)} "
-                                      f"({type(err).__name__}: {str(err).strip()[:160]})") from None
+            dout = run_foreign(dfn, z, decode_via)
         dts = _tensors(dout)
         mean = _field(dout, "reconstruction")
         mean = mean if mean is not None else (dts[0] if dts else None)

@@ -1,19 +1,21 @@
 """Checkpoint files from the wild, read without running their code.
 
-state_dicts (`.pt`/`.pth`, or a dict holding one), Lightning `.ckpt`, safetensors, TorchScript,
-pythae model folders; a whole pickled module only when the user trusts the file (`--trust-pickle`).
-Every `torch.load` is `weights_only=True` unless trusted: a checkpoint must never run code.
+state_dicts (`.pt`/`.pth`, or a dict holding one), Lightning `.ckpt`, safetensors, pythae model folders;
+TorchScript archives, whole pickled modules and pythae's pickled networks are code, so they are opened only
+through `trusted_load`, the one door to a loader that can run code, which stays shut without `--trust-code`.
+Every other `torch.load` is `weights_only=True`.
 """
 
 from __future__ import annotations
 
-import json
 import pickle
 import re
 import warnings
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from safetensors import SafetensorError
@@ -21,11 +23,12 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from entropy_elbo.checkpoints.native import read_metadata
-from entropy_elbo.errors import CheckpointError
+from entropy_elbo.errors import CheckpointError, first_line, parse_json
 
 STATE_KEYS = ("state_dict", "model_state_dict", "model")
 WRAPPER_PREFIXES = ("model.", "module.", "vae.", "net.", "_orig_mod.", "_forward_module.")
-TRUST_HINT = "pass --trust-pickle only if you trust whoever wrote the file"
+TRUST_HINT = "pass --trust-code only if you trust whoever wrote the file"
+T = TypeVar("T")
 
 
 @dataclass
@@ -39,16 +42,29 @@ class RawCheckpoint:
     prefix: str = ""  # the wrapper prefix stripped from every key (Lightning's "model.")
 
 
-def read_checkpoint(path: str | Path, *, trust_pickle: bool = False) -> RawCheckpoint:
+def read_checkpoint(path: str | Path, *, trust_code: bool = False) -> RawCheckpoint:
     """Read `path` (a file or a pythae folder) into tensors and, where the format has one, a module."""
     path = Path(path)
     if path.is_dir():
-        return _read_pythae(path, trust_pickle)
+        return _read_pythae(path, trust_code)
     if read_metadata(path) is not None:
         return _read_safetensors(path)
-    if _is_torchscript(path):
-        return _read_torchscript(path)
-    return _from_object(_torch_load(path, trust_pickle), path)
+    return _from_object(_torch_load(path, trust_code), path)
+
+
+def trusted_load(path: Path, what: str, trusted: bool, load: Callable[[], T], instead: str = "") -> T:
+    """The one door to loaders that run code from a file (TorchScript, pickle): shut unless --trust-code."""
+    if not trusted:
+        raise CheckpointError(f"{path}: {what}; needs --trust-code: loading it runs code from the file, so it was "
+                              f"refused; {TRUST_HINT}{instead}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return load()
+    except KeyboardInterrupt:
+        raise
+    except BaseException as err:  # noqa: BLE001 -- the file's own code ran: any failure is one line
+        raise CheckpointError(f"{path}: loading the {what} failed ({type(err).__name__}: {first_line(err)})") from None
 
 
 def _read_safetensors(path: Path) -> RawCheckpoint:
@@ -59,60 +75,45 @@ def _read_safetensors(path: Path) -> RawCheckpoint:
     return _raw("safetensors", state, {"metadata": read_metadata(path)})
 
 
-def _is_torchscript(path: Path) -> bool:
-    """TorchScript archives are zip files with a code/ folder and constants.pkl."""
+def is_torchscript(path: Path) -> bool:
+    """A zip holding `constants.pkl` or a `code/` folder is a TorchScript archive (torch.load hands those to
+    torch.jit.load); read from the zip's directory alone, nothing in it is run."""
     try:
         with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
+            names = [n.split("/", 1)[-1] for n in zf.namelist()]
     except Exception:  # noqa: BLE001 -- a damaged zip raises BadZipFile, OSError, UnicodeDecodeError, ...
         return False
-    return any("/code/" in n for n in names) and any(n.endswith("constants.pkl") for n in names)
+    return any(n == "constants.pkl" or n.endswith("/constants.pkl") or n.startswith("code/") for n in names)
 
 
-def _read_torchscript(path: Path) -> RawCheckpoint:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            module = torch.jit.load(str(path), map_location="cpu")
-    except Exception as err:  # noqa: BLE001 -- torch's C++ reader of a damaged archive raises many kinds
-        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: cannot load this TorchScript archive ({first})") from None
-    state = {k: v for k, v in module.state_dict().items() if isinstance(v, Tensor)}
-    return RawCheckpoint("torchscript", state, module=module)
-
-
-def _torch_load(path: Path, trust_pickle: bool) -> object:
-    """torch.load with weights_only=True; the unrestricted unpickler only under --trust-pickle."""
+def _torch_load(path: Path, trusted: bool) -> object:
+    """torch.load with weights_only=True; TorchScript and arbitrary pickles only through `trusted_load`."""
+    if is_torchscript(path):
+        return trusted_load(path, "TorchScript archive", trusted, lambda: torch.jit.load(str(path), map_location="cpu"))
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols on stderr: our one line says enough
             warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except KeyboardInterrupt:
         raise
-    except BaseException as err:  # noqa: BLE001 -- a damaged file or, when trusted, the file's own code
+    except BaseException as err:  # noqa: BLE001 -- torch's reader of a damaged file raises many kinds
         blocked = _blocked(err)
-        if blocked and not trust_pickle:
-            raise CheckpointError(f"{path}: holds pickled Python objects beyond tensors ({blocked}); loading it "
-                                  f"could run code, so it was refused; {TRUST_HINT}") from None
-        if "Unsupported operand 149" in str(err) and not trust_pickle:  # FRAME, protocol 4+: torch's safe loader stops
-            raise CheckpointError(f"{path}: pickled with a protocol torch's safe loader cannot read ({_reason(err)}); "
-                                  "re-save it with torch.save(..., pickle_protocol=2) or as safetensors, or "
-                                  f"{TRUST_HINT}") from None
+        if blocked or "Unsupported operand 149" in str(err):  # FRAME, protocol 4+: torch's safe loader stops
+            what = (f"holds pickled Python objects beyond tensors ({blocked})" if blocked else
+                    f"pickled with a protocol torch's safe loader cannot read ({_reason(err)})")
+            instead = "" if blocked else ", or re-save it with torch.save(..., pickle_protocol=2) or as safetensors"
+            return trusted_load(path, what, trusted, lambda: torch.load(path, map_location="cpu", weights_only=False),
+                                instead)
         raise CheckpointError(
             f"{path}: not a checkpoint entropy-elbo can read ({type(err).__name__}: {_reason(err)}); "
             "expected a state_dict, Lightning .ckpt, safetensors, TorchScript or pythae folder"
         ) from None
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0][:200] if text else type(err).__name__
-
-
 def _reason(err: BaseException) -> str:
     """torch's unpickler errors are paragraphs: keep the line that says what went wrong."""
     match = re.search(r"WeightsUnpickler error:\s*(.+)", str(err))
-    return match.group(1).strip()[:200] if match else _first_line(err)
+    return match.group(1).strip()[:200] if match else first_line(err)
 
 
 def _blocked(err: BaseException) -> str | None:
@@ -123,6 +124,9 @@ def _blocked(err: BaseException) -> str | None:
 
 def _from_object(obj: object, path: Path) -> RawCheckpoint:
     """A loaded object -> tensors (and the module when a trusted pickle held one)."""
+    if isinstance(obj, torch.jit.ScriptModule):
+        return RawCheckpoint("torchscript", {k: v for k, v in obj.state_dict().items() if isinstance(v, Tensor)},
+                             module=obj)
     if isinstance(obj, nn.Module):
         return RawCheckpoint("pickled module", dict(obj.state_dict()), module=obj)
     if not isinstance(obj, dict):
@@ -176,7 +180,7 @@ def _strip_prefix(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], str]:
     return state, prefix
 
 
-def _read_pythae(path: Path, trust_pickle: bool) -> RawCheckpoint:
+def _read_pythae(path: Path, trusted: bool) -> RawCheckpoint:
     """A pythae model folder: model_config.json, model.pt ({"model_state_dict": ...}), maybe pickled nets."""
     if not (path / "model_config.json").is_file() and (path / "final_model" / "model_config.json").is_file():
         path = path / "final_model"
@@ -184,34 +188,27 @@ def _read_pythae(path: Path, trust_pickle: bool) -> RawCheckpoint:
     if not config_file.is_file():
         raise CheckpointError(f"{path}: a folder without model_config.json; pass a pythae model folder or a file")
     try:
-        config = json.loads(config_file.read_text())
+        text = config_file.read_text()
     except (OSError, ValueError) as err:
-        raise CheckpointError(f"{config_file}: not valid JSON ({err})") from None
+        raise CheckpointError(f"{config_file}: cannot be read ({err})") from None
+    config = parse_json(text, str(config_file))
     if not isinstance(config, dict):
         raise CheckpointError(f"{config_file}: expected a JSON object with name, input_dim and latent_dim")
     weights = path / "model.pt"
     if not weights.is_file():
         raise CheckpointError(f"{path}: no model.pt beside model_config.json; the pythae folder is incomplete")
-    raw = _from_object(_torch_load(weights, trust_pickle), weights)
+    raw = _from_object(_torch_load(weights, trusted), weights)
     raw.fmt, raw.meta = "pythae", {"model_config": config}
     pickled = [p for p in ("encoder.pkl", "decoder.pkl") if (path / p).is_file()]
-    if pickled and not trust_pickle:
-        raise CheckpointError(
-            f"{path}: custom networks are pickled in {' and '.join(pickled)}; loading them could run code; "
-            f"{TRUST_HINT}, or pass --model FILE.py:NAME to rebuild the networks"
-        )
-    for name in pickled:
-        raw.meta[name[:-4]] = _load_pickled_net(path / name)
+    for name in pickled:  # pythae writes custom networks with cloudpickle or pickle
+        net = trusted_load(path / name, f"pythae custom network pickled in {name}", trusted,
+                           lambda n=name: pickle.loads((path / n).read_bytes()),  # noqa: S301 -- trusted only
+                           ", or pass --model FILE.py:NAME to rebuild the networks")
+        raw.meta[name[:-4]] = _as_module(net, path / name)
     return raw
 
 
-def _load_pickled_net(path: Path) -> nn.Module:
-    """A pythae custom network (trusted): pythae writes these with cloudpickle or pickle."""
-    try:
-        with open(path, "rb") as fh:
-            net = pickle.load(fh)  # noqa: S301 -- only under --trust-pickle
-    except Exception as err:  # noqa: BLE001 -- arbitrary user code ran; report it in one line
-        raise CheckpointError(f"{path}: cannot unpickle it ({type(err).__name__}: {_first_line(err)})") from None
+def _as_module(net: object, path: Path) -> nn.Module:
     if not isinstance(net, nn.Module):
         raise CheckpointError(f"{path}: holds a {type(net).__name__}, not a torch module")
     return net

@@ -60,7 +60,7 @@ def write_case(name: str, data: bytes) -> Path:
 def outcome(name: str, data: bytes):  # noqa: ANN201
     """Load the mutated file: the LoadedModel, or None after our own one-line error naming it."""
     path = write_case(name, data)
-    options = LoadOptions(**(PYTHAE_OPTIONS if name.startswith("pythae") else {}))
+    options = LoadOptions(**(PYTHAE_OPTIONS if name.startswith("pythae") else {}), trust_code=name == "script")
     try:
         return load_model(path, options=options)
     except EntropyElboError as err:
