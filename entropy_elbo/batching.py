@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 
+from entropy_elbo import limits
 from entropy_elbo.errors import EntropyElboError
 
 MIN_ROWS = 64
@@ -20,17 +19,7 @@ def available_memory(device: torch.device | str) -> int:
     device = torch.device(device)
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return 2**30
+    return limits.available_memory()
 
 
 def bytes_per_row(model: torch.nn.Module, row_numel: int, samples: int) -> int:

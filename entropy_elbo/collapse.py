@@ -29,7 +29,8 @@ import torch
 from torch import Tensor
 
 from entropy_elbo.entropies import LOG_2PI_E, gaussian_entropy
-from entropy_elbo.errors import EntropyElboError, ModelError
+from entropy_elbo.errors import EntropyElboError
+from entropy_elbo.estimate import check_encoder_output
 from entropy_elbo.models.protocol import GaussianVAE
 
 PRIOR_ENTROPY = 0.5 * LOG_2PI_E  # H[N(0, 1)] = 0.5 log(2 pi e) ~ 1.4189 nats
@@ -69,9 +70,6 @@ def chunk_sums(nu: Tensor, log_tau2: Tensor, *, prior_log_var: Tensor | None = N
                epsilon: float = LUCAS_EPSILON) -> CollapseSums:
     """The statistics of one chunk of encoder outputs nu, log tau^2, each (B, H)."""
     nu, log_tau2 = nu.detach().double(), log_tau2.detach().double().expand_as(nu)
-    if not (torch.isfinite(nu).all() and torch.isfinite(log_tau2).all()):
-        raise ModelError("encoder: returned non-finite means or log-variances for this data; check the data's "
-                         "scaling and the checkpoint")
     kl = latent_kl(nu, log_tau2, None if prior_log_var is None else prior_log_var.detach())  # (B, H)
     mean = nu.mean(0)
     return CollapseSums(
@@ -203,6 +201,7 @@ def stream_sums(encodings: Iterable[tuple[Tensor, Tensor]], *, prior_log_var: Te
     for nu, log_tau2 in encodings:
         if nu.shape[0] == 0:
             continue
+        check_encoder_output(nu.detach(), log_tau2.detach().expand_as(nu), 0 if total is None else total.n)
         part = chunk_sums(nu, log_tau2, prior_log_var=prior_log_var, epsilon=epsilon)
         total = part if total is None else merge_sums(total, part)
     if total is None:

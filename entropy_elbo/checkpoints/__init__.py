@@ -30,6 +30,7 @@ from entropy_elbo.checkpoints.native import (
 from entropy_elbo.checkpoints.user import build_user_model, load_strict, parse_kwargs
 from entropy_elbo.checkpoints.vanilla import VanillaLayout, vanilla_from_shapes
 from entropy_elbo.errors import CheckpointError, ModelError
+from entropy_elbo.limits import check_regular
 from entropy_elbo.models.config import ACTIVATIONS
 from entropy_elbo.models.protocol import GaussianVAE
 
@@ -80,6 +81,7 @@ def load_model(path: str | Path, *, device: torch.device | str = "cpu",
     options = options or LoadOptions()
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or folder; check the checkpoint path")
+    check_regular(path, "a checkpoint file or a pythae model folder", CheckpointError, folder_ok=True)
     if path.is_file() and is_native(path) and options.model is None:
         model, meta = load_checkpoint(path, device=device)
         meta["introspection"] = native_introspection(path, model)

@@ -24,12 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from tokenize import TokenError
 from types import ModuleType
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
 
 from entropy_elbo.data.idx import GZ_ERRORS, is_idx, open_idx
 from entropy_elbo.errors import DataError
+from entropy_elbo.limits import check_memory, check_regular, size_text
 
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = b"PK\x03\x04"
@@ -50,6 +51,7 @@ def open_array(path: str | Path, key: str | None = None, drop_column: int | None
         raise DataError(f"{path}: no such file; check the path")
     if path.is_dir():
         raise DataError(f"{path}: is a folder; pass a .npy/.npz/.csv file (or use load_image_folder)")
+    check_regular(path, "a .npy, .npz or .csv data file", DataError)
     suffix = path.suffix.lower()
     if key is not None and suffix != ".npz":
         raise DataError(f"{path}: --key {key!r} applies to .npz files only; drop it")
@@ -85,16 +87,22 @@ def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
     if head != NPY_MAGIC:
         hint = "it is a zip; rename it to .npz" if head[:4] == ZIP_MAGIC else "save it with numpy.save"
         raise DataError(f"{path}: not a .npy file (bad magic bytes {head!r}); {hint}")
-    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
     try:
         with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            if version not in readers:
-                raise DataError(f"{path}: .npy format {version} is unsupported; re-save it with numpy.save")
-            shape, _, dtype = readers[version](f)
+            shape, dtype = _read_npy_header(f, path)
             return shape, dtype, f.tell()
     except (ValueError, OSError, SyntaxError, TokenError, TypeError, RecursionError) as e:
         raise DataError(f"{path}: corrupt .npy header ({e}); re-save it with numpy.save") from e
+
+
+def _read_npy_header(f: BinaryIO, path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of the .npy whose magic bytes start at f's position; f is left at its data."""
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    version = np.lib.format.read_magic(f)
+    if version not in readers:
+        raise DataError(f"{path}: .npy format {version} is unsupported; re-save it with numpy.save")
+    shape, _, dtype = readers[version](f)
+    return shape, dtype
 
 
 def _open_npy(path: Path) -> np.ndarray:
@@ -129,6 +137,8 @@ def _open_npz(path: Path, key: str | None) -> np.ndarray:
             key = keys[0] if key is None else key
             if key not in keys:
                 raise DataError(f"{path}: no array {key!r}; keys are {keys}, pass one with --key")
+            _check_npz_member(npz.zip.getinfo(f"{key}.npy") if f"{key}.npy" in npz.zip.namelist() else None, npz,
+                              path, key)
             x = npz[key]
     except NPZ_ERRORS as e:
         if "pickle" in str(e):
@@ -140,6 +150,29 @@ def _open_npz(path: Path, key: str | None) -> np.ndarray:
     return x
 
 
+INFLATE_RATIO = 100  # savez_compressed shrinks real data 1-10 fold; deflate's ceiling is about 1000
+
+
+def _check_npz_member(info: zipfile.ZipInfo | None, npz: np.lib.npyio.NpzFile, path: Path, key: str) -> None:
+    """Before inflating a member: its .npy header must fit its size, and what it inflates to must fit in memory."""
+    if info is None:
+        return  # a member without the .npy suffix: numpy hands it out as raw bytes, the caller refuses it
+    with npz.zip.open(info) as member:
+        if member.read(len(NPY_MAGIC)) != NPY_MAGIC:
+            return  # numpy hands such a member out as raw bytes; the caller refuses it
+        member.seek(0)
+        shape, dtype = _read_npy_header(member, path)  # header only, no data
+    declared = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    if declared > info.file_size:
+        raise DataError(f"{path}: member {key!r} declares {shape} {dtype} ({size_text(declared)}) but holds "
+                        f"{size_text(info.file_size)}; the archive is damaged, save it again with numpy.savez")
+    if info.compress_type != zipfile.ZIP_STORED and info.file_size > INFLATE_RATIO * max(info.compress_size, 2**20):
+        raise DataError(f"{path}: member {key!r} inflates from {size_text(info.compress_size)} to "
+                        f"{size_text(info.file_size)}, more than {INFLATE_RATIO}-fold, as only a compression bomb or "
+                        "near-constant data does; save real data with numpy.savez (uncompressed) or as .npy")
+    check_memory(info.file_size, f"{path}: member {key!r}", "save it as .npy, which is memory-mapped", DataError)
+
+
 def _open_text_file(path: Path):  # noqa: ANN202
     """A text file opened for reading, through gzip when its name ends in .gz."""
     if path.name.lower().endswith(".gz"):
@@ -148,19 +181,30 @@ def _open_text_file(path: Path):  # noqa: ANN202
 
 
 def _first_line_is_header(path: Path) -> bool:
-    """Whether the first line of a comma-separated file is a non-numeric header."""
+    """Whether the first line of a comma-separated file is a header: it has names and none of them is a number.
+
+    An empty cell says nothing either way, so a data row with a missing value is not taken for a header (it is
+    refused by the reader, naming its line and column).
+    """
     with _open_text_file(path) as f:
-        first = f.readline().strip()
+        cells = [c.strip() for c in f.readline().strip().split(",")]
+    names = [c for c in cells if c]
+    return bool(names) and not any(_is_number(c) for c in names)
+
+
+def _is_number(text: str) -> bool:
     try:
-        for value in first.split(",") if first else []:
-            float(value)
+        float(text)
     except ValueError:
-        return True
-    return False
+        return False
+    return True
 
 
 def _open_text(path: Path) -> np.ndarray:
     """A comma-separated numeric table as float32 (N, D), skipping one header line if present."""
+    size = path.stat().st_size
+    check_memory(2 * size, f"{path}: this {size_text(size)} text table", "save it as .npy, which is memory-mapped",
+                 DataError)  # its float32 table takes at most twice the text's bytes (a digit and a comma each)
     try:
         skip = 1 if _first_line_is_header(path) else 0
         with warnings.catch_warnings():  # an empty table gets our own 0-rows error below
@@ -183,6 +227,9 @@ def _open_text(path: Path) -> np.ndarray:
 def _text_error(e: ValueError, skip: int) -> str:
     """numpy's loadtxt error with its row numbers turned into 1-based file lines and 0-based columns."""
     msg = str(e).split(";")[0].rstrip(".")
+    empty = re.search(r"could not convert string '' to \w+ at row (\d+), column (\d+)", msg)
+    if empty:
+        return f"empty cell at line {int(empty[1]) + skip + 1}, column {int(empty[2]) - 1}"
     bad_value = re.search(r"(could not convert string .*) at row (\d+), column (\d+)", msg)
     if bad_value:
         return f"{bad_value[1]} at line {int(bad_value[2]) + skip + 1}, column {int(bad_value[3]) - 1}"
@@ -266,16 +313,33 @@ def _raw_chunks(
         yield rows, chunk
 
 
+def magnitude_limit(row_numel: int) -> float:
+    """The largest |x| whose square, summed over a row of `row_numel` values, stays finite in float32.
+
+    Every Gaussian log-density of the estimators sums (x - mu)^2 over a row; beyond this they overflow (or, in
+    `collapse`, the encoder's outputs grow without meaning), so such data is refused wherever it is read.
+    """
+    return float(np.sqrt(np.finfo(np.float32).max / max(1, row_numel)))
+
+
 def _check_finite(chunk: np.ndarray, rows: np.ndarray, source: str, raw: np.ndarray | None = None) -> None:
-    """Raise a DataError naming the first row and column holding NaN or Inf."""
-    bad = ~np.isfinite(chunk)
+    """Raise a DataError naming the first row and column holding NaN, Inf or a value too large to use."""
+    limit = magnitude_limit(int(np.prod(chunk.shape[1:])))
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.abs(chunk) <= limit)
     if not bad.any():
         return
     pos = np.unravel_index(int(np.argmax(bad)), chunk.shape)
     value = chunk[pos] if raw is None else raw[pos]
     where = f"column {pos[1]}" if chunk.ndim == 2 else f"position {tuple(int(p) for p in pos[1:])}"
-    what = f"value {value} is too large for float32" if np.isfinite(value) else f"non-finite value {value}"
-    raise DataError(f"{source}: row {int(rows[pos[0]])}, {where} holds a {what}; clean the data first")
+    if not np.isfinite(value):
+        what = f"a non-finite value {value}"
+    elif abs(float(value)) > float(np.finfo(np.float32).max):
+        what = f"a value {value} is too large for float32"
+    else:
+        what = (f"the value {value:g}, beyond +-{limit:.3g} where its square summed over a row of "
+                f"{int(np.prod(chunk.shape[1:]))} values overflows float32")
+    raise DataError(f"{source}: row {int(rows[pos[0]])}, {where} holds {what}; clean or rescale the data first")
 
 
 def iter_batches(
