@@ -22,7 +22,7 @@ from entropy_elbo.data import SYNTHETIC, iter_batches, make_synthetic, open_arra
 from entropy_elbo.devices import resolve_device
 from entropy_elbo.entropies import LOG_VAR_LIMIT
 from entropy_elbo.errors import EntropyElboError
-from entropy_elbo.estimate import estimate, with_iwae
+from entropy_elbo.estimate import at_optimal_variance, estimate, with_iwae
 from entropy_elbo.models import MODELS, ModelConfig, build_model, model_config
 from entropy_elbo.models.config import ACTIVATIONS
 from entropy_elbo.montecarlo import iwae_bound
@@ -108,8 +108,9 @@ def checkpoint_options(f):  # noqa: ANN001, ANN201
         click.option("--encoder-var", default=None, metavar="NAME",
                      help="Encoder variance head or parameter (overrides the guess)."),
         click.option("--encoder-var-param", type=PARAM_CHOICE, default=None, help="How --encoder-var stores it."),
-        click.option("--decoder-variance", type=float, default=None, metavar="VALUE",
-                     help="sigma^2 of a model whose decoder variance was never learned (MSE-trained)."),
+        click.option("--decoder-variance", default=None, metavar="VALUE|optimal",
+                     help="sigma^2 of a model whose decoder variance was never learned (MSE-trained), or 'optimal': "
+                          "sigma*^2 = sigma^2 r, the value that maximises the Monte Carlo ELBO given the rest."),
         click.option("--activation", type=click.Choice(list(ACTIVATIONS)), default="relu", show_default=True,
                      help="Activation between the Linear layers of a plain MLP state_dict."),
         click.option("--trust-code", "--trust-pickle", "trust_code", is_flag=True,
@@ -156,10 +157,14 @@ def estimate_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int |
                 est = with_iwae(est, bound.value, bound.stderr, bound.samples)
     finally:
         distributed.teardown()
+    if load_options.optimal_variance:
+        est = at_optimal_variance(est)
     if loaded.introspection is not None and loaded.introspection.fmt != "entropy-elbo":
         est.extra["checkpoint"] = loaded.introspection.to_dict()
+        est.assumptions = est.extra["checkpoint"]["assumptions"]
         if not as_json and (ctx is None or ctx.is_main):
             report.message(report.wild_summary(loaded.introspection))
+            report.print_assumptions(loaded.introspection)
     if ctx is None or ctx.is_main:
         report.print_estimate(est, str(checkpoint), as_json)
 
@@ -436,7 +441,8 @@ def check_wild(loaded: LoadedModel, x: np.ndarray, source: str) -> None:
                                "pass matching data")
     if intro.decoder.kind == "fixed" and intro.decoder.value is None:
         raise EntropyElboError(f"{intro.source}: its decoder variance was never learned ({intro.decoder.evidence}); "
-                               "pass --decoder-variance VALUE for the Monte Carlo ELBO at that sigma^2")
+                               "pass --decoder-variance VALUE for the Monte Carlo ELBO at that sigma^2, or "
+                               "--decoder-variance optimal for the ELBO at the best sigma^2 given the rest")
 
 
 @main.command(name="inspect")
@@ -499,7 +505,14 @@ def collapse_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int |
         distributed.teardown()
     if ranks is not None and not ranks.is_main:
         return
-    report.print_collapse(result, str(checkpoint), as_json)
+    intro = loaded.introspection
+    wild = intro is not None and intro.fmt != "entropy-elbo"
+    if wild and not as_json:
+        report.message(report.wild_summary(intro))
+        report.print_assumptions(intro)
+    found = intro.to_dict() if wild else None
+    report.print_collapse(result, str(checkpoint), as_json,
+                          {"checkpoint": found, "assumptions": found["assumptions"]} if found else None)
     if plot is not None:
         report.plot_collapse(result, str(plot), checkpoint.name)
         report.message(f"wrote the per-latent entropy chart to {plot}")

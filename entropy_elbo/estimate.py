@@ -49,6 +49,8 @@ class Estimate:
     iwae: float | None = None  # importance-weighted bound on log p(x) (Burda et al. 2016), when asked for
     iwae_stderr: float | None = None  # its standard error over data points
     iwae_samples: int | None = None  # K importance samples per data point
+    warnings: list[str] = field(default_factory=list)  # figures that cannot be trusted, and why (STATIONARY_TOL)
+    assumptions: list[dict[str, str]] = field(default_factory=list)  # how a checkpoint from the wild was read
 
     @property
     def relative_difference(self) -> float | None:
@@ -108,6 +110,11 @@ def accumulate(
             f = terms.loglik - kl  # (B,) per-point MC ELBO
             _add(acc, "f", f.sum())
             _add(acc, "f_sq", f.pow(2).sum())
+            _add(acc, "ll", terms.loglik.sum())  # with kl: the ELBO at any other scalar sigma^2 (at_variance)
+            _add(acc, "ll_sq", terms.loglik.pow(2).sum())
+            _add(acc, "ll_kl", (terms.loglik * kl).sum())
+            _add(acc, "kl", kl.sum())
+            _add(acc, "kl_sq", kl.pow(2).sum())
             _add(acc, "f_var_s", terms.loglik_var.sum())
             _add(acc, "r", terms.sq_ratio.flatten())
             _add(acc, "decoder_entropy", terms.decoder_entropy.sum())
@@ -172,7 +179,12 @@ def summarize(model: GaussianVAE, acc: dict[str, Tensor], *, samples: int, d: in
             stationarity["r_per_dim"] = r_d.tolist()
             stationarity["sigma2_optimal"] = (torch.tensor(sigma2, dtype=torch.float64) * r_d).tolist()
         elif kind in ("scalar", "fixed"):
-            stationarity["sigma2_optimal"] = float(np.asarray(sigma2).reshape(-1)[0]) * r
+            s2 = float(np.asarray(sigma2).reshape(-1)[0])
+            stationarity["sigma2_optimal"] = s2 * r
+            if "ll" in acc and np.size(sigma2) == 1:
+                at = at_variance(acc, n=n, d=d, samples=samples, sigma2=s2, new_sigma2=s2 * r)
+                stationarity["mc_elbo_at_sigma2_optimal"], stationarity["mc_stderr_at_sigma2_optimal"] = at[:2]
+                stationarity["mc_sampling_stderr_at_sigma2_optimal"] = at[2]
     if sigma2 is not None:
         stationarity["sigma2"] = sigma2
 
@@ -181,12 +193,85 @@ def summarize(model: GaussianVAE, acc: dict[str, Tensor], *, samples: int, d: in
         w, _, s2 = model.ppca()
         ppca = entropies.ppca_log_likelihood(w.detach().cpu(), float(s2.detach()), acc["scatter"].cpu() / n)
 
-    return Estimate(
+    est = Estimate(
         n=n, d=d, h=h, decoder_variance=kind, entropy_elbo=f_h,
         entropies={"encoder": enc_ent, "prior": prior_ent, "decoder": dec_ent},
         mc_elbo=mc, mc_stderr=mc_se, mc_sampling_stderr=mc_sampling_se, mc_samples=samples,
         stationarity=stationarity, ppca_loglik=ppca, note=note, decoder_entropy_stderr=dec_ent_se,
     )
+    est.warnings = stationarity_warnings(est)
+    return est
+
+
+def at_variance(acc: dict[str, Tensor], *, n: int, d: int, samples: int, sigma2: float,
+                new_sigma2: float) -> tuple[float, float | None, float | None]:
+    """MC ELBO (eq. 2), its standard error and sampling error had the scalar decoder variance been `new_sigma2`,
+    from the sums of one pass at `sigma2`: per point, mean_s log N(x; mu, s'^2) = -D/2 log(2 pi s'^2)
+    + (s^2/s'^2) (ll_n + D/2 log(2 pi s^2)), so the same samples give the ELBO at any s'^2 in closed form."""
+    ratio = sigma2 / new_sigma2
+    shift = 0.5 * d * (entropies.LOG_2PI + math.log(sigma2))  # u_n = ll_n + shift = -E||x - mu||^2 / (2 s^2)
+    ll, kl = float(acc["ll"]) / n, float(acc["kl"]) / n
+    value = -0.5 * d * (entropies.LOG_2PI + math.log(new_sigma2)) + ratio * (ll + shift) - kl
+    stderr = None
+    if n > 1:
+        var_ll = (float(acc["ll_sq"]) - n * ll * ll) / (n - 1)
+        var_kl = (float(acc["kl_sq"]) - n * kl * kl) / (n - 1)
+        cov = (float(acc["ll_kl"]) - n * ll * kl) / (n - 1)
+        stderr = math.sqrt(max(0.0, ratio**2 * var_ll + var_kl - 2 * ratio * cov) / n)
+    sampling = ratio * math.sqrt(float(acc["f_var_s"]) / samples) / n if samples > 1 else None
+    return value, stderr, sampling
+
+
+STATIONARY_TOL = 0.1  # warn when r or any a_h is further than this from 1 (README, "When a number is not trusted")
+
+
+def stationarity_warnings(est: Estimate) -> list[str]:
+    """Why the entropy ELBO may not be this checkpoint's ELBO: r or a_h far from 1 (gap identity, eq. 76)."""
+    st, out = est.stationarity, []
+    fixed = est.decoder_variance == "fixed"
+    r = st.get("r")
+    if isinstance(r, float) and abs(r - 1) > STATIONARY_TOL:
+        if fixed:
+            out.append(f"r = {r:.4g}: the stated decoder variance sigma^2 is far from the best one given the rest "
+                       f"(sigma*^2 = sigma^2 r = {st.get('sigma2_optimal', float('nan')):.4g}), so the Monte Carlo "
+                       "ELBO is that of a poor variance choice; --decoder-variance optimal gives the ELBO at sigma*^2")
+        else:
+            out.append(f"r = {r:.4g} is far from 1: the decoder term D(1-r)/2 = {0.5 * est.d * (1 - r):.4g} nats/point "
+                       "of the gap identity (eq. 76) is not zero, so the entropy ELBO is not this checkpoint's ELBO; "
+                       "the model is not at a stationary point, or its output activation or decoder variance was "
+                       "misread (see `entropy-elbo inspect`)")
+    a = st.get("a") or []
+    far = [(h, v) for h, v in enumerate(a) if abs(v - 1) > STATIONARY_TOL]
+    if far:
+        shown = ", ".join(f"z{h} {v:.3g}" for h, v in far[:8]) + (", ..." if len(far) > 8 else "")
+        term = 0.5 * sum(1 - v for v in a)
+        what = ("" if fixed else "so the entropy ELBO is not this checkpoint's ELBO; ")
+        out.append(f"a_h = mean_n(nu^2 + tau^2) is far from 1 for {len(far)} of {len(a)} latents ({shown}): the "
+                   f"encoder term sum_h (1-a_h)/2 = {term:.4g} nats/point of the gap identity (eq. 76) is not zero, "
+                   f"{what}the encoder is not at a stationary point, or its variance parameterization (log-variance, "
+                   "softplus std, log-std) was misread (see `entropy-elbo inspect`)")
+    return out
+
+
+def at_optimal_variance(est: Estimate) -> Estimate:
+    """The estimate of a fixed-variance model with sigma^2 replaced by sigma*^2 = sigma^2 r, the variance that
+    maximises the Monte Carlo ELBO given the rest (closed form from the same pass and samples)."""
+    st = dict(est.stationarity)
+    if "mc_elbo_at_sigma2_optimal" not in st:
+        raise EntropyElboError("--decoder-variance optimal needs a scalar decoder variance and --samples >= 1")
+    s2 = float(st["sigma2_optimal"])
+    a = st["a"]
+    st.update(r=1.0, sigma2=s2, gap=0.5 * sum(1 - v for v in a), sigma2_optimal=s2)
+    mc, se, sse = (st.pop(k) for k in ("mc_elbo_at_sigma2_optimal", "mc_stderr_at_sigma2_optimal",
+                                       "mc_sampling_stderr_at_sigma2_optimal"))
+    ents = dict(est.entropies, decoder=est.d * float(entropies.gaussian_entropy(torch.tensor(math.log(s2)))))
+    note = (f"decoder variance set to sigma*^2 = sigma^2 r = {s2:.6g} (--decoder-variance optimal), the value that "
+            "maximises the Monte Carlo ELBO given the encoder and decoder mean: the best ELBO this fixed-variance "
+            "model reaches, not one it was trained at; the entropy form still does not apply (sigma^2 was never "
+            "learned)")
+    out = replace(est, mc_elbo=mc, mc_stderr=se, mc_sampling_stderr=sse, stationarity=st, entropies=ents, note=note)
+    out.warnings = stationarity_warnings(out)
+    return out
 
 
 def _stderr(total: Tensor, total_sq: Tensor, n: int) -> float | None:

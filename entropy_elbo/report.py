@@ -74,6 +74,8 @@ def print_estimate(est: Estimate, source: str, as_json: bool) -> None:
     if as_json:
         print_json(est.to_dict())
         return
+    for warning in est.warnings:
+        err.print(f"[bold red]warning:[/bold red] {escape(warning)}", highlight=False)
     out.print(estimate_table(est, source))
     if est.note:
         err.print(f"note: {est.note}")
@@ -144,7 +146,15 @@ def inspection_table(intro: object) -> Table:
         t.add_row("prior variance", f"learned: {intro.prior.name}", intro.prior.evidence, intro.prior.override)
     for note in intro.notes:
         t.add_row("note", "", note, "")
+    for a in intro.assumptions:
+        t.add_row("assumed", a.what, a.evidence, a.override)
     return t
+
+
+def print_assumptions(intro: object) -> None:
+    """The assumptions made in reading a checkpoint from the wild, one stderr line each."""
+    for a in getattr(intro, "assumptions", []):
+        err.print(escape(f"assumed: {a.what} ({a.evidence}; override: {a.override})"), highlight=False)
 
 
 def print_inspection(intro: object, as_json: bool) -> None:
@@ -212,10 +222,10 @@ def collapse_bars(result: CollapseResult, width: int = 40) -> list[str]:
     return lines
 
 
-def print_collapse(result: CollapseResult, source: str, as_json: bool) -> None:
+def print_collapse(result: CollapseResult, source: str, as_json: bool, extra: dict | None = None) -> None:
     """Print the collapse table, counts, disagreements and bar chart, or one JSON object on stdout."""
     if as_json:
-        print_json({"source": source, **result.to_dict()})
+        print_json({"source": source, **result.to_dict(), **(extra or {})})
         return
     out.print(collapse_table(result, source))
     names = {"entropy": "entropy criterion (eq. 24)", "active_units": "active units (Burda et al. 2016)",

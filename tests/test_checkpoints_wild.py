@@ -154,7 +154,8 @@ def test_lightning_vanilla_vae_fixed_variance_mc_elbo(tmp_path: Path) -> None:
     info = run_json("inspect", ckpt, "--data", data, *spec)
     assert (info["fmt"], info["h"], info["d"]) == ("lightning", 3, 64)
     assert info["decoder"]["kind"] == "fixed" and info["decoder"]["value"] is None
-    assert info["encoder"]["name"] == "fc_var" and info["encoder"]["param"] == "logvar"
+    assert info["encoder"]["name"] == "encode()[1]" and info["encoder"]["param"] == "logvar"
+    assert "'fc_var'" in info["encoder"]["evidence"]  # named like the head, read through the model's own encode()
 
     no_value = run("estimate", ckpt, "--data", data, *spec)
     assert "--decoder-variance" in one_line_error(no_value)
@@ -216,7 +217,7 @@ def test_pytorch_vae_vanilla_layout_is_read_from_shapes_without_model(tmp_path: 
     info = run_json("inspect", ckpt)
     assert (info["fmt"], info["h"], info["d"]) == ("lightning", 3, 192)
     assert "VanillaVAE" in info["model_kind"]
-    assert info["encoder"]["name"] == "fc_var" and info["decoder"]["kind"] == "fixed"
+    assert "'fc_var'" in info["encoder"]["evidence"] and info["decoder"]["kind"] == "fixed"
 
     with torch.no_grad():
         nu, log_var = vae.encode(x)

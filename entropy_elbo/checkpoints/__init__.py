@@ -49,6 +49,9 @@ class LoadedModel:
         return found if isinstance(found, Introspection) else None
 
 
+OPTIMAL = "optimal"
+
+
 @dataclass
 class LoadOptions:
     """How to read a checkpoint from the wild; every field overrides one guess (the CLI's checkpoint flags)."""
@@ -59,7 +62,7 @@ class LoadOptions:
     decoder_var_param: str | None = None  # logvar | logstd | std | var | softplus_std | softplus_var
     encoder_var: str | None = None  # parameter or head holding the encoder variance
     encoder_var_param: str | None = None
-    decoder_variance: float | None = None  # sigma^2 of a model whose decoder variance was never learned
+    decoder_variance: float | str | None = None  # sigma^2 of a never-learned decoder variance, or "optimal"
     activation: str = "relu"  # between the Linear layers of a plain MLP state_dict
     trust_code: bool = False  # allow TorchScript and arbitrary pickles (runs code from the file)
     input_shape: tuple[int, ...] | None = None  # one data row's shape, to probe a module's methods
@@ -70,8 +73,22 @@ class LoadOptions:
         if self.model_kwargs is not None and self.model is None:
             raise CheckpointError("--model-kwargs: given without --model; pass --model FILE.py:NAME (the class they "
                                   "build) or drop --model-kwargs")
+        if self.decoder_variance == OPTIMAL:
+            return
+        if isinstance(self.decoder_variance, str):
+            try:
+                self.decoder_variance = float(self.decoder_variance)
+            except ValueError:
+                raise CheckpointError(f"--decoder-variance: got {self.decoder_variance!r}; pass a positive sigma^2 "
+                                      "or 'optimal'") from None
         if self.decoder_variance is not None and not 0 < self.decoder_variance < float("inf"):
-            raise CheckpointError(f"--decoder-variance: got {self.decoder_variance}; it must be a positive sigma^2")
+            raise CheckpointError(f"--decoder-variance: got {self.decoder_variance}; it must be a positive sigma^2 "
+                                  "or 'optimal'")
+
+    @property
+    def optimal_variance(self) -> bool:
+        """--decoder-variance optimal: sigma^2 = sigma^2 r is chosen from the data (estimate.at_optimal_variance)."""
+        return self.decoder_variance == OPTIMAL
 
 
 def load_model(path: str | Path, *, device: torch.device | str = "cpu",
@@ -169,12 +186,16 @@ def _decoder_finding(state: dict[str, Tensor], options: LoadOptions, d: int | No
     found = find_decoder_variance(state, name=options.decoder_var, param=options.decoder_var_param, d=d)
     if options.decoder_variance is not None and options.decoder_var is None:
         ignored = f"; the learned {found.name!r} was set aside" if found.kind != "fixed" else ""
+        if options.optimal_variance:
+            return Finding("fixed", None, "var", "sigma^2 chosen from the data as sigma*^2 = sigma^2 r, the value that "
+                           f"maximises the Monte Carlo ELBO (--decoder-variance optimal){ignored}", DEC_OVERRIDE,
+                           value=1.0)
         return Finding("fixed", None, "var", f"sigma^2 = {options.decoder_variance} from --decoder-variance{ignored}",
                        DEC_OVERRIDE, value=float(options.decoder_variance))
     if found.kind == "fixed" and pythae is not None:
         loss = pythae.get("reconstruction_loss", "mse")
         found.evidence = (f"pythae {pythae.get('name', 'model')} trained with reconstruction_loss {loss!r}: "
-                          "the decoder variance is implicit and fixed; pass --decoder-variance VALUE")
+                          "the decoder variance is implicit and fixed; pass --decoder-variance VALUE (or optimal)")
     return found
 
 
@@ -199,6 +220,7 @@ def adapt(raw: RawCheckpoint, options: LoadOptions, source: str) -> tuple[nn.Mod
         encoder.evidence += f" (parameterization set by --encoder-var-param {options.encoder_var_param})"
     prior = find_prior(state)
     notes: list[str] = []
+    assumed: list[tuple[str, str, str]] = []
     if module is not None:
         decoder = _decoder_finding(state, options, None, pythae)
         shape = getattr(module, "input_shape", None) if options.input_shape is None else None
@@ -229,6 +251,8 @@ def adapt(raw: RawCheckpoint, options: LoadOptions, source: str) -> tuple[nn.Mod
         model = ShapesMLP(state, layout, encoder, decoder, options.activation, output)
         h, d = layout.h, layout.d
         kind = f"pythae {pythae.get('name')} (default MLP networks)" if pythae else "plain MLP from the weights' shapes"
+        assumed.append((f"hidden activation {options.activation}", "not in the weights: --activation (default relu)",
+                        "--activation"))
         notes.append(f"architecture read from shapes: encoder {len(layout.trunk)} + head, decoder "
                      f"{len(layout.decoder)} Linear layers, activation {options.activation} (--activation)"
                      + ("; sigmoid output (pythae default decoder)" if output else ""))
@@ -236,7 +260,35 @@ def adapt(raw: RawCheckpoint, options: LoadOptions, source: str) -> tuple[nn.Mod
         model.prior_key = prior.name  # VAE-2: p(z) = N(0, A) with learned diagonal A
     if raw.prefix:
         notes.append(f"key prefix {raw.prefix!r} stripped")
-    return model, Introspection(source, raw.fmt, kind, h, d, decoder, encoder, prior, notes)
+    intro = Introspection(source, raw.fmt, kind, h, d, decoder, encoder, prior, notes)
+    _variance_assumptions(intro, module is not None)
+    for item in assumed:
+        intro.assume(*item)
+    return model, intro
+
+
+def _variance_assumptions(intro: Introspection, has_methods: bool) -> None:
+    """The assumptions every reading makes: the prior, the decoder mean, and both variances' parameterizations."""
+    if intro.prior is None:
+        intro.assume("prior p(z) = N(0, I)", "no parameter named like a prior variance (logalpha2, prior_logvar)",
+                     "none: other priors are refused")
+    else:
+        intro.assume(f"prior p(z) = N(0, diag exp({intro.prior.name})) (VAE-2)", intro.prior.evidence,
+                     intro.prior.override)
+    if has_methods:
+        intro.assume("decoder mean mu(z) = what the model's decode()/decoder returns",
+                     "the model's own method is authoritative", "--model FILE.py:NAME")
+    enc, dec = intro.encoder, intro.decoder
+    intro.assume(f"encoder variance {enc.name} is a {enc.param}", enc.evidence, enc.override)
+    if dec.kind == "fixed":
+        what = "never learned" if dec.value is None else f"fixed at sigma^2 = {_short(dec.value)}"
+        intro.assume(f"decoder variance {what}", dec.evidence, dec.override)
+    else:
+        intro.assume(f"decoder variance {dec.name} is a {dec.param} ({dec.kind})", dec.evidence, dec.override)
+
+
+def _short(value: object) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else f"{len(value)} values" if isinstance(value, list) else "?"
 
 
 class _PythaeNets(nn.Module):

@@ -358,12 +358,16 @@ def plan_module(module: nn.Module, state: dict[str, Tensor], encoder: Finding | 
         raise CheckpointError(f"{encode_via}() returned {type(out).__name__}; expected (mean, log-variance) tensors "
                               "of shape (B, H) or an object with embedding and log_covariance")
     h, d = int(nu.shape[1]), int(probe[0].numel())
-    if encoder is not None and encoder.kind == "head" and scripted:
-        encoder = Finding("output", f"{encode_via}()[1]", encoder.param, f"{encoder.evidence}; TorchScript cannot "
-                          f"be hooked, so {encode_via}()'s second output is taken as that head's raw output",
-                          encoder.override)
+    pythae_var = mean_field is not None and _field(out, "log_covariance") is not None
+    method_var = encode_via != "forward" and (pythae_var or (len(ts) > var_index and ts[var_index].shape == nu.shape))
+    if encoder is not None and encoder.kind == "head" and (scripted or method_var):
+        why = ("TorchScript cannot be hooked" if scripted and not method_var else
+               "the model's own method is authoritative: whatever it applies after that layer counts")
+        name = "log_covariance" if pythae_var else f"{encode_via}()[{var_index}]"
+        encoder = Finding("output", name, encoder.param, f"{encoder.evidence}; {why}, so {encode_via}()'s variance "
+                          f"output is read (as {encoder.param}), not the layer's raw output", encoder.override)
     if encoder is None:
-        if mean_field and _field(out, "log_covariance") is not None:
+        if pythae_var:
             encoder = Finding("output", "log_covariance", "logvar", f"{encode_via}() returns an object with "
                               "embedding and log_covariance (pythae convention: log-variance)",
                               "--encoder-var NAME --encoder-var-param P")

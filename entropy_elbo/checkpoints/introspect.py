@@ -80,6 +80,22 @@ class Finding:
 
 
 @dataclass
+class Assumption:
+    """One thing taken for granted about a checkpoint: what, the evidence for it, and the flag that overrides it.
+
+    Readers of any format (ours, peers' packages) append these to `Introspection.assumptions`; `inspect`,
+    `estimate` and `collapse` show them all, as a table and in `--json`.
+    """
+
+    what: str  # e.g. "hidden activation: leaky_relu"
+    evidence: str  # why: a name, a config key, a score on the data
+    override: str  # the flag (or class) that changes it
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+@dataclass
 class Introspection:
     """What `inspect` reports: model kind, H, D and the variance findings with their evidence."""
 
@@ -92,6 +108,11 @@ class Introspection:
     encoder: Finding
     prior: Finding | None = None
     notes: list[str] = field(default_factory=list)
+    assumptions: list[Assumption] = field(default_factory=list)
+
+    def assume(self, what: str, evidence: str, override: str) -> None:
+        """Record one assumption (peer readers call this too)."""
+        self.assumptions.append(Assumption(what, evidence, override))
 
     def to_dict(self) -> dict[str, object]:
         out = asdict(self)
@@ -183,7 +204,8 @@ def find_decoder_variance(state: dict[str, Tensor], *, name: str | None = None, 
         return Finding("fixed", None, "var", f"no learned decoder variance; sigma^2 = {fixed_value} from "
                        "--decoder-variance", DEC_OVERRIDE, value=float(fixed_value))
     return Finding("fixed", None, None, "no parameter or sub-network is named like a decoder variance, so it was "
-                   "never learned (e.g. an MSE loss); pass --decoder-variance VALUE for the Monte Carlo ELBO",
+                   "never learned (e.g. an MSE loss); pass --decoder-variance VALUE (or optimal) for the Monte Carlo "
+                   "ELBO",
                    DEC_OVERRIDE)
 
 
