@@ -440,8 +440,9 @@ def check_wild(loaded: LoadedModel, x: np.ndarray, source: str) -> None:
         raise EntropyElboError(f"{source}: rows have {got} values but the checkpoint's model takes {intro.d}; "
                                "pass matching data")
     if intro.decoder.kind == "fixed" and intro.decoder.value is None:
+        value = "VALUE" if intro.decoder.implied is None else f"{intro.decoder.implied:g} (what its loss implies)"
         raise EntropyElboError(f"{intro.source}: its decoder variance was never learned ({intro.decoder.evidence}); "
-                               "pass --decoder-variance VALUE for the Monte Carlo ELBO at that sigma^2, or "
+                               f"pass --decoder-variance {value} for the Monte Carlo ELBO at that sigma^2, or "
                                "--decoder-variance optimal for the ELBO at the best sigma^2 given the rest")
 
 

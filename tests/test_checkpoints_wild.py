@@ -259,65 +259,7 @@ def test_user_class_mismatch_and_import_error_are_one_line(tmp_path: Path) -> No
     assert "broken.py" in broken and "boom at import" in broken
 
 
-# ---------------------------------------------------------------------------------------------- pythae
-
-
-class PythaeEncoder(nn.Module):
-    def __init__(self, d: int, h: int) -> None:
-        super().__init__()
-        self.layers = nn.ModuleList([nn.Sequential(nn.Linear(d, 16), nn.ReLU())])
-        self.embedding, self.log_var = nn.Linear(16, h), nn.Linear(16, h)
-
-
-class PythaeDecoder(nn.Module):
-    def __init__(self, d: int, h: int) -> None:
-        super().__init__()
-        self.layers = nn.ModuleList([nn.Sequential(nn.Linear(h, 16), nn.ReLU()),
-                                     nn.Sequential(nn.Linear(16, d), nn.Sigmoid())])
-
-
-class PythaeVAE(nn.Module):
-    """pythae's default MLP VAE layout (Encoder_VAE_MLP / Decoder_AE_MLP), smaller hidden layer."""
-
-    def __init__(self, d: int, h: int) -> None:
-        super().__init__()
-        self.encoder, self.decoder = PythaeEncoder(d, h), PythaeDecoder(d, h)
-
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        t = self.encoder.layers[0](x)
-        return self.encoder.embedding(t), self.encoder.log_var(t)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder.layers[1](self.decoder.layers[0](z))
-
-
-def test_pythae_folder_mc_elbo_at_given_variance(tmp_path: Path) -> None:
-    torch.manual_seed(1)
-    d, h = 6, 2
-    vae = PythaeVAE(d, h)
-    folder = tmp_path / "VAE_training_2024" / "final_model"
-    folder.mkdir(parents=True)
-    (folder / "model_config.json").write_text(json.dumps(
-        {"name": "VAEConfig", "input_dim": [d], "latent_dim": h, "reconstruction_loss": "mse"}))
-    torch.save({"model_state_dict": vae.state_dict()}, folder / "model.pt")
-    x = torch.rand(N_ROWS, d)
-    data = save_data(tmp_path, x)
-
-    info = run_json("inspect", folder.parent)
-    assert info["fmt"] == "pythae" and "pythae VAEConfig" in info["model_kind"]
-    assert (info["h"], info["d"]) == (h, d)
-    assert info["encoder"]["name"] == "encoder.log_var" and info["encoder"]["param"] == "logvar"
-    assert info["decoder"]["kind"] == "fixed" and "'mse'" in info["decoder"]["evidence"]
-
-    est = run_json("estimate", folder, "--data", data, "--decoder-variance", "0.05", "--samples", "64")
-    assert est["entropy_elbo"] is None and est["decoder_variance"] == "fixed"
-    mine, se = independent_mc_elbo(vae.encode, vae.decode, torch.tensor(0.05), x, 64)
-    assert_within_4_se(est, mine, se)
-    assert est["stationarity"]["sigma2"] == pytest.approx(0.05, rel=1e-12)
-
-    (folder / "encoder.pkl").write_bytes(b"not read")
-    refused = one_line_error(run("inspect", folder))
-    assert "encoder.pkl" in refused and "--trust-code" in refused
+# pythae folders are read with pythae's own classes: tests/test_peers_pythae.py
 
 
 # ---------------------------------------------------------------------------------------------- TorchScript

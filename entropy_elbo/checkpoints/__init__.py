@@ -27,6 +27,12 @@ from entropy_elbo.checkpoints.native import (
     save_checkpoint,
     unreadable_reason,
 )
+from entropy_elbo.checkpoints.peers import (
+    build_pythae,
+    lightning_implied_variance,
+    pythae_implied_variance,
+    pythae_name,
+)
 from entropy_elbo.checkpoints.user import build_user_model, load_strict, parse_kwargs
 from entropy_elbo.checkpoints.vanilla import VanillaLayout, vanilla_from_shapes
 from entropy_elbo.errors import CheckpointError, ModelError
@@ -105,7 +111,7 @@ def load_model(path: str | Path, *, device: torch.device | str = "cpu",
         return LoadedModel(model, f"{path} (entropy-elbo checkpoint, {model.config.kind})", meta)
     if path.is_file() and (reason := unreadable_reason(path)):
         raise CheckpointError(reason)
-    raw = read_checkpoint(path, trust_code=options.trust_code)
+    raw = read_checkpoint(path, trust_code=options.trust_code, model_given=options.model is not None)
     check_finite(raw.state, path)
     try:
         model, intro = adapt(raw, options, str(path))
@@ -192,11 +198,19 @@ def _decoder_finding(state: dict[str, Tensor], options: LoadOptions, d: int | No
                            value=1.0)
         return Finding("fixed", None, "var", f"sigma^2 = {options.decoder_variance} from --decoder-variance{ignored}",
                        DEC_OVERRIDE, value=float(options.decoder_variance))
-    if found.kind == "fixed" and pythae is not None:
-        loss = pythae.get("reconstruction_loss", "mse")
-        found.evidence = (f"pythae {pythae.get('name', 'model')} trained with reconstruction_loss {loss!r}: "
-                          "the decoder variance is implicit and fixed; pass --decoder-variance VALUE (or optimal)")
     return found
+
+
+def _implied_variance(decoder: Finding, raw: RawCheckpoint, d: int) -> None:
+    """A fixed variance the peer's training loss implies (pythae's config, PyTorch-VAE's kld_weight): say it."""
+    if decoder.kind != "fixed" or decoder.value is not None:
+        return
+    if raw.fmt == "pythae":
+        implied = pythae_implied_variance(raw.meta["model_config"])
+    else:
+        implied = lightning_implied_variance(raw.meta.get("hyper_parameters"), d)
+    if implied is not None:
+        decoder.implied, decoder.evidence = implied
 
 
 def adapt(raw: RawCheckpoint, options: LoadOptions, source: str) -> tuple[nn.Module, Introspection]:
@@ -213,9 +227,13 @@ def adapt(raw: RawCheckpoint, options: LoadOptions, source: str) -> tuple[nn.Mod
         module, kind = raw.module, ("TorchScript module" if raw.fmt == "torchscript" else "pickled module (trusted)")
     elif pythae is not None and ("encoder" in raw.meta or "decoder" in raw.meta):
         module, kind = _pythae_module(raw), f"pythae {pythae.get('name')} with custom networks (trusted pickles)"
+    elif pythae is not None and (built := build_pythae(pythae, state, source)) is not None:
+        module, kind = built, f"pythae {pythae_name(pythae)} (pythae's own class and default networks)"
     elif (vanilla := vanilla_from_shapes(state)) is not None:
         module, kind = vanilla, "PyTorch-VAE VanillaVAE layout read from shapes"
     encoder = find_encoder_variance(state, name=options.encoder_var, param=options.encoder_var_param)
+    if pythae is not None and module is not None and options.encoder_var is None:
+        encoder = None  # pythae's encoder(x) returns log_covariance: its own output, not a hooked layer
     if encoder is not None and options.encoder_var is None and options.encoder_var_param:
         encoder.evidence += f" (parameterization set by --encoder-var-param {options.encoder_var_param})"
     prior = find_prior(state)
@@ -256,6 +274,7 @@ def adapt(raw: RawCheckpoint, options: LoadOptions, source: str) -> tuple[nn.Mod
         notes.append(f"architecture read from shapes: encoder {len(layout.trunk)} + head, decoder "
                      f"{len(layout.decoder)} Linear layers, activation {options.activation} (--activation)"
                      + ("; sigmoid output (pythae default decoder)" if output else ""))
+    _implied_variance(decoder, raw, d)
     if prior is not None:
         model.prior_key = prior.name  # VAE-2: p(z) = N(0, A) with learned diagonal A
     if raw.prefix:

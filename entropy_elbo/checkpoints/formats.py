@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from entropy_elbo.checkpoints.native import read_metadata
+from entropy_elbo.checkpoints.peers import check_pythae, custom_route
 from entropy_elbo.errors import CheckpointError, first_line, parse_json
 
 STATE_KEYS = ("state_dict", "model_state_dict", "model")
@@ -42,11 +43,14 @@ class RawCheckpoint:
     prefix: str = ""  # the wrapper prefix stripped from every key (Lightning's "model.")
 
 
-def read_checkpoint(path: str | Path, *, trust_code: bool = False) -> RawCheckpoint:
-    """Read `path` (a file or a pythae folder) into tensors and, where the format has one, a module."""
+def read_checkpoint(path: str | Path, *, trust_code: bool = False, model_given: bool = False) -> RawCheckpoint:
+    """Read `path` (a file or a pythae folder) into tensors and, where the format has one, a module.
+
+    `model_given`: the user's --model class supplies the networks, so a pythae folder's pickles are not needed.
+    """
     path = Path(path)
     if path.is_dir():
-        return _read_pythae(path, trust_code)
+        return _read_pythae(path, trust_code, model_given)
     if read_metadata(path) is not None:
         return _read_safetensors(path)
     return _from_object(_torch_load(path, trust_code), path)
@@ -180,7 +184,7 @@ def _strip_prefix(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], str]:
     return state, prefix
 
 
-def _read_pythae(path: Path, trusted: bool) -> RawCheckpoint:
+def _read_pythae(path: Path, trusted: bool, model_given: bool = False) -> RawCheckpoint:
     """A pythae model folder: model_config.json, model.pt ({"model_state_dict": ...}), maybe pickled nets."""
     if not (path / "model_config.json").is_file() and (path / "final_model" / "model_config.json").is_file():
         path = path / "final_model"
@@ -194,16 +198,20 @@ def _read_pythae(path: Path, trusted: bool) -> RawCheckpoint:
     config = parse_json(text, str(config_file))
     if not isinstance(config, dict):
         raise CheckpointError(f"{config_file}: expected a JSON object with name, input_dim and latent_dim")
+    try:
+        check_pythae(config)
+    except CheckpointError as err:
+        raise CheckpointError(f"{path}: {err}") from None
     weights = path / "model.pt"
     if not weights.is_file():
         raise CheckpointError(f"{path}: no model.pt beside model_config.json; the pythae folder is incomplete")
     raw = _from_object(_torch_load(weights, trusted), weights)
     raw.fmt, raw.meta = "pythae", {"model_config": config}
-    pickled = [p for p in ("encoder.pkl", "decoder.pkl") if (path / p).is_file()]
+    pickled = [p for p in ("encoder.pkl", "decoder.pkl") if (path / p).is_file() and not model_given]
     for name in pickled:  # pythae writes custom networks with cloudpickle or pickle
         net = trusted_load(path / name, f"pythae custom network pickled in {name}", trusted,
                            lambda n=name: pickle.loads((path / n).read_bytes()),  # noqa: S301 -- trusted only
-                           ", or pass --model FILE.py:NAME to rebuild the networks")
+                           f", or {custom_route(config)}")
         raw.meta[name[:-4]] = _as_module(net, path / name)
     return raw
 

@@ -74,6 +74,7 @@ class Finding:
     evidence: str
     override: str  # the flags that change this decision
     value: float | list[float] | None = None  # the variance itself (decoder scalar / per-dim, or given)
+    implied: float | None = None  # a fixed sigma^2 that the peer's training loss implies (suggested, not used)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

@@ -80,7 +80,8 @@ def build_user_model(spec: str, kwargs: dict[str, object]) -> nn.Module:
     return model
 
 
-def load_strict(model: nn.Module, state: dict[str, Tensor], prefix: str, source: str) -> None:
+def load_strict(model: nn.Module, state: dict[str, Tensor], prefix: str, source: str,
+                advice: str = "the weights do not fit the --model class: {}; check --model and --model-kwargs") -> None:
     """Load `state` into `model` strictly, with or without the stripped wrapper prefix; a mismatch names keys."""
     want = model.state_dict()
     variants = [state]
@@ -99,6 +100,5 @@ def load_strict(model: nn.Module, state: dict[str, Tensor], prefix: str, source:
             parts.append(f"unexpected {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}")
         if shapes:
             parts.append(f"shape (file vs model) {'; '.join(shapes[:3])}")
-        raise CheckpointError(f"{source}: the weights do not fit the --model class: {'; '.join(parts)}; "
-                              "check --model and --model-kwargs")
+        raise CheckpointError(f"{source}: {advice.format('; '.join(parts))}")
     model.load_state_dict(best, strict=True)

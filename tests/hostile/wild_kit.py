@@ -4,10 +4,10 @@ a TorchScript archive, a pythae folder, and the user's model class in a .py file
 from __future__ import annotations
 
 import importlib.util
-import json
 import sys
 from pathlib import Path
 
+import pythae.models as pm
 import torch
 from safetensors.torch import save_file
 
@@ -66,13 +66,6 @@ def build_wild(folder: Path, seed: int = 0) -> dict[str, Path]:
                 "pytorch-lightning_version": "2.1.0", "optimizer_states": [], "lr_schedulers": []}, files["ckpt"])
     save_file({k: v.contiguous() for k, v in state.items()}, files["safetensors"])
     torch.jit.script(vae).save(str(files["script"]))
-    pythae = files["pythae"]
-    pythae.mkdir()
-    (pythae / "model_config.json").write_text(json.dumps({"name": "VAEConfig", "input_dim": [D], "latent_dim": H,
-                                                          "reconstruction_loss": "mse"}))
-    enc = {"encoder.layers.0.weight": torch.randn(8, D), "encoder.layers.0.bias": torch.randn(8),
-           "encoder.embedding.weight": torch.randn(H, 8), "encoder.embedding.bias": torch.randn(H),
-           "encoder.log_var.weight": torch.randn(H, 8), "encoder.log_var.bias": torch.randn(H),
-           "decoder.layers.0.weight": torch.randn(D, H), "decoder.layers.0.bias": torch.randn(D)}
-    torch.save({"model_state_dict": enc}, pythae / "model.pt")
+    torch.manual_seed(seed)
+    pm.VAE(pm.VAEConfig(input_dim=(D,), latent_dim=H)).save(str(files["pythae"]))  # pythae's own folder
     return files
