@@ -89,14 +89,20 @@ def accumulate(
     samples: int,
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
+    encodings: list[tuple[Tensor, Tensor]] | None = None,
 ) -> dict[str, Tensor]:
-    """Float64 sums over the data of every per-point quantity that `summarize` needs (mergeable by adding)."""
+    """Float64 sums over the data of every per-point quantity that `summarize` needs (mergeable by adding).
+
+    With `encodings`, each batch's encoder outputs (nu, log tau^2) are appended to it, for `collapse` to reuse.
+    """
     device = torch.device(device)
     acc: dict[str, Tensor] = {}
     rows = -1
     for x in _batches_to_tensors(batches, device):
         nu, log_tau2 = model.encode(x)  # (B, H) each, float32
         check_encoder_output(nu, log_tau2, max(rows, 0))
+        if encodings is not None:
+            encodings.append((nu, log_tau2))
         rows = max(rows, 0) + x.shape[0]
         _add(acc, "encoder_entropy", _encoder_entropy_sum(log_tau2))
         _add(acc, "a", nu.double().square().sum(0) + log_tau2.double().exp().sum(0))  # (H,)

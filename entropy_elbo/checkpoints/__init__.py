@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -38,7 +38,7 @@ from entropy_elbo.checkpoints.vanilla import VanillaLayout, vanilla_from_shapes
 from entropy_elbo.errors import CheckpointError, ModelError
 from entropy_elbo.limits import check_regular
 from entropy_elbo.models.config import ACTIVATIONS
-from entropy_elbo.models.protocol import GaussianVAE
+from entropy_elbo.models.protocol import GaussianVAE, VAEBase
 
 
 @dataclass
@@ -121,6 +121,29 @@ def load_model(path: str | Path, *, device: torch.device | str = "cpu",
             raise
         raise CheckpointError(f"{path}: {err}") from None
     return LoadedModel(model.to(device).eval(), f"{path} ({intro.model_kind})", {"introspection": intro})
+
+
+def wrap_module(module: nn.Module, example: Tensor, options: LoadOptions | None = None) -> tuple[GaussianVAE,
+                                                                                            Introspection | None]:
+    """A live module as a GaussianVAE, found out as `load_model` finds out a checkpoint (and with its overrides).
+
+    Our own models are used as they are. Any other module is wrapped in a `ModuleAdapter`, after one run of its
+    encoder and decoder on the first rows of `example` (the caller keeps its train/eval flags and RNG state).
+    """
+    options = options or LoadOptions()
+    if options.model is not None:
+        raise CheckpointError("model: a live module needs no --model class; drop options.model")
+    overridden = any(v is not None for v in (options.decoder_var, options.decoder_var_param, options.encoder_var,
+                                             options.encoder_var_param, options.decoder_variance))
+    if isinstance(module, VAEBase) and not overridden:
+        return module, None
+    state = {k: v for k, v in module.state_dict().items() if isinstance(v, Tensor)}
+    check_finite(state, Path("the live module"))
+    raw = RawCheckpoint("live module", state, module=module)
+    model, intro = adapt(raw, replace(options, input_shape=tuple(example.shape[1:])), f"live {type(module).__name__}",
+                         probe=example[:2])
+    check_variances(model, intro.source)
+    return model, intro
 
 
 def check_finite(state: dict[str, Tensor], path: Path) -> None:
@@ -213,8 +236,13 @@ def _implied_variance(decoder: Finding, raw: RawCheckpoint, d: int) -> None:
         decoder.implied, decoder.evidence = implied
 
 
-def adapt(raw: RawCheckpoint, options: LoadOptions, source: str) -> tuple[nn.Module, Introspection]:
-    """Wrap what `read_checkpoint` found into a GaussianVAE, deciding every variance with its evidence."""
+MODULE_KINDS = {"torchscript": "TorchScript module", "live module": "live module (in this process)"}
+
+
+def adapt(raw: RawCheckpoint, options: LoadOptions, source: str,
+          probe: Tensor | None = None) -> tuple[nn.Module, Introspection]:
+    """Wrap what `read_checkpoint` found into a GaussianVAE, deciding every variance with its evidence (a module is
+    run once on `probe` rows, by default random ones of its input shape)."""
     state = raw.state
     pythae = raw.meta.get("model_config") if raw.fmt == "pythae" else None
     module, kind = None, None
@@ -224,7 +252,7 @@ def adapt(raw: RawCheckpoint, options: LoadOptions, source: str) -> tuple[nn.Mod
         state = {k: v for k, v in module.state_dict().items() if isinstance(v, Tensor)}
         kind = f"user class {options.model}"
     elif raw.module is not None:
-        module, kind = raw.module, ("TorchScript module" if raw.fmt == "torchscript" else "pickled module (trusted)")
+        module, kind = raw.module, MODULE_KINDS.get(raw.fmt, "pickled module (trusted)")
     elif pythae is not None and ("encoder" in raw.meta or "decoder" in raw.meta):
         module, kind = _pythae_module(raw), f"pythae {pythae.get('name')} with custom networks (trusted pickles)"
     elif pythae is not None and (built := build_pythae(pythae, state, source)) is not None:
@@ -242,7 +270,8 @@ def adapt(raw: RawCheckpoint, options: LoadOptions, source: str) -> tuple[nn.Mod
     if module is not None:
         decoder = _decoder_finding(state, options, None, pythae)
         shape = getattr(module, "input_shape", None) if options.input_shape is None else None
-        probe = torch.rand(2, *(shape or _probe_shape(raw, options)))
+        if probe is None:
+            probe = torch.rand(2, *(shape or _probe_shape(raw, options)))
         module.eval()
         plan = plan_module(module, state, encoder, decoder, probe)
         model: nn.Module = ModuleAdapter(module, plan)
@@ -326,4 +355,5 @@ def _pythae_module(raw: RawCheckpoint) -> nn.Module:
     return module
 
 
-__all__ = ["LoadOptions", "LoadedModel", "inspect_checkpoint", "load_checkpoint", "load_model", "save_checkpoint"]
+__all__ = ["LoadOptions", "LoadedModel", "inspect_checkpoint", "load_checkpoint", "load_model", "save_checkpoint",
+           "wrap_module"]

@@ -248,6 +248,7 @@ class ModuleAdapter(VAEBase):
         self.latent_dim = plan.h
         self.decoder_variance = plan.decoder.kind  # type: ignore[assignment]
         self._captured: dict[str, Tensor] = {}
+        self._capturing = False  # hooks record only the adapter's own calls, never the user's training steps
         for finding in (plan.encoder, plan.decoder):
             if finding.kind in ("head", "network") and (finding is plan.encoder or plan.dec_source == "hook"):
                 self._hook(finding.name)
@@ -259,6 +260,8 @@ class ModuleAdapter(VAEBase):
             raise CheckpointError(f"sub-module {name!r} not found in the model") from None
 
         def keep(_m: nn.Module, _i: object, out: object) -> None:
+            if not self._capturing:
+                return
             ts = _tensors(out)
             self._captured[name] = ts[0] if ts else out
 
@@ -270,13 +273,18 @@ class ModuleAdapter(VAEBase):
                 return v
         raise CheckpointError(f"parameter {name!r} not found in the model")
 
-    def _call_encoder(self, x: Tensor) -> object:
-        return run_foreign(_encoder_fn(self.module, self.plan.encode_via), x, self.plan.encode_via)
+    def _capture(self, fn, arg: Tensor, via: str) -> object:  # noqa: ANN001
+        """The model's own fn(arg) (one-line errors), the variance hooks recording what their sub-modules return."""
+        self._captured.clear()
+        self._capturing = True
+        try:
+            return run_foreign(fn, arg, via)
+        finally:
+            self._capturing = False
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         enc = self.plan.encoder
-        self._captured.clear()
-        out = self._call_encoder(x)
+        out = self._capture(_encoder_fn(self.module, self.plan.encode_via), x, self.plan.encode_via)
         mean = _field(out, self.plan.mean_field) if self.plan.mean_field else None
         ts = _tensors(out)
         nu = mean if mean is not None else ts[self.plan.mean_index]
@@ -297,16 +305,12 @@ class ModuleAdapter(VAEBase):
             return None
         return to_log_var(self._named(enc.name), enc.param or "logvar").reshape(-1)
 
-    def _call_decoder(self, z: Tensor) -> object:
+    def decode(self, z: Tensor) -> tuple[Tensor, Tensor]:
         if self.plan.decode_via is None:
             raise ModelError("the model has no decode() method or decoder sub-module; pass --samples 0 for the "
                              "entropy ELBO alone, or --model FILE.py:NAME")
         fn = self.module.decode if self.plan.decode_via == "decode" else self.module.decoder
-        return run_foreign(fn, z, self.plan.decode_via)
-
-    def decode(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        self._captured.clear()
-        out = self._call_decoder(z)
+        out = self._capture(fn, z, self.plan.decode_via)
         recon = _field(out, "reconstruction")
         ts = _tensors(out)
         mu = recon if recon is not None else ts[0]

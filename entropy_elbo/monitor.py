@@ -1,0 +1,235 @@
+"""Watch a VAE train in the user's own loop: entropy ELBO, stationarity and collapse on a fixed batch, per epoch.
+
+`Monitor(model, data=batch)` finds out the model as the checkpoint loaders do (our models as they are; any
+other module through `ModuleAdapter`, with the same overrides), and `step(epoch)` returns one row in the
+schema of our run logs (`entropy-elbo plot monitor.jsonl` draws it). The figures come from the estimators
+`estimate.accumulate`/`summarize` and `collapse`'s streaming statistics: one encoder pass for the entropy
+figures and the three collapse metrics, and with `samples` >= 1 one decoder pass of S samples per row for the
+Monte Carlo ELBO and r. Every figure is in nats per data point (per latent for the per-latent ones).
+
+The evaluation leaves the model's training state alone: it runs in eval mode under `inference_mode` (batch
+norm keeps its running statistics, dropout is off), restores every sub-module's train/eval flag, draws its
+samples from its own seeded generator (the same noise at every step) and restores torch's global RNG state.
+Under torch.distributed each rank takes its block of the batch and the float64 sums are added over ranks.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from entropy_elbo.checkpoints import LoadOptions, wrap_module
+from entropy_elbo.collapse import (
+    ACTIVE_THRESHOLD,
+    LUCAS_DELTA,
+    LUCAS_EPSILON,
+    METRICS,
+    CollapseResult,
+    check_settings,
+    stream_sums,
+    summarize_collapse,
+)
+from entropy_elbo.errors import EntropyElboError
+from entropy_elbo.estimate import FIXED_NOTE, UNITS, Estimate, accumulate, check_finite_estimate, summarize
+from entropy_elbo.runs import append_log
+
+R_TOLERANCE = 0.2  # warn when |r - 1| exceeds it ...
+R_PATIENCE = 5  # ... at this many steps in a row (early in training r is far from 1 anyway)
+
+
+class MonitorWarning(UserWarning):
+    """Something the monitor saw during training: a collapsing latent, sigma^2 far from its optimum, a fixed sigma^2."""
+
+
+@contextmanager
+def untouched(module: nn.Module, device: torch.device) -> Iterator[None]:
+    """Eval mode and inference mode for the block; afterwards every train/eval flag and torch's RNG state as before."""
+    flags = [(m, m.training) for m in module.modules()]
+    devices = [device] if device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices), torch.inference_mode():
+            module.eval()
+            yield
+    finally:
+        for m, training in flags:
+            m.training = training
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """Where the module's first parameter (or buffer) lives; CPU for a module with neither."""
+    for t in (*module.parameters(), *module.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def as_rows(data: object) -> Tensor:
+    """The monitor's fixed batch as a float32 tensor (B, ...), or a one-line error naming what to pass."""
+    if isinstance(data, np.ndarray):
+        data = torch.from_numpy(np.require(data, dtype=np.float32, requirements=["C", "W"]))
+    if not isinstance(data, Tensor) or data.dim() < 2 or data.shape[0] == 0:
+        got = f"shape {tuple(data.shape)}" if isinstance(data, (Tensor, np.ndarray)) else type(data).__name__
+        raise EntropyElboError(f"data: got {got}; pass a tensor or array of rows (B, ...) with B >= 1, the inputs "
+                               "alone (for an (x, y) batch pass x)")
+    if not data.is_floating_point():
+        raise EntropyElboError(f"data: dtype {str(data.dtype).replace('torch.', '')}; pass floating-point rows")
+    return data.detach().to(torch.float32)
+
+
+class Monitor:
+    """The paper's figures of a live model on a fixed batch, one row per `step` (nats per data point)."""
+
+    def __init__(self, model: nn.Module, data: object, *, samples: int = 1, seed: int = 0,
+                 log: str | Path | None = None, threshold: float | None = None, delta: float | None = None,
+                 active_threshold: float = ACTIVE_THRESHOLD, lucas_epsilon: float = LUCAS_EPSILON,
+                 lucas_delta: float = LUCAS_DELTA, r_tolerance: float = R_TOLERANCE, r_patience: int = R_PATIENCE,
+                 options: LoadOptions | None = None, distributed: bool | None = None) -> None:
+        if samples < 0:
+            raise EntropyElboError(f"samples: got {samples}; pass 0 (entropy figures only) or a positive count")
+        check_settings(threshold, delta, active_threshold, lucas_epsilon, lucas_delta)
+        self.module, self.samples, self.seed = model, samples, seed
+        self.collapse_settings = {"threshold": threshold, "delta": delta, "active_threshold": active_threshold,
+                                  "lucas_delta": lucas_delta}
+        self.lucas_epsilon, self.r_tolerance, self.r_patience = lucas_epsilon, r_tolerance, r_patience
+        self.log = None if log is None else Path(log)
+        if self.log is not None and not self.log.parent.is_dir():
+            raise EntropyElboError(f"log {self.log}: folder {self.log.parent} does not exist; create it first")
+        rows = as_rows(data)
+        self.d = int(np.prod(rows.shape[1:]))
+        if distributed is None:
+            distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+        if rows.shape[0] < self.world:
+            raise EntropyElboError(f"data: {rows.shape[0]} rows for {self.world} processes; pass at least one row "
+                                   "per process")
+        start, stop = self.rank * rows.shape[0] // self.world, (self.rank + 1) * rows.shape[0] // self.world
+        self._rows = rows[start:stop]  # this rank's contiguous block (all rows in one process)
+        device = module_device(model)
+        with untouched(model, device):
+            self.vae, self.introspection = wrap_module(model, self._rows.to(device), options)
+        self.rows: list[dict[str, object]] = []
+        self._warned: set[object] = set()
+        self._ever_active: set[int] = set()
+        self._r_out = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 (or the only process) writes the log and warns."""
+        return self.rank == 0
+
+    @property
+    def mc_samples(self) -> int:
+        """S, or 0 for a fixed decoder variance whose value nobody gave (the MC ELBO would be at a made-up sigma^2)."""
+        intro = self.introspection
+        if intro is not None and intro.decoder.kind == "fixed" and intro.decoder.value is None:
+            return 0
+        return self.samples
+
+    def measure(self) -> tuple[Estimate, CollapseResult]:
+        """The estimate and the collapse metrics of the model as it is now, over the whole batch (all ranks)."""
+        device = module_device(self.module)
+        x = self._rows.to(device)
+        samples = self.mc_samples
+        kept: list[tuple[Tensor, Tensor]] = []
+        prior = self.vae.prior_log_var
+        with untouched(self.module, device):
+            gen = torch.Generator(device=device).manual_seed(self.seed + self.rank)
+            acc = self._all_or_none(device, lambda: accumulate(self.vae, [x], samples=samples, generator=gen,
+                                                               device=device, encodings=kept))
+            prior = None if prior is None else prior.detach()
+            sums = stream_sums(kept, prior_log_var=prior, epsilon=self.lucas_epsilon)
+            if self.world > 1:
+                from entropy_elbo.distributed import all_reduce_sums, merge_over_ranks
+
+                acc = all_reduce_sums(acc)
+                sums = merge_over_ranks(sums, self._context(), device, self.lucas_epsilon)
+            est = check_finite_estimate(summarize(self.vae, acc, samples=samples, d=self.d))
+            result = summarize_collapse(sums, prior_log_var=prior, **self.collapse_settings)
+        return est, result
+
+    def step(self, epoch: int | None = None) -> dict[str, object]:
+        """Measure now; returns (and logs) the row: entropy ELBO and its three entropies, MC ELBO, r, a_h,
+        per-latent entropies, active latents by the three metrics, and the warnings first raised at this step."""
+        start = time.perf_counter()
+        epoch = len(self.rows) + 1 if epoch is None else int(epoch)
+        est, result = self.measure()
+        row = monitor_row(epoch, est, result)
+        row["warnings"] = self._warnings(epoch, est, result)
+        row.update(seconds=time.perf_counter() - start, wall_time=time.time())
+        self.rows.append(row)
+        if self.log is not None and self.is_main:
+            append_log(self.log, row)
+        return row
+
+    # ------------------------------------------------------------------------------------------ internals
+
+    def _context(self):  # noqa: ANN202
+        from entropy_elbo.distributed import Context
+
+        return Context(self.rank, self.world, self.rank)
+
+    def _all_or_none(self, device: torch.device, fn):  # noqa: ANN001, ANN202
+        if self.world == 1:
+            return fn()
+        from entropy_elbo.distributed import all_or_none
+
+        return all_or_none(self._context(), device, fn)
+
+    def _warnings(self, epoch: int, est: Estimate, result: CollapseResult) -> list[str]:
+        """Each kind of trouble once (once per latent for collapse), as a MonitorWarning on the main rank."""
+        new: list[tuple[object, str]] = []
+        if est.decoder_variance == "fixed":
+            given = "" if self.mc_samples else "; pass options=LoadOptions(decoder_variance=VALUE) for the MC ELBO"
+            new.append(("fixed", f"{FIXED_NOTE}{given}"))
+        for k, collapsed in enumerate(result.collapsed["entropy"]):
+            if not collapsed:
+                self._ever_active.add(k)
+            elif k in self._ever_active:
+                new.append((("collapse", k), f"epoch {epoch}: latent {k} collapsed: its mean encoder entropy "
+                            f"{result.mean_entropy[k]:.4f} nats exceeds {result.entropy_threshold[k]:.4f} (eq. 24), "
+                            "after being active at an earlier step"))
+        r = est.stationarity.get("r")
+        if r is not None and est.decoder_variance in ("scalar", "per-dim"):
+            self._r_out = self._r_out + 1 if abs(r - 1) > self.r_tolerance else 0
+            if self._r_out >= self.r_patience:
+                s2 = np.mean(est.stationarity["sigma2"])
+                new.append(("r", f"epoch {epoch}: r = {r:.4f} (|r - 1| > {self.r_tolerance} at {self._r_out} steps in "
+                            f"a row): sigma^2 = {s2:.4g} is far from its optimum sigma^2 * r = {s2 * r:.4g} given the "
+                            f"rest, so the entropy ELBO is off by (D/2)(1 - r) = {self.d * (1 - r) / 2:.4g} nats per "
+                            "data point (eq. 76); check that sigma^2 is learned, or give it a larger learning rate"))
+        fresh = [(key, text) for key, text in new if key not in self._warned]
+        for key, text in fresh:
+            self._warned.add(key)
+            if self.is_main:
+                warnings.warn(text, MonitorWarning, stacklevel=3)
+        return [text for _, text in fresh]
+
+
+def monitor_row(epoch: int, est: Estimate, result: CollapseResult) -> dict[str, object]:
+    """One row in the schema of `train`'s run log (`elbo` is the MC ELBO on the monitor's batch), plus r, a_h and
+    the three collapse metrics; nats per data point."""
+    active = {m: result.h - c for m, c in result.counts.items()}
+    st = est.stationarity
+    return {
+        "epoch": epoch, "elbo": est.mc_elbo, "mc_stderr": est.mc_stderr, "mc_samples": est.mc_samples,
+        "entropy_elbo": est.entropy_elbo, "relative_gap": est.relative_difference,
+        "encoder_entropy": est.entropies["encoder"], "prior_entropy": est.entropies["prior"],
+        "decoder_entropy": est.entropies["decoder"], "latent_entropies": result.mean_entropy,
+        "active_latents": active["entropy"], "active_latents_by_metric": {m: active[m] for m in METRICS},
+        "r": st.get("r"), "a": st["a"], "gap": st.get("gap"), "sigma2": st.get("sigma2"),
+        "sigma2_optimal": st.get("sigma2_optimal"), "n": est.n, "decoder_variance": est.decoder_variance,
+        "units": UNITS, "note": est.note,
+    }
+
+
+def finite(value: object) -> bool:
+    """A number worth logging to a metrics logger (not None, not NaN)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
