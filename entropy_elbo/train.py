@@ -293,7 +293,7 @@ class TrainingData:
 
 
 def prepare_data(spec: str, *, key: str | None = None, drop_column: int | None = None, scale: str = "none",
-                 holdout: float = 0.0, image_size: int = 64, seed: int = 0) -> TrainingData:
+                 holdout: float = 0.0, image_size: int = 64, crop: int | None = None, seed: int = 0) -> TrainingData:
     """A synthetic set, an array file or an image folder, split (seeded) and scaled, as float32 arrays."""
     from pathlib import Path
 
@@ -302,8 +302,9 @@ def prepare_data(spec: str, *, key: str | None = None, drop_column: int | None =
     if Path(spec).is_dir():
         if key is not None or drop_column is not None:
             raise EntropyElboError(f"{spec}: --key and --drop-column apply to array files, not image folders")
-        x = load_image_folder(spec, image_size)
-        source = f"image folder {spec} ({x.shape[0]} images, {x.shape[1]}x{x.shape[2]}x{x.shape[3]})"
+        x = load_image_folder(spec, image_size, crop)
+        cropped = f", centre {crop}x{crop} resized" if crop else ""
+        source = f"image folder {spec} ({x.shape[0]} images, {x.shape[1]}x{x.shape[2]}x{x.shape[3]}{cropped})"
     else:
         x, source = resolve_data(spec, key=key, drop_column=drop_column, seed=seed)
     train_idx, held_idx = split_indices(len(x), holdout, seed)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn import datasets
 
-from entropy_elbo.data import open_array, resolve_data
+from entropy_elbo.data import load_image_folder, open_array, resolve_data
 from entropy_elbo.data.bundled import BUNDLED, load_bundled
 from entropy_elbo.errors import DataError
 
@@ -157,3 +157,42 @@ def test_train_on_the_digits_by_name_sees_scikit_learns_pixels(tmp_path):
     assert data["shape"] == [1797, 64] and "scikit-learn's 'digits' data" in data["source"]
     out = json.loads(cli("estimate", str(run / "model.safetensors"), "--data", "digits", "--samples", "2", "--json"))
     assert out["n"] == 1797 and out["d"] == 64
+
+
+def celeba_like(folder, count: int = 3):
+    """JPEGs of CelebA's aligned size, 178x218: red inside the centred 148x148 square, blue outside."""
+    from PIL import Image
+
+    folder.mkdir()
+    for i in range(count):
+        img = Image.new("RGB", (178, 218), (0, 0, 255))
+        img.paste((255, 0, 0), (15, 35, 163, 183))  # torchvision's CenterCrop(148) box: round((178-148)/2) = 15, ...
+        img.save(folder / f"{i:06d}.jpg", quality=100, subsampling=0)
+    return folder
+
+
+def test_celeba_folder_centre_crop_148_then_resize_keeps_only_the_centre(tmp_path):
+    folder = celeba_like(tmp_path / "img_align_celeba")
+    x = load_image_folder(folder, 64, crop=148)
+    assert x.shape == (3, 3, 64, 64)
+    inner = x[:, :, 2:-2, 2:-2]  # away from the crop's edge, where JPEG ringing may leak a little blue
+    assert inner[:, 0].min() > 0.95 and inner[:, 2].max() < 0.05
+    uncropped = load_image_folder(folder, 64)  # shorter side to 64, centre 64x64: the blue bands stay in
+    assert uncropped[:, 2, :3].min() > 0.9
+    small = tmp_path / "small"
+    small.mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (100, 120)).save(small / "a.jpg")
+    with pytest.raises(DataError) as info:
+        load_image_folder(small, 64, crop=148)
+    assert str(info.value) == (f"{small / 'a.jpg'}: the image is 100x120 pixels, smaller than the centre crop of "
+                               "148; pass a smaller --crop or remove the image")
+
+
+def test_conv_vae_trains_on_the_digits_as_one_channel_8x8_images(tmp_path):
+    run = tmp_path / "conv"
+    cli("train", "conv", "--data", "digits", "--hidden", "4,8", "--latents", "2", "--epochs", "1",
+        "--batch-size", "900", "--out", str(run), "--quiet")
+    config = json.loads(json.loads((run / "run.json").read_text())["model_config"])
+    assert config["data_dim"] == 64 and config["extra"]["in_channels"] == 1 and config["extra"]["image_size"] == 8

@@ -90,3 +90,17 @@ def test_a_failed_claim_makes_the_exit_code_nonzero(capsys) -> None:
     assert not claims.check("paper says", "we measured", False)
     assert claims.exit_code == 1 and claims.failed == ["paper says"]
     assert "[FAIL] Fig. X | paper: paper says" in capsys.readouterr().out
+
+
+def test_real_data_entropy_elbo_on_scikit_learns_digits_and_breast_cancer(tmp_path: Path) -> None:
+    from sklearn.datasets import load_breast_cancer, load_digits
+
+    claims = run_example("real_data", tmp_path)
+    assert claims.exit_code == 0, claims.failed
+    for name, rows in (("digits VAE-1", load_digits().data), ("breast_cancer VAE-1", load_breast_cancer().data)):
+        v = claims.values[name]
+        assert (v["n_train"] + v["n_heldout"], v["d"]) == rows.shape  # the rows scikit-learn ships, 20% held out
+        assert v["n_heldout"] == round(0.2 * len(rows))
+        assert abs(v["relative_difference"]) < 0.02 and abs(v["r"] - 1) < 0.08
+        assert 1 <= v["active"]["entropy"] < v["h"]
+    assert_png(tmp_path / "real_data.png")

@@ -455,25 +455,35 @@ def split_indices(n: int, holdout: float, seed: int) -> tuple[np.ndarray, np.nda
 # ---------------------------------------------------------------------------------------------- images
 
 
-def _image_to_array(path: Path, image_size: int, image_module: ModuleType) -> np.ndarray:
-    """One image as float32 (3, S, S) in [0, 1]: RGB, shorter side resized to S, centre-cropped."""
+def _image_to_array(path: Path, image_size: int, image_module: ModuleType, crop: int | None = None) -> np.ndarray:
+    """One image as float32 (3, S, S) in [0, 1]: RGB; the centre crop x crop square resized to S (CelebA: 148, as
+    the paper's code), or with no crop the shorter side resized to S and the centre S x S kept."""
     try:
         with image_module.open(path) as img:
             img = img.convert("RGB")
             w, h = img.size
-            factor = image_size / min(w, h)
-            size = (max(image_size, round(w * factor)), max(image_size, round(h * factor)))
-            img = img.resize(size, image_module.Resampling.BICUBIC)
-            left, top = (size[0] - image_size) // 2, (size[1] - image_size) // 2
-            img = img.crop((left, top, left + image_size, top + image_size))
+            if crop is not None:
+                if min(w, h) < crop:
+                    raise DataError(f"{path}: the image is {w}x{h} pixels, smaller than the centre crop of {crop}; "
+                                    "pass a smaller --crop or remove the image")
+                left, top = round((w - crop) / 2), round((h - crop) / 2)
+                img = img.crop((left, top, left + crop, top + crop)).resize((image_size, image_size),
+                                                                             image_module.Resampling.BICUBIC)
+            else:
+                factor = image_size / min(w, h)
+                size = (max(image_size, round(w * factor)), max(image_size, round(h * factor)))
+                img = img.resize(size, image_module.Resampling.BICUBIC)
+                left, top = (size[0] - image_size) // 2, (size[1] - image_size) // 2
+                img = img.crop((left, top, left + image_size, top + image_size))
             pixels = np.asarray(img, dtype=np.float32) / 255.0  # (S, S, 3)
     except (OSError, ValueError, SyntaxError) as e:
         raise DataError(f"{path}: unreadable image ({e}); remove or replace it") from e
     return np.clip(pixels, 0.0, 1.0).transpose(2, 0, 1)
 
 
-def load_image_folder(path: str | Path, image_size: int = 64) -> np.ndarray:
-    """All png/jpg/jpeg/bmp images of a folder as float32 (N, 3, S, S) in [0, 1] (CelebA, App. D.4)."""
+def load_image_folder(path: str | Path, image_size: int = 64, crop: int | None = None) -> np.ndarray:
+    """All png/jpg/jpeg/bmp images of a folder as float32 (N, 3, S, S) in [0, 1] (CelebA, App. D.4), each
+    centre-cropped to crop x crop pixels first when crop is given."""
     path = Path(path)
     try:
         from PIL import Image
@@ -483,12 +493,14 @@ def load_image_folder(path: str | Path, image_size: int = 64) -> np.ndarray:
         raise DataError(f"{path}: not a folder; pass a folder of png/jpg/jpeg/bmp images")
     if image_size < 1:
         raise DataError(f"image_size must be a positive number of pixels, got {image_size}")
+    if crop is not None and crop < 1:
+        raise DataError(f"--crop must be a positive number of pixels, got {crop}")
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise DataError(f"{path}: no .png/.jpg/.jpeg/.bmp images in this folder")
     out = np.empty((len(files), 3, image_size, image_size), dtype=np.float32)  # (N, 3, S, S)
     for i, f in enumerate(files):
-        out[i] = _image_to_array(f, image_size, Image)
+        out[i] = _image_to_array(f, image_size, Image, crop)
     return out
 
 
