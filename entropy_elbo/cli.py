@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -41,7 +40,7 @@ class Group(click.Group):
         except EntropyElboError as err:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            click.echo(f"Error: {err}", err=True)
+            click.echo(f"Error: {one_line(str(err))}", err=True)
             sys.exit(1)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
@@ -51,8 +50,14 @@ class Group(click.Group):
         except Exception as err:  # a bug of ours: still one line, with the way to report it
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            click.echo(f"Error: internal error {type(err).__name__}: {err}; rerun with --debug and report it", err=True)
+            click.echo(f"Error: internal error {type(err).__name__}: {one_line(str(err))}; rerun with --debug and "
+                       "report it", err=True)
             sys.exit(1)
+
+
+def one_line(text: str) -> str:
+    """A message whose quoted parts span lines (a library's paragraph) as the one line the CLI promises."""
+    return " / ".join(line.strip() for line in text.strip().splitlines() if line.strip())
 
 
 @click.group(cls=Group)
@@ -252,11 +257,11 @@ def train_cmd(ctx: click.Context, model: str, data_spec: str | None, out: Path |
         run = run_for_resume(resume)
         stored = check_stored(read_settings(run.folder), run.settings)
         settings = resumed_settings(stored, model, given, resume)
-        check_resume_epochs(run, int(settings["epochs"]), resume)
+        done = check_resume_epochs(run, int(settings["epochs"]), resume)
     else:
         if out is None:
             raise EntropyElboError("train: pass --out RUN_FOLDER or --out CHECKPOINT.safetensors")
-        run = run_for_out(out)
+        run, done = run_for_out(out), 0
         if run.settings.exists():
             read_settings(run.folder)  # an empty run.json (a run stopped before it started) says so
             raise EntropyElboError(f"--out {out}: {run.folder} already holds a run; --resume {out} continues it, "
@@ -298,7 +303,7 @@ def train_cmd(ctx: click.Context, model: str, data_spec: str | None, out: Path |
     torch.manual_seed(training.seed)
     net = build_model(config)
     trainer = train if ranks is None else distributed.sharded_trainer(ranks)
-    with report.epoch_progress(training.epochs, quiet or not main_rank) as progress:
+    with report.epoch_progress(training.epochs, quiet or not main_rank, done) as progress:
         history = trainer(net, x, training, device=dev, on_epoch=progress, heldout=held, run=run,
                           resume=resume is not None, metadata=meta)
     if not main_rank:
@@ -339,7 +344,7 @@ def new_settings(model: str, given: dict[str, object]) -> dict[str, object]:
 def resumed_settings(stored: dict[str, object], model: str, given: dict[str, object], path: Path) -> dict[str, object]:
     """The stored run's settings; a flag that would change them (other than --epochs) is an error."""
     settings = dict(stored.get("settings", {}))  # type: ignore[arg-type]
-    kind = json.loads(str(stored["model_config"]))["kind"]
+    kind = ModelConfig.from_json(str(stored["model_config"])).kind
     if kind != model:
         raise EntropyElboError(f"--resume {path}: the run trains {kind}, not {model}; run `train {kind} --resume`")
     for key, value in given.items():
@@ -559,7 +564,7 @@ def plot(run_path: Path, out: Path, threshold: float) -> None:
               help="Batches per summarized window when --phases is not given.")
 @click.option("--tail", type=int, default=1000, show_default=True,
               help="Summarize the last TAIL batches of each phase or window (at most half of them).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the initial weights and the samples.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the initial weights and the samples.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @click.option("--plot", "plot", type=click.Path(path_type=Path), default=None,
               help="Write Fig. 3(a), BIC over the stream, to this image file (needs matplotlib).")
@@ -628,7 +633,7 @@ def select_cmd(data: str, key: str | None, latents: str, batch_size: int, lr: fl
 @click.option("--mc-samples", default="1,100", show_default=True, help="Monte Carlo sample counts to compare.")
 @click.option("--plot", type=click.Path(path_type=Path), default=None,
               help="Draw the paper's Fig. 2(b)/6 (estimates and std vs n) to this image file (needs matplotlib).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the subsets and the samples.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the subsets and the samples.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @device_option
 @checkpoint_options
@@ -685,13 +690,14 @@ def check_stored(stored: dict[str, object], path: Path) -> dict[str, object]:
     return stored
 
 
-def check_resume_epochs(run: object, epochs: int, path: Path) -> None:
-    """The run state must be readable, and --epochs cannot go below the epochs already trained."""
+def check_resume_epochs(run: object, epochs: int, path: Path) -> int:
+    """The epochs already trained (the run state must be readable); --epochs cannot go below them."""
     from entropy_elbo.runs import state_epoch
 
     if not run.state.exists():  # stopped before its first epoch was saved: it starts from scratch
-        return
+        return 0
     done = state_epoch(run.state)
     if epochs < done:
         raise EntropyElboError(f"--resume {path}: --epochs {epochs} is fewer than the {done} epochs already "
                                f"trained; pass --epochs {done} or more")
+    return done

@@ -36,8 +36,30 @@ def run_log(path: str | Path) -> list[dict[str, object]]:
     log = path if path.suffix == ".jsonl" else run_for_resume(path).folder / LOG
     rows = read_log(log)
     if not rows:
-        raise EntropyElboError(f"{log}: no epochs logged yet; train first")
+        raise EntropyElboError(f"{log}: no epochs logged yet (no JSON object rows); train first")
+    for line, row in enumerate(rows, 1):
+        check_row(row, rows[0], f"{log}: line {line}")
     return rows
+
+
+NUMBER_FIELDS = {"epoch": False, "elbo": False, "entropy_elbo": True, "heldout_elbo": True, "relative_gap": True}
+
+
+def check_row(row: dict[str, object], first: dict[str, object], where: str) -> None:
+    """A log row the figures can draw: epoch and elbo numbers, optional numbers or null, H latent entropies."""
+    for name, optional in NUMBER_FIELDS.items():
+        value = row.get(name)
+        if value is None and optional:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            what = "is missing" if name not in row else f"is {value!r}, not a number"
+            raise EntropyElboError(f"{where}: field {name!r} {what}; the log is damaged or not from `train`")
+    ents = row.get("latent_entropies")
+    want = len(first.get("latent_entropies") or ())
+    if not isinstance(ents, list) or not ents or len(ents) != want or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in ents):
+        raise EntropyElboError(f"{where}: field 'latent_entropies' is {'missing' if ents is None else repr(ents)[:60]}"
+                               f", not a list of {want or 'H'} numbers as in line 1; the log is damaged")
 
 
 def plot_run(rows: list[dict[str, object]], out: str | Path, threshold: float = 1.0):  # noqa: ANN201

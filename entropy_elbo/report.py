@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +20,36 @@ from entropy_elbo.compare import Comparison
 from entropy_elbo.errors import EntropyElboError
 from entropy_elbo.estimate import Estimate
 
-out = Console(soft_wrap=True)
+
+class Stdout:
+    """sys.stdout (looked up at each write) that turns a failed write (a full disk, a closed pipe) into one line."""
+
+    def write(self, text: str) -> int:
+        return self._guard(lambda: sys.stdout.write(text) + (sys.stdout.flush() or 0))
+
+    def flush(self) -> None:
+        self._guard(sys.stdout.flush)
+
+    def isatty(self) -> bool:
+        return sys.stdout.isatty()
+
+    @property
+    def encoding(self) -> str:
+        return getattr(sys.stdout, "encoding", None) or "utf-8"
+
+    @staticmethod
+    def _guard(write):  # noqa: ANN001, ANN205
+        try:
+            return write()
+        except OSError as error:
+            with contextlib.suppress(OSError, ValueError, AttributeError):  # what Python still holds for stdout
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # must not fail again at exit
+            raise EntropyElboError(f"cannot write the results to standard output ({error.strerror or error}); "
+                                   "free space where it goes, or redirect it elsewhere") from None
+
+
+stdout = Stdout()
+out = Console(file=stdout, soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 
@@ -83,7 +114,7 @@ def print_estimate(est: Estimate, source: str, as_json: bool) -> None:
 
 def print_json(data: object) -> None:
     """One JSON object on stdout, nothing else."""
-    sys.stdout.write(json.dumps(data, allow_nan=False, default=float) + "\n")
+    stdout.write(json.dumps(data, allow_nan=False, default=float) + "\n")
 
 
 def message(text: str) -> None:
@@ -92,16 +123,17 @@ def message(text: str) -> None:
 
 
 @contextmanager
-def epoch_progress(total: int, quiet: bool = False) -> Iterator[object]:
-    """A progress bar over epochs: sampled ELBO, entropy ELBO, their relative gap, and the active latents (mean
-    encoder entropy <= 1.0 nat, eq. 24)."""
+def epoch_progress(total: int, quiet: bool = False, done: int = 0) -> Iterator[object]:
+    """A progress bar over epochs, starting at the `done` epochs a resumed run has behind it: sampled ELBO, entropy
+    ELBO, their relative gap, and the active latents (mean encoder entropy <= 1.0 nat, eq. 24)."""
     if quiet:
         yield lambda row: None
         return
     columns = (TextColumn("epoch"), MofNCompleteColumn(), BarColumn(bar_width=20), TextColumn("{task.fields[info]}"),
                TimeElapsedColumn())
     with Progress(*columns, console=err, transient=False) as progress:
-        task = progress.add_task("train", total=total, info="")
+        task = progress.add_task("train", total=total, completed=done,
+                                 info=f"resumed after epoch {done}" if done else "")
 
         def update(row: dict[str, object]) -> None:
             gap = row.get("relative_gap")

@@ -16,7 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from entropy_elbo.checkpoints.native import atomic_write
-from entropy_elbo.errors import CheckpointError, EntropyElboError
+from entropy_elbo.errors import CheckpointError, EntropyElboError, parse_json
 
 STATE_FORMAT = "entropy-elbo-run-state/1"
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".npy", ".npz", ".h5")  # --out names of other formats
@@ -94,24 +94,30 @@ def read_settings(folder: Path) -> dict[str, object]:
         if not text:
             raise EntropyElboError(f"{folder / SETTINGS}: empty: the run was stopped before it started; remove "
                                    f"{folder} and train again")
-        data = json.loads(text)
     except (OSError, ValueError) as err:
         raise EntropyElboError(f"{folder / SETTINGS}: unreadable run settings ({err}); start a new run") from None
+    try:
+        data = parse_json(text, str(folder / SETTINGS))
+    except EntropyElboError as err:
+        raise EntropyElboError(f"{err}: unreadable run settings; start a new run") from None
     if not isinstance(data, dict):
         raise EntropyElboError(f"{folder / SETTINGS}: not a JSON object; start a new run")
     return data
 
 
 def read_log(path: Path) -> list[dict[str, object]]:
-    """The rows of a JSON-lines log; a torn last line (a killed writer) is dropped."""
+    """The rows (JSON objects) of a JSON-lines log; a torn last line (a killed writer) is dropped."""
     if not path.is_file():
         return []
     rows = []
     for line in path.read_text().splitlines():
         try:
-            rows.append(json.loads(line))
-        except ValueError:
+            row = parse_json(line, str(path))
+        except EntropyElboError:
             break
+        if not isinstance(row, dict):
+            break
+        rows.append(row)
     return rows
 
 

@@ -416,7 +416,7 @@ def _decoder_output(dfn, z: Tensor, second: Tensor, via: str, count: int, d: int
     if kind is None:
         raise CheckpointError(f"{via}()'s second output has shape {tuple(second.shape)}: neither 1 nor D={d} values "
                               "nor one per row; name the variance with --decoder-var")
-    value = None if varies else variance_value(second, "logvar")
+    value = None if varies else variance_value(second, "logvar", f"{via}()[1]")
     return Finding(kind, f"{via}()[1]", "logvar", f"{via}() returns {count} tensors: [mean, log-variance] "
                    f"(entropy-elbo's protocol); the second {'varies' if varies else 'does not vary'} with z", override,
                    value=value)

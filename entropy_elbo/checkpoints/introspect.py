@@ -172,10 +172,20 @@ def check_param(param: str | None, flag: str) -> None:
         raise CheckpointError(f"{flag}: {param!r} unknown; use one of {', '.join(PARAMS)}")
 
 
-def variance_value(raw: Tensor, param: str) -> float | list[float]:
-    """The variance a stored parameter stands for, as a float or a list."""
-    var = to_log_var(raw.detach().double(), param).exp()
-    return float(var.reshape(-1)[0]) if var.numel() == 1 else var.reshape(-1).tolist()
+def variance_value(raw: Tensor, param: str, key: str) -> float | list[float]:
+    """The variance the stored parameter `key` stands for, as a float or a list; a value <= 0 read as a variance
+    or a std stands for none, and is refused naming the parameter."""
+    values = raw.detach().double().reshape(-1)
+    var = to_log_var(values, param).exp()
+    bad = ~(values > 0) if param in ("var", "std") else torch.zeros_like(values, dtype=torch.bool)
+    if bad.any():
+        i = int(bad.nonzero()[0])
+        where = f" at index {i}" if values.numel() > 1 else ""
+        raise CheckpointError(f"parameter {key!r} read as {_PARAM_WORDS.get(param, param)} ({param}) holds "
+                              f"{float(values[i]):g}{where}, but a {param} must be "
+                              "positive; pick its parameterization with --decoder-var-param / --encoder-var-param, "
+                              "or use an earlier checkpoint")
+    return float(var[0]) if var.numel() == 1 else var.tolist()
 
 
 DEC_OVERRIDE = "--decoder-var NAME --decoder-var-param P, or --decoder-variance VALUE for a fixed variance"
@@ -221,7 +231,7 @@ def _param_finding(raw: Tensor, key: str, param: str, evidence: str, d: int | No
                               f"D={d}; pick another with --decoder-var NAME")
     kind = "scalar" if n == 1 else "per-dim"
     return Finding(kind, key, param, f"{evidence}; {n} value{'s' if n > 1 else ''} -> {kind}", DEC_OVERRIDE,
-                   value=variance_value(raw, param))
+                   value=variance_value(raw, param, key))
 
 
 def _named_decoder(state: dict[str, Tensor], name: str, param: str | None, d: int | None) -> Finding:
@@ -241,7 +251,7 @@ def find_encoder_variance(state: dict[str, Tensor], *, name: str | None = None,
     if name is not None:
         if name in state and not is_layer_key(name):
             return Finding("constant", name, param or "logvar", "parameter given by --encoder-var", ENC_OVERRIDE,
-                           value=variance_value(state[name], param or "logvar"))
+                           value=variance_value(state[name], param or "logvar", name))
         if sub_layers(state, name):
             return Finding("head", name, param or "logvar", "head given by --encoder-var"
                            + ("" if param else " (parameterization defaults to logvar)"), ENC_OVERRIDE)
@@ -259,7 +269,7 @@ def find_encoder_variance(state: dict[str, Tensor], *, name: str | None = None,
         (key, guess), = consts.items()
         return Finding("constant", key, param or guess, f"parameter {key!r} is named like an encoder "
                        f"{_PARAM_WORDS[guess]} shared by all data points", ENC_OVERRIDE,
-                       value=variance_value(state[key], param or guess))
+                       value=variance_value(state[key], param or guess, key))
     return None
 
 
@@ -271,7 +281,7 @@ def find_prior(state: dict[str, Tensor]) -> Finding | None:
     if not found:
         return None
     return Finding("learned", found[0], "logvar", f"parameter {found[0]!r} is named like a prior log-variance (VAE-2)",
-                   "a --model class", value=variance_value(state[found[0]], "logvar"))
+                   "a --model class", value=variance_value(state[found[0]], "logvar", found[0]))
 
 
 def find_mean_head(state: dict[str, Tensor], exclude: str | None = None) -> list[str]:

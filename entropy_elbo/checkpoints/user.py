@@ -11,17 +11,14 @@ from types import ModuleType
 
 from torch import Tensor, nn
 
-from entropy_elbo.errors import CheckpointError
+from entropy_elbo.errors import CheckpointError, first_line, parse_json
 
 
 def parse_kwargs(text: str | dict | None) -> dict[str, object]:
     """--model-kwargs JSON -> dict."""
     if text is None or isinstance(text, dict):
         return dict(text or {})
-    try:
-        value = json.loads(text)
-    except ValueError as err:
-        raise CheckpointError(f"--model-kwargs: {text!r} is not JSON ({err}); e.g. '{{\"latent_dim\": 16}}'") from None
+    value = parse_json(text, "--model-kwargs")
     if not isinstance(value, dict):
         raise CheckpointError(f"--model-kwargs: expected a JSON object, got {type(value).__name__}")
     return value
@@ -42,7 +39,7 @@ def _import_file(path: Path) -> ModuleType:
         sys.modules.pop(name, None)
         if isinstance(err, KeyboardInterrupt):
             raise
-        raise CheckpointError(f"--model {path}: importing it raised {type(err).__name__}: {_one_line(err)}") from None
+        raise CheckpointError(f"--model {path}: importing it raised {type(err).__name__}: {first_line(err)}") from None
     return module
 
 
@@ -53,12 +50,7 @@ def _import_module(name: str) -> ModuleType:
         if isinstance(err, KeyboardInterrupt):
             raise
         raise CheckpointError(f"--model {name}: importing module {name!r} raised {type(err).__name__}: "
-                              f"{_one_line(err)}") from None
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0][:200] if text else "(no message)"
+                              f"{first_line(err)}") from None
 
 
 def build_user_model(spec: str, kwargs: dict[str, object]) -> nn.Module:
@@ -74,7 +66,7 @@ def build_user_model(spec: str, kwargs: dict[str, object]) -> nn.Module:
         model = factory(**kwargs)
     except Exception as err:  # noqa: BLE001 -- the user's constructor
         raise CheckpointError(f"--model {spec}: {name}(**{json.dumps(kwargs)}) raised {type(err).__name__}: "
-                              f"{_one_line(err)}; check --model-kwargs") from None
+                              f"{first_line(err)}; check --model-kwargs") from None
     if not isinstance(model, nn.Module):
         raise CheckpointError(f"--model {spec}: {name} returned a {type(model).__name__}, not a torch nn.Module")
     return model

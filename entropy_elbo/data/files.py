@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import math
 import mmap
 import os
 import re
@@ -110,7 +111,7 @@ def _open_npy(path: Path) -> np.ndarray:
     shape, dtype, offset = _npy_header(path)
     _check_dtype(dtype, path)
     _check_shape(shape, path)
-    expected = offset + int(np.prod(shape)) * dtype.itemsize
+    expected = offset + math.prod(shape) * dtype.itemsize  # Python ints: a header's shape cannot overflow them
     actual = path.stat().st_size
     if actual < expected:
         raise DataError(f"{path}: truncated .npy ({actual} bytes, header {shape} {dtype} needs {expected}); "
@@ -247,6 +248,9 @@ def _check_dtype(dtype: np.dtype, path: Path) -> None:
 
 def _check_shape(shape: tuple[int, ...], path: Path) -> None:
     """Require (N, D) tables or (N, C, H, W) images with at least one row and one feature."""
+    if any(not isinstance(n, int) or n < 0 for n in shape):
+        raise DataError(f"{path}: array of shape {shape} has a negative dimension; the header is damaged, "
+                        "re-save it with numpy.save")
     if len(shape) == 1:
         raise DataError(f"{path}: 1-d array of shape {shape}; reshape it to (N, 1) for one feature")
     if len(shape) not in (2, 4):

@@ -6,7 +6,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
-from entropy_elbo.errors import ModelError
+from entropy_elbo.errors import ModelError, parse_json
 
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "elu", "softplus")
 
@@ -36,7 +36,9 @@ class ModelConfig:
 
     @classmethod
     def from_json(cls, text: str) -> ModelConfig:
-        raw = json.loads(text)
+        raw = parse_json(text, "model config")
+        if not isinstance(raw, dict):
+            raise ModelError(f"model config: expected a JSON object, got {type(raw).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(raw) - known
         if unknown:

@@ -236,7 +236,7 @@ WILD_CASES = [  # (id, command line, exit code, what the error line must name)
     ("model-no-name", W + " --model {w}/model.py", 1, ["model.py", "FILE.py:NAME"]),
     ("model-not-py", W + " --model {b}/model.txt:VAE", 1, ["model.txt"]),
     ("model-no-such-module", W + " --model nosuchpkg.mod:VAE", 1, ["nosuchpkg.mod"]),
-    ("model-kwargs-not-json", W + "" + M + " --model-kwargs {{d:4", 1, ["--model-kwargs", "not JSON"]),
+    ("model-kwargs-not-json", W + "" + M + " --model-kwargs {{d:4", 1, ["--model-kwargs", "not valid JSON"]),
     ("model-kwargs-list", W + "" + M + " --model-kwargs [4,2]", 1, ["--model-kwargs", "list"]),
     ("model-kwargs-unknown", W + "" + M + " --model-kwargs {{\"bogus\":1}}", 1,
      ["VAE", "bogus", "--model-kwargs"]),
