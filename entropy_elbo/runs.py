@@ -176,14 +176,15 @@ def load_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimi
     except RuntimeError as err:
         raise CheckpointError(f"{path}: weights do not fit the model ({str(err).splitlines()[0]})") from None
     state: dict[int, dict[str, object]] = {}
-    for idx, entry in json.loads(meta["optim_scalars"]).items():
+    for idx, entry in parse_json(meta["optim_scalars"], f"{path} optim_scalars").items():
         state.setdefault(int(idx), {}).update(entry)
     for key, value in tensors.items():
         if key.startswith("optim."):
             _, idx, name = key.split(".", 2)
             state.setdefault(int(idx), {})[name] = value  # load_state_dict moves them to the parameters' device
     try:
-        optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
+        groups = parse_json(meta["param_groups"], f"{path} param_groups")
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
     except (ValueError, KeyError, RuntimeError) as err:
         raise CheckpointError(f"{path}: its optimizer state does not fit this version's optimizer ({err}); "
                               "start a new run with the same settings instead of --resume") from None
