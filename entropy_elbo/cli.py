@@ -513,6 +513,8 @@ def collapse_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int |
         return
     intro = loaded.introspection
     wild = intro is not None and intro.fmt != "entropy-elbo"
+    if wild and intro.latent_shape:
+        result.latent_shape = intro.latent_shape
     if wild and not as_json:
         report.message(report.wild_summary(intro))
         report.print_assumptions(intro)

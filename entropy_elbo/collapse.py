@@ -103,6 +103,7 @@ class CollapseResult:
     entropy_threshold: list[float]  # H[p(z_h)] - delta
     collapsed: dict[str, list[bool]]  # metric -> verdict per latent
     settings: dict[str, object]
+    latent_shape: list[int] | None = None  # spatial latents (channels, h, w), flattened channel-major to H
 
     @property
     def distance_to_prior(self) -> list[float]:
@@ -135,11 +136,31 @@ class CollapseResult:
             "collapsed": {m: self.collapsed[m][k] for m in METRICS},
         } for k in self.order]
 
+    def channel_rows(self) -> list[dict[str, object]]:
+        """Spatial latents: per channel, eq. 24 on the entropy averaged over its positions, and each metric's count."""
+        if not self.latent_shape:
+            return []
+        positions = math.prod(self.latent_shape[1:])
+        rows = []
+        for c in range(self.latent_shape[0]):
+            span = range(c * positions, (c + 1) * positions)
+            ent = [self.mean_entropy[k] for k in span]
+            mean = math.fsum(ent) / positions
+            cut = math.fsum(self.entropy_threshold[k] for k in span) / positions
+            rows.append({"channel": c, "positions": positions, "mean_encoder_entropy": mean,
+                         "min_encoder_entropy": min(ent), "max_encoder_entropy": max(ent),
+                         "mean_kl": math.fsum(self.mean_kl[k] for k in span) / positions,
+                         "collapsed": mean > cut,
+                         "collapsed_positions": {m: sum(self.collapsed[m][k] for k in span) for m in METRICS}})
+        return rows
+
     def to_dict(self) -> dict[str, object]:
         out = asdict(self)
         out.update(distance_to_prior=self.distance_to_prior, order=self.order, counts=self.counts,
                    active={m: self.h - c for m, c in self.counts.items()}, disagreements=self.disagreements,
                    latents=self.latent_rows(), units="nats per latent, averaged over data points")
+        if self.latent_shape:
+            out["channels"] = self.channel_rows()
         return out
 
 

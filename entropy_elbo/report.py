@@ -259,7 +259,16 @@ def print_collapse(result: CollapseResult, source: str, as_json: bool, extra: di
     if as_json:
         print_json({"source": source, **result.to_dict(), **(extra or {})})
         return
-    out.print(collapse_table(result, source))
+    if result.latent_shape:  # spatial latents: one line per channel instead of thousands of rows
+        for row in result.channel_rows():
+            pos = row["collapsed_positions"]
+            out.print(f"channel {row['channel']}: mean encoder entropy {row['mean_encoder_entropy']:.4f} nats per "
+                      f"latent over {row['positions']} positions (min {row['min_encoder_entropy']:.4f}, max "
+                      f"{row['max_encoder_entropy']:.4f}): {'collapsed' if row['collapsed'] else 'active'}; "
+                      f"collapsed positions: entropy {pos['entropy']}, AU {pos['active_units']}, "
+                      f"Lucas {pos['lucas']}", highlight=False)
+    else:
+        out.print(collapse_table(result, source))
     names = {"entropy": "entropy criterion (eq. 24)", "active_units": "active units (Burda et al. 2016)",
              "lucas": "(epsilon, delta)-collapse (Lucas et al. 2019)"}
     for metric, count in result.counts.items():
@@ -270,7 +279,7 @@ def print_collapse(result: CollapseResult, source: str, as_json: bool, extra: di
         out.print(f"the metrics disagree on {len(result.disagreements)} latents: {which}", highlight=False)
     else:
         out.print("the three metrics agree on every latent", highlight=False)
-    for line in collapse_bars(result):
+    for line in [] if result.latent_shape else collapse_bars(result):
         out.print(line, highlight=False)
     err.print(escape(f"thresholds: {collapse_settings_line(result)}"), highlight=False)
 

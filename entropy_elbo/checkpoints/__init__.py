@@ -9,6 +9,12 @@ import torch
 from torch import Tensor, nn
 
 from entropy_elbo.checkpoints.adapters import ModuleAdapter, ShapesMLP, mlp_layout, plan_module
+from entropy_elbo.checkpoints.autoencoder_kl import (
+    AUTOENCODER_KL_DECODER,
+    AutoencoderKLAdapter,
+    build_autoencoder_kl,
+    logvar_finding,
+)
 from entropy_elbo.checkpoints.formats import RawCheckpoint, read_checkpoint
 from entropy_elbo.checkpoints.introspect import (
     DEC_OVERRIDE,
@@ -230,6 +236,8 @@ def _implied_variance(decoder: Finding, raw: RawCheckpoint, d: int) -> None:
         return
     if raw.fmt == "pythae":
         implied = pythae_implied_variance(raw.meta["model_config"])
+    elif raw.fmt == "diffusers":
+        implied = None, AUTOENCODER_KL_DECODER
     else:
         implied = lightning_implied_variance(raw.meta.get("hyper_parameters"), d)
     if implied is not None:
@@ -255,13 +263,17 @@ def adapt(raw: RawCheckpoint, options: LoadOptions, source: str,
         module, kind = raw.module, MODULE_KINDS.get(raw.fmt, "pickled module (trusted)")
     elif pythae is not None and ("encoder" in raw.meta or "decoder" in raw.meta):
         module, kind = _pythae_module(raw), f"pythae {pythae.get('name')} with custom networks (trusted pickles)"
+    elif raw.fmt == "diffusers":
+        module = build_autoencoder_kl(raw.meta["config"], state, options.input_shape, source)
+        kind = "diffusers AutoencoderKL (diffusers' own class)"
     elif pythae is not None and (built := build_pythae(pythae, state, source)) is not None:
         module, kind = built, f"pythae {pythae_name(pythae)} (pythae's own class and default networks)"
     elif (vanilla := vanilla_from_shapes(state)) is not None:
         module, kind = vanilla, "PyTorch-VAE VanillaVAE layout read from shapes"
     encoder = find_encoder_variance(state, name=options.encoder_var, param=options.encoder_var_param)
-    if pythae is not None and module is not None and options.encoder_var is None:
-        encoder = None  # pythae's encoder(x) returns log_covariance: its own output, not a hooked layer
+    if (pythae is not None or raw.fmt == "diffusers") and module is not None and options.encoder_var is None:
+        # the peer's own encoder output (log_covariance, latent_dist.logvar), not a hooked layer
+        encoder = logvar_finding() if raw.fmt == "diffusers" else None
     if encoder is not None and options.encoder_var is None and options.encoder_var_param:
         encoder.evidence += f" (parameterization set by --encoder-var-param {options.encoder_var_param})"
     prior = find_prior(state)
@@ -309,6 +321,8 @@ def adapt(raw: RawCheckpoint, options: LoadOptions, source: str,
     if raw.prefix:
         notes.append(f"key prefix {raw.prefix!r} stripped")
     intro = Introspection(source, raw.fmt, kind, h, d, decoder, encoder, prior, notes)
+    if isinstance(module, AutoencoderKLAdapter):
+        _autoencoder_kl_assumptions(intro, module, str(raw.meta["config_from"]))
     _variance_assumptions(intro, module is not None)
     for item in assumed:
         intro.assume(*item)
@@ -333,6 +347,19 @@ def _variance_assumptions(intro: Introspection, has_methods: bool) -> None:
         intro.assume(f"decoder variance {what}", dec.evidence, dec.override)
     else:
         intro.assume(f"decoder variance {dec.name} is a {dec.param} ({dec.kind})", dec.evidence, dec.override)
+
+
+def _autoencoder_kl_assumptions(intro: Introspection, module: AutoencoderKLAdapter, config_from: str) -> None:
+    """Spatial latents, the config's source and the pixel range diffusers expects."""
+    intro.latent_shape = list(module.latent_shape)
+    c, h, w = module.latent_shape
+    intro.notes.append(f"spatial latents: {c} channels x {h} x {w} positions = H {c * h * w}, from "
+                       "encode(x).latent_dist (mean, logvar); collapse also reports each channel")
+    intro.assume(f"architecture from {config_from}", "diffusers builds AutoencoderKL from its config; "
+                 + ("norm_num_groups 32 is diffusers' default, not in the weights" if "shapes" in config_from
+                    else "saved by save_pretrained"), "a config.json beside the weights")
+    intro.assume("pixels scaled to [-1, 1]", "diffusers' AutoencoderKL is trained on [-1, 1] images; data outside "
+                 "that range is refused", "rescale the data")
 
 
 def _short(value: object) -> str:

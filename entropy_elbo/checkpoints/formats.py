@@ -22,6 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from entropy_elbo.checkpoints.autoencoder_kl import WEIGHTS, config_from_shapes, folder_config, is_autoencoder_kl
 from entropy_elbo.checkpoints.native import read_metadata
 from entropy_elbo.checkpoints.peers import check_pythae, custom_route
 from entropy_elbo.errors import CheckpointError, first_line, parse_json
@@ -49,10 +50,15 @@ def read_checkpoint(path: str | Path, *, trust_code: bool = False, model_given: 
     `model_given`: the user's --model class supplies the networks, so a pythae folder's pickles are not needed.
     """
     path = Path(path)
+    if path.is_dir() and (config := folder_config(path)) is not None:
+        return _read_autoencoder_kl(path / WEIGHTS, config)
     if path.is_dir():
         return _read_pythae(path, trust_code, model_given)
     if read_metadata(path) is not None:
-        return _read_safetensors(path)
+        raw = _read_safetensors(path)
+        if is_autoencoder_kl(raw.state):
+            return _read_autoencoder_kl(path, folder_config(path.parent), raw)
+        return raw
     return _from_object(_torch_load(path, trust_code), path)
 
 
@@ -69,6 +75,22 @@ def trusted_load(path: Path, what: str, trusted: bool, load: Callable[[], T], in
         raise
     except BaseException as err:  # noqa: BLE001 -- the file's own code ran: any failure is one line
         raise CheckpointError(f"{path}: loading the {what} failed ({type(err).__name__}: {first_line(err)})") from None
+
+
+def _read_autoencoder_kl(path: Path, config: dict | None, raw: RawCheckpoint | None = None) -> RawCheckpoint:
+    """diffusers AutoencoderKL weights, with the config saved beside them or one read from their shapes."""
+    if raw is None:
+        if not path.is_file():
+            raise CheckpointError(f"{path.parent}: a diffusers AutoencoderKL folder without {WEIGHTS}; entropy-elbo "
+                                  "reads only safetensors weights (save_pretrained's default)")
+        raw = _read_safetensors(path)
+    raw.fmt = "diffusers"
+    raw.meta["config_from"] = f"{path.parent / 'config.json'}" if config is not None else "the weights' shapes"
+    try:
+        raw.meta["config"] = config if config is not None else config_from_shapes(raw.state)
+    except CheckpointError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+    return raw
 
 
 def _read_safetensors(path: Path) -> RawCheckpoint:

@@ -110,6 +110,7 @@ class Introspection:
     prior: Finding | None = None
     notes: list[str] = field(default_factory=list)
     assumptions: list[Assumption] = field(default_factory=list)
+    latent_shape: list[int] | None = None  # spatial latents (channels, h, w), flattened to H = channels x h x w
 
     def assume(self, what: str, evidence: str, override: str) -> None:
         """Record one assumption (peer readers call this too)."""

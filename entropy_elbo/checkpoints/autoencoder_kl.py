@@ -1,0 +1,126 @@
+"""diffusers `AutoencoderKL` (the Stable Diffusion VAE family), built with diffusers' own class (extra `[diffusers]`).
+
+A `save_pretrained` folder (`config.json` + `diffusion_pytorch_model.safetensors`) or a single safetensors file in
+diffusers' key names (its config read from a `config.json` beside it, else from the weights' shapes). Every figure
+comes from `encode(x).latent_dist` (mean and log-variance per latent channel and position, flattened to H =
+channels x h x w latents) and `decode(z).sample`. The decoder variance is fixed: only the Monte Carlo ELBO at a
+stated or optimal sigma^2 applies. Images are (N, C, H, W) arrays scaled to [-1, 1], as diffusers expects.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from torch import Tensor, nn
+
+from entropy_elbo.checkpoints.introspect import ENC_OVERRIDE, Finding
+from entropy_elbo.checkpoints.user import load_strict
+from entropy_elbo.errors import CheckpointError, ModelError
+
+WEIGHTS = "diffusion_pytorch_model.safetensors"
+AUTOENCODER_KL_DECODER = ("diffusers AutoencoderKL's decoder returns an image and no variance: it is trained with "
+                          "a reconstruction loss (in Stable Diffusion L1 + perceptual + adversarial), which implies "
+                          "no Gaussian sigma^2; the entropy form does not hold")
+RANGE_SLACK = 1e-3  # pixels may sit a rounding error outside [-1, 1]
+
+
+def folder_config(folder: Path) -> dict | None:
+    """The AutoencoderKL config.json in `folder`, or None when there is none (or it names another class)."""
+    path = folder / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(config, dict) or config.get("_class_name") != "AutoencoderKL":
+        return None
+    return config
+
+
+def is_autoencoder_kl(state: dict[str, Tensor]) -> bool:
+    """diffusers' AutoencoderKL key names."""
+    return all(k in state for k in ("encoder.conv_in.weight", "encoder.conv_out.weight", "decoder.conv_in.weight",
+                                    "decoder.conv_out.weight", "encoder.down_blocks.0.resnets.0.conv1.weight"))
+
+
+def config_from_shapes(state: dict[str, Tensor]) -> dict:
+    """An AutoencoderKL config that fits the weights; norm_num_groups is not in them (diffusers' default 32)."""
+    blocks = []
+    while f"encoder.down_blocks.{len(blocks)}.resnets.0.conv1.weight" in state:
+        blocks.append(int(state[f"encoder.down_blocks.{len(blocks)}.resnets.0.conv1.weight"].shape[0]))
+    layers = 0
+    while f"encoder.down_blocks.0.resnets.{layers}.conv1.weight" in state:
+        layers += 1
+    groups = 32
+    if any(c % groups for c in blocks):
+        raise CheckpointError(f"an AutoencoderKL with block channels {blocks}: its GroupNorm group count is not in "
+                              "the weights and diffusers' default 32 does not divide them; put the model's "
+                              "config.json beside the file")
+    return {"in_channels": int(state["encoder.conv_in.weight"].shape[1]),
+            "out_channels": int(state["decoder.conv_out.weight"].shape[0]),
+            "latent_channels": int(state["decoder.conv_in.weight"].shape[1]),
+            "block_out_channels": blocks, "layers_per_block": layers, "norm_num_groups": groups,
+            "down_block_types": ["DownEncoderBlock2D"] * len(blocks),
+            "up_block_types": ["UpDecoderBlock2D"] * len(blocks),
+            "use_quant_conv": "quant_conv.weight" in state, "use_post_quant_conv": "post_quant_conv.weight" in state,
+            "mid_block_add_attention": any(".mid_block.attentions." in k for k in state)}
+
+
+class AutoencoderKLAdapter(nn.Module):
+    """encode(x) -> [mean, log-variance] flattened to (B, L*h*w); decode(z) -> image (B, C, H, W)."""
+
+    def __init__(self, vae: nn.Module, input_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.vae = vae
+        self.input_shape = tuple(input_shape)
+        blocks = len(vae.config.block_out_channels)
+        c, height, width = self.input_shape
+        scale = 2 ** (blocks - 1)
+        if height % scale or width % scale:
+            raise CheckpointError(f"images of {height}x{width} pixels: AutoencoderKL with {blocks} blocks needs sides "
+                                  f"divisible by {scale}")
+        self.latent_shape = (int(vae.config.latent_channels), height // scale, width // scale)
+
+    def encode(self, x: Tensor) -> list[Tensor]:
+        x = x.reshape(-1, *self.input_shape)  # (B, C, H, W)
+        lo, hi = float(x.min()), float(x.max())
+        if lo < -1 - RANGE_SLACK or hi > 1 + RANGE_SLACK:
+            raise ModelError(f"diffusers AutoencoderKL expects pixels scaled to [-1, 1], but the data spans "
+                             f"[{lo:.4g}, {hi:.4g}]; rescale it (x / 127.5 - 1 for 8-bit images, 2 x - 1 for [0, 1])")
+        dist = self.vae.encode(x).latent_dist
+        return [dist.mean.flatten(1), dist.logvar.flatten(1)]  # (B, L*h*w) each
+
+    def decode(self, z: Tensor) -> Tensor:
+        return self.vae.decode(z.reshape(-1, *self.latent_shape)).sample  # (B, C, H, W)
+
+
+def logvar_finding() -> Finding:
+    """Where the encoder variance comes from: diffusers' own latent distribution."""
+    return Finding("output", "encode(x).latent_dist.logvar", "logvar", "diffusers' DiagonalGaussianDistribution holds "
+                   "the log-variance (clamped to [-30, 20]) per latent channel and position", ENC_OVERRIDE)
+
+
+def build_autoencoder_kl(config: dict, state: dict[str, Tensor], input_shape: tuple[int, ...] | None,
+                         source: str) -> AutoencoderKLAdapter:
+    """diffusers' AutoencoderKL from `config`, loaded strictly with `state`, for images of `input_shape`."""
+    try:
+        from diffusers import AutoencoderKL
+    except ImportError:
+        raise CheckpointError(f"{source}: a diffusers AutoencoderKL; reading it needs diffusers: "
+                              "pip install 'entropy-elbo[diffusers]'") from None
+    fields = {k: v for k, v in config.items() if not k.startswith("_")}
+    try:
+        vae = AutoencoderKL.from_config(fields)
+    except Exception as err:  # noqa: BLE001 -- diffusers validating a config from the wild
+        raise CheckpointError(f"{source}: diffusers cannot build AutoencoderKL from its config "
+                              f"({type(err).__name__}: {str(err).strip().splitlines()[0][:160]})") from None
+    load_strict(vae, state, "", source, "its weights do not fit the AutoencoderKL its config describes ({}); "
+                "put the model's own config.json beside the weights")
+    size = config.get("sample_size", 32)
+    shape = input_shape or (int(config.get("in_channels", 3)), *(size if isinstance(size, list) else [size, size]))
+    if len(shape) != 3 or shape[0] != vae.config.in_channels:
+        raise CheckpointError(f"{source}: AutoencoderKL takes images (N, {vae.config.in_channels}, H, W); the data's "
+                              f"rows have shape {tuple(shape)}")
+    return AutoencoderKLAdapter(vae.eval(), shape)

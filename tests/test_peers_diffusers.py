@@ -1,0 +1,100 @@
+"""diffusers AutoencoderKL: a `save_pretrained` folder and single safetensors files, built with the real diffusers.
+
+Every figure is checked against torch.distributions on the model's own `encode(x).latent_dist` and
+`decode(z).sample`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import AutoencoderKL
+from safetensors.torch import save_file
+from test_checkpoints_wild import assert_within_4_se, independent_mc_elbo, one_line_error, run, run_json
+from torch.distributions import Normal
+
+C, S, N, LATENT = 2, 8, 200, 2
+
+
+def tiny(channels: tuple[int, ...] = (8, 16), groups: int = 4, seed: int = 0) -> AutoencoderKL:
+    torch.manual_seed(seed)
+    blocks = len(channels)
+    return AutoencoderKL(in_channels=C, out_channels=C, down_block_types=("DownEncoderBlock2D",) * blocks,
+                         up_block_types=("UpDecoderBlock2D",) * blocks, block_out_channels=channels,
+                         layers_per_block=1, latent_channels=LATENT, norm_num_groups=groups, sample_size=S).eval()
+
+
+def images(tmp_path: Path, seed: int = 1) -> tuple[torch.Tensor, Path]:
+    x = torch.rand(N, C, S, S, generator=torch.Generator().manual_seed(seed)) * 2 - 1  # diffusers' [-1, 1]
+    path = tmp_path / "images.npy"
+    np.save(path, x.numpy())
+    return x, path
+
+
+def own_entropies(vae: AutoencoderKL, x: torch.Tensor) -> torch.Tensor:
+    """mean_n H[q(z_h|x_n)] per latent from diffusers' own latent distribution, (L, h, w)."""
+    with torch.no_grad():
+        dist = vae.encode(x).latent_dist
+    return Normal(0.0, (0.5 * dist.logvar.double()).exp()).entropy().mean(0)
+
+
+def test_save_pretrained_folder(tmp_path: Path) -> None:
+    vae = tiny()
+    vae.save_pretrained(tmp_path / "vae")
+    x, data = images(tmp_path)
+    side = S // 2
+    info = run_json("inspect", tmp_path / "vae", "--data", data)
+    assert (info["fmt"], info["h"], info["d"], info["latent_shape"]) == ("diffusers", LATENT * side**2, C * S * S,
+                                                                          [LATENT, side, side])
+    assert info["encoder"]["name"] == "encode(x).latent_dist.logvar" and info["decoder"]["kind"] == "fixed"
+    assert any(a["what"] == "pixels scaled to [-1, 1]" for a in info["assumptions"])
+
+    got = run_json("collapse", tmp_path / "vae", "--data", data)
+    mine = own_entropies(vae, x)  # (L, h, w)
+    rows = sorted(got["latents"], key=lambda r: r["latent"])
+    assert [r["mean_encoder_entropy"] for r in rows] == pytest.approx(mine.flatten().tolist(), rel=1e-4)
+    channels = got["channels"]
+    assert [c["mean_encoder_entropy"] for c in channels] == pytest.approx(mine.mean((1, 2)).tolist(), rel=1e-4)
+    assert [c["collapsed"] for c in channels] == (mine.mean((1, 2)) > 1.0).tolist()
+
+    line = one_line_error(run("estimate", tmp_path / "vae", "--data", data))
+    assert "implies no Gaussian sigma^2; the entropy form does not hold" in line and "optimal" in line
+    est = run_json("estimate", tmp_path / "vae", "--data", data, "--decoder-variance", "0.1", "--samples", "16")
+    assert est["entropy_elbo"] is None
+
+    def encode(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dist = vae.encode(v).latent_dist
+        return dist.mean.flatten(1), dist.logvar.flatten(1)
+
+    want, se = independent_mc_elbo(encode, lambda z: vae.decode(z.reshape(-1, LATENT, side, side)).sample,
+                                   torch.tensor(0.1), x, 16)
+    assert_within_4_se(est, want, se)
+
+    np.save(data, (x.numpy() + 1) * 127.5)  # 8-bit pixels, not rescaled
+    line = one_line_error(run("collapse", tmp_path / "vae", "--data", data))
+    assert "diffusers AutoencoderKL expects pixels scaled to [-1, 1], but the data spans [0" in line
+
+
+def test_single_safetensors_files(tmp_path: Path) -> None:
+    x, data = images(tmp_path)
+    vae = tiny()  # groups 4: the config beside the file is needed, and used
+    vae.save_pretrained(tmp_path / "vae")
+    got = run_json("collapse", tmp_path / "vae" / "diffusion_pytorch_model.safetensors", "--data", data)
+    mine = own_entropies(vae, x).flatten()
+    assert [r["mean_encoder_entropy"] for r in sorted(got["latents"], key=lambda r: r["latent"])] == \
+        pytest.approx(mine.tolist(), rel=1e-4)
+
+    lone = tmp_path / "lone.safetensors"  # no config anywhere: read from the shapes, diffusers' default 32 groups
+    save_file(vae.state_dict(), lone)
+    assert one_line_error(run("inspect", lone)) == (
+        f"Error: {lone}: an AutoencoderKL with block channels [8, 16]: its GroupNorm group count is not in the "
+        "weights and diffusers' default 32 does not divide them; put the model's config.json beside the file")
+    wide = tiny(channels=(32, 32), groups=32, seed=2)
+    save_file(wide.state_dict(), lone)
+    got = run_json("collapse", lone, "--data", data)
+    mine = own_entropies(wide, x).flatten()
+    assert [r["mean_encoder_entropy"] for r in sorted(got["latents"], key=lambda r: r["latent"])] == \
+        pytest.approx(mine.tolist(), rel=1e-4)
