@@ -71,7 +71,7 @@ def test_idx_errors_are_one_line(tmp_path):
     write_idx(p, bytes(0), 0x08, (0, 28, 28), gz=False)
     assert error_of(p) == f"{p}: idx dims (0, 28, 28) hold no data; pass a non-empty file"
     write_idx(p, bytes(0), 0x08, (2**32 - 1, 2**32 - 1, 2**16), gz=False)
-    assert "more than this machine's memory" in error_of(p)
+    assert error_of(p).startswith(f"{p}: idx dims (4294967295, 4294967295, 65536) needs ")
     labels = tmp_path / "train-labels-idx1-ubyte.gz"
     write_idx(labels, bytes(range(10)), 0x08, (10,), gz=True)
     assert error_of(labels) == (f"{labels}: an idx1 file holds 10 labels, not images; pass the images file "

@@ -8,7 +8,6 @@ uint32; then the values, big-endian, row-major. Unsigned-byte images come back a
 from __future__ import annotations
 
 import gzip
-import os
 import re
 import zlib
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from entropy_elbo.errors import DataError
+from entropy_elbo.limits import check_memory
 
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 IDX_NAME = re.compile(r"[.-]idx\d-[a-z]+$|\.idx\d?$", re.IGNORECASE)  # train-images-idx3-ubyte, x.idx3-ubyte, x.idx
@@ -26,14 +26,6 @@ def is_idx(path: Path) -> bool:
     """Whether a file is named like an idx file (MNIST's train-images-idx3-ubyte[.gz], *.idx[.gz])."""
     name = path.name[:-3] if path.name.lower().endswith(".gz") else path.name
     return bool(IDX_NAME.search(name))
-
-
-def _memory_bytes() -> int:
-    """Physical memory of this machine in bytes (a bound on what a declared size may ask for)."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 2**40
 
 
 def _header(head: bytes, path: Path) -> tuple[np.dtype, tuple[int, ...], int]:
@@ -50,17 +42,15 @@ def _header(head: bytes, path: Path) -> tuple[np.dtype, tuple[int, ...], int]:
 
 
 def _check_dims(dtype: np.dtype, dims: tuple[int, ...], path: Path) -> int:
-    """The data's size in bytes after refusing a labels file, an empty set and a size beyond this machine."""
+    """The data's size in bytes, after refusing a labels file, an empty set, and more than memory can hold."""
     if len(dims) == 1:
         raise DataError(f"{path}: an idx1 file holds {dims[0]} labels, not images; pass the images file "
                         "(e.g. train-images-idx3-ubyte.gz)")
     if 0 in dims:
         raise DataError(f"{path}: idx dims {dims} hold no data; pass a non-empty file")
-    size = int(np.prod(dims, dtype=object)) * dtype.itemsize
-    if size > _memory_bytes():
-        raise DataError(f"{path}: idx dims {dims} declare {size:,} bytes, more than this machine's memory; "
-                        "check the file")
-    return size
+    numel = int(np.prod(dims, dtype=object))
+    check_memory(numel * (dtype.itemsize + 4), f"{path}: idx dims {dims}", "check the file", DataError)
+    return numel * dtype.itemsize
 
 
 def open_idx(path: str | Path) -> np.ndarray:
