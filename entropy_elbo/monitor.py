@@ -64,6 +64,23 @@ def untouched(module: nn.Module, device: torch.device) -> Iterator[None]:
             m.training = training
 
 
+@contextmanager
+def rank0_buffers(module: nn.Module, world: int) -> Iterator[None]:
+    """Under DDP, rank 0's buffers (batch norm statistics) for the block, so that every rank measures the model
+    rank 0 holds (DDP syncs buffers only at the next forward); afterwards each rank's own buffers as before."""
+    buffers = list(module.buffers()) if world > 1 else []
+    saved = [b.clone() for b in buffers]
+    try:
+        with torch.no_grad():
+            for b in buffers:
+                dist.broadcast(b, src=0)
+        yield
+    finally:
+        with torch.no_grad():
+            for b, s in zip(buffers, saved, strict=True):
+                b.copy_(s)
+
+
 def module_device(module: nn.Module) -> torch.device:
     """Where the module's first parameter (or buffer) lives; CPU for a module with neither."""
     for t in (*module.parameters(), *module.buffers()):
@@ -140,7 +157,7 @@ class Monitor:
         samples = self.mc_samples
         kept: list[tuple[Tensor, Tensor]] = []
         prior = self.vae.prior_log_var
-        with untouched(self.module, device):
+        with rank0_buffers(self.module, self.world), untouched(self.module, device):
             gen = torch.Generator(device=device).manual_seed(self.seed + self.rank)
             acc = self._all_or_none(device, lambda: accumulate(self.vae, [x], samples=samples, generator=gen,
                                                                device=device, encodings=kept))

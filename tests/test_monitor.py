@@ -4,7 +4,6 @@ its JSON-lines log."""
 
 from __future__ import annotations
 
-import math
 import warnings
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from monitor_helpers import BNVAE, user_loss
 from torch import Tensor, nn
 
 from entropy_elbo.checkpoints import LoadOptions, load_model, save_checkpoint
@@ -23,36 +23,6 @@ from entropy_elbo.estimate import estimate
 from entropy_elbo.models import ModelConfig, build_model
 from entropy_elbo.monitor import Monitor, MonitorWarning
 from entropy_elbo.runs import read_log
-
-LOG_2PI = math.log(2 * math.pi)
-
-
-class BNVAE(nn.Module):
-    """A user's own VAE: batch norm and dropout in the encoder, PyTorch-VAE's encode/decode, a learned ln sigma^2."""
-
-    def __init__(self, d: int = 10, h: int = 3, hidden: int = 16) -> None:
-        super().__init__()
-        self.encoder = nn.Sequential(nn.Linear(d, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Dropout(0.2))
-        self.fc_mu, self.fc_var = nn.Linear(hidden, h), nn.Linear(hidden, h)
-        self.decoder = nn.Sequential(nn.Linear(h, hidden), nn.ReLU(), nn.Linear(hidden, d))
-        self.log_sigma2 = nn.Parameter(torch.zeros(()))
-
-    def encode(self, x: Tensor) -> list[Tensor]:
-        trunk = self.encoder(x)
-        return [self.fc_mu(trunk), self.fc_var(trunk)]
-
-    def decode(self, z: Tensor) -> Tensor:
-        return self.decoder(z)
-
-
-def user_loss(model: BNVAE, x: Tensor, gen: torch.Generator) -> Tensor:
-    """The user's own negative sampled ELBO (eq. 2), one sample, written by hand."""
-    nu, log_tau2 = model.encode(x)
-    z = nu + (0.5 * log_tau2).exp() * torch.randn(nu.shape, generator=gen)
-    ls2 = model.log_sigma2
-    loglik = (-0.5 * (LOG_2PI + ls2 + (x - model.decode(z)).pow(2) / ls2.exp())).sum(-1)
-    kl = 0.5 * (nu.pow(2) + log_tau2.exp() - log_tau2 - 1).sum(-1)
-    return -(loglik - kl).mean()
 
 
 def fit(model: BNVAE, x: Tensor, epochs: int, monitor: Monitor | None = None) -> list[dict[str, object]]:
@@ -113,7 +83,7 @@ def test_figures_equal_estimate_and_collapse_of_a_saved_checkpoint_of_a_user_cla
 def test_figures_equal_estimate_and_collapse_for_our_own_vae1(data: Tensor, tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = build_model(ModelConfig(kind="vae1", data_dim=10, latent_dim=4, hidden=(16,)))
-    mon = Monitor(model, data[:300].numpy(), samples=2, seed=3)
+    mon = Monitor(model, data[:300].numpy(), samples=2, seed=3, r_patience=100)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(5):
         nu, log_tau2 = model.encode(data)

@@ -1,0 +1,141 @@
+"""`EntropyMonitor` under a real pytorch-lightning Trainer: metrics reach the CSV logger under stable names, equal
+`estimate`/`collapse` of the saved .ckpt, training is untouched, the VAE is found inside a LightningModule, DDP."""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from monitor_helpers import BNVAE, user_loss
+from pytorch_lightning.loggers import CSVLogger
+from torch import Tensor, nn
+
+from entropy_elbo.checkpoints import LoadOptions, load_model
+from entropy_elbo.collapse import collapse
+from entropy_elbo.data import make_synthetic
+from entropy_elbo.errors import EntropyElboError
+from entropy_elbo.estimate import estimate
+from entropy_elbo.lightning import EntropyMonitor, find_vae
+from entropy_elbo.monitor import Monitor
+
+H = 3
+
+
+class LitVAE(BNVAE, pl.LightningModule):
+    """A user's LightningModule that is itself the VAE (batch norm, dropout, encode/decode, learned ln sigma^2)."""
+
+    def training_step(self, batch: list[Tensor], _: int) -> Tensor:
+        return user_loss(self, batch[0])  # noise from the global RNG, as most users draw it
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=5e-3)
+
+
+class Wrapper(pl.LightningModule):
+    """PyTorch-VAE's layout: the LightningModule keeps the VAE as `self.model`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = nn.Module()
+        self.model.encode = lambda x: x  # type: ignore[method-assign]
+        self.head = nn.Linear(2, 2)
+
+
+@pytest.fixture(scope="module")
+def data() -> Tensor:
+    return torch.as_tensor(make_synthetic("ppca", n=400, seed=5))
+
+
+def fit(data: Tensor, callbacks: list[pl.Callback], folder: Path, **trainer_kwargs: object) -> LitVAE:
+    pl.seed_everything(0, verbose=False)
+    model = LitVAE()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data), batch_size=100, shuffle=True)
+    settings = {"accelerator": "cpu", "devices": 1, "max_epochs": 3, **trainer_kwargs}
+    trainer = pl.Trainer(logger=CSVLogger(folder), callbacks=callbacks, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1, **settings)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(does not have many workers|LeafSpec|litlogger).*")
+        trainer.fit(model, loader)
+    model.trainer_ = trainer  # for the test to save a checkpoint from
+    return model
+
+
+def csv_rows(folder: Path) -> list[dict[str, str]]:
+    (path,) = folder.glob("lightning_logs/version_*/metrics.csv")
+    with open(path) as fh:
+        return [r for r in csv.DictReader(fh) if r.get("entropy_elbo/elbo")]
+
+
+def test_logged_figures_reach_the_csv_logger_and_equal_estimate_of_the_saved_ckpt(data: Tensor,
+                                                                                   tmp_path: Path) -> None:
+    callback = EntropyMonitor(data[:200], every_n_epochs=1, samples=3, seed=4, log=tmp_path / "m.jsonl")
+    model = fit(data, [callback], tmp_path)
+    logged = csv_rows(tmp_path)
+    assert [int(r["epoch"]) for r in logged] == [0, 1, 2] and len(callback.rows) == 3
+    names = ["entropy_elbo/elbo", "entropy_elbo/active_latents", "entropy_elbo/mc_elbo", "entropy_elbo/r",
+             *[f"entropy_elbo/latent_entropy/{h}" for h in range(H)]]
+    for row, csv_row in zip(callback.rows, logged, strict=True):
+        assert float(csv_row["entropy_elbo/elbo"]) == pytest.approx(row["entropy_elbo"], abs=1e-9)
+        assert float(csv_row["entropy_elbo/active_latents"]) == row["active_latents"]
+        assert all(csv_row[n] != "" for n in names)
+    ckpt = tmp_path / "last.ckpt"
+    model.trainer_.save_checkpoint(ckpt)
+    loaded = load_model(ckpt, options=LoadOptions(model=f"{__file__}:LitVAE")).model
+    est = estimate(loaded, [data[:200].numpy()], samples=3, generator=torch.Generator().manual_seed(4))
+    col = collapse(loaded, [data[:200].numpy()])
+    last = logged[-1]
+    for name, want in [("elbo", est.entropy_elbo), ("mc_elbo", est.mc_elbo), ("r", est.stationarity["r"]),
+                       ("encoder_entropy", est.entropies["encoder"]), ("decoder_entropy", est.entropies["decoder"]),
+                       *[(f"latent_entropy/{h}", col.mean_entropy[h]) for h in range(H)],
+                       *[(f"a/{h}", est.stationarity["a"][h]) for h in range(H)]]:
+        assert float(last[f"entropy_elbo/{name}"]) == pytest.approx(want, abs=1e-9), name
+    assert float(last["entropy_elbo/active_latents/active_units"]) == H - col.counts["active_units"]
+    assert (tmp_path / "m.jsonl").read_text().count("\n") == 3
+
+
+def test_training_under_the_callback_is_bit_identical(data: Tensor, tmp_path: Path) -> None:
+    plain = fit(data, [], tmp_path / "a")
+    watched = fit(data, [EntropyMonitor(data[:150], samples=2)], tmp_path / "b")
+    a, b = plain.state_dict(), watched.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # incl. batch norm running stats
+
+
+def test_every_n_epochs_and_where_the_vae_is(data: Tensor, tmp_path: Path) -> None:
+    callback = EntropyMonitor(data[:100], every_n_epochs=2, samples=0)
+    fit(data, [callback], tmp_path, max_epochs=5)
+    assert [r["epoch"] for r in callback.rows] == [2, 4] and callback.rows[0]["elbo"] is None
+    wrapper = Wrapper()
+    assert find_vae(wrapper) is wrapper.model and find_vae(wrapper, "head") is wrapper.head
+    with pytest.raises(EntropyElboError, match="module='NAME'"):
+        find_vae(nn.Sequential(nn.Linear(2, 2)))
+    with pytest.raises(EntropyElboError, match="every_n_epochs: got 0"):
+        EntropyMonitor(data, every_n_epochs=0)
+
+
+def test_without_pytorch_lightning_the_import_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pytorch_lightning", None)
+    monkeypatch.delitem(sys.modules, "entropy_elbo.lightning")
+    with pytest.raises(ImportError, match=r"pip install 'entropy-elbo\[lightning\]'") as err:
+        importlib.import_module("entropy_elbo.lightning")
+    assert isinstance(err.value, EntropyElboError) and "\n" not in str(err.value)
+
+
+def test_ddp_two_processes_log_the_one_process_figures(data: Tensor, tmp_path: Path) -> None:
+    """Two CPU processes (gloo, ddp_spawn): each measures its half of the batch, the sums are added, rank 0 logs."""
+    callback = EntropyMonitor(data[:201], samples=2)
+    model = fit(data, [callback], tmp_path, devices=2, strategy="ddp_spawn")
+    last = csv_rows(tmp_path)[-1]
+    est, col = Monitor(model, data[:201], samples=2).measure()  # one process, the trained weights
+    assert float(last["entropy_elbo/elbo"]) == pytest.approx(est.entropy_elbo, abs=1e-9)
+    assert float(last["entropy_elbo/encoder_entropy"]) == pytest.approx(est.entropies["encoder"], abs=1e-9)
+    for h in range(H):
+        assert float(last[f"entropy_elbo/latent_entropy/{h}"]) == pytest.approx(col.mean_entropy[h], abs=1e-9)
+        assert float(last[f"entropy_elbo/a/{h}"]) == pytest.approx(est.stationarity["a"][h], abs=1e-9)
+    # Monte Carlo: rank r samples with seed + r, another valid draw of the same figure
+    assert abs(float(last["entropy_elbo/mc_elbo"]) - est.mc_elbo) < 5 * est.mc_stderr
