@@ -69,9 +69,20 @@ def test_save_pretrained_folder(tmp_path: Path) -> None:
         dist = vae.encode(v).latent_dist
         return dist.mean.flatten(1), dist.logvar.flatten(1)
 
-    want, se = independent_mc_elbo(encode, lambda z: vae.decode(z.reshape(-1, LATENT, side, side)).sample,
-                                   torch.tensor(0.1), x, 16)
+    def decode(z: torch.Tensor) -> torch.Tensor:
+        return vae.decode(z.reshape(-1, LATENT, side, side)).sample
+
+    want, se = independent_mc_elbo(encode, decode, torch.tensor(0.1), x, 16)
     assert_within_4_se(est, want, se)
+
+    best = run_json("estimate", tmp_path / "vae", "--data", data, "--decoder-variance", "optimal", "--samples", "16")
+    with torch.no_grad():  # sigma*^2 = mean_n E_q ||x - mu(z)||^2 / D, by our own sampling
+        nu, log_var = encode(x)
+        z = nu + (0.5 * log_var).exp() * torch.randn(nu.shape, generator=torch.Generator().manual_seed(5))
+        sigma2 = float((decode(z).double() - x.double()).pow(2).mean())
+    assert best["stationarity"]["sigma2"] == pytest.approx(sigma2, rel=0.02)
+    want, se = independent_mc_elbo(encode, decode, torch.tensor(best["stationarity"]["sigma2"]), x, 16)
+    assert_within_4_se(best, want, se)
 
     np.save(data, (x.numpy() + 1) * 127.5)  # 8-bit pixels, not rescaled
     line = one_line_error(run("collapse", tmp_path / "vae", "--data", data))
