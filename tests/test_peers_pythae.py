@@ -48,7 +48,7 @@ def pythae_encode(model: nn.Module):  # noqa: ANN201
     return encode
 
 
-@pytest.mark.parametrize("name", ["VAE", "BetaVAE", "IWAE", "FactorVAE", "MSSSIM_VAE"])
+@pytest.mark.parametrize("name", ["VAE", "BetaVAE", "IWAE", "FactorVAE", "MSSSIM_VAE", "DisentangledBetaVAE"])
 def test_gaussian_pythae_models_read_with_no_flags(tmp_path: Path, name: str) -> None:
     model, folder = saved(tmp_path, name, **({"beta": 4.0} if name == "BetaVAE" else {}))
     x = torch.rand(N, D)
@@ -56,7 +56,7 @@ def test_gaussian_pythae_models_read_with_no_flags(tmp_path: Path, name: str) ->
     info = run_json("inspect", folder)
     assert info["fmt"] == "pythae" and f"pythae {name} (pythae's own class" in info["model_kind"]
     assert (info["h"], info["d"]) == (H, D) and info["encoder"]["name"] == "log_covariance"
-    implied = {"BetaVAE": 4.0, "MSSSIM_VAE": None}.get(name, 1.0)
+    implied = {"BetaVAE": 4.0, "MSSSIM_VAE": None, "DisentangledBetaVAE": None}.get(name, 1.0)
     assert info["decoder"]["kind"] == "fixed" and info["decoder"]["implied"] == implied
 
     got = run_json("collapse", folder, "--data", data)

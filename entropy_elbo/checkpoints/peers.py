@@ -18,12 +18,18 @@ from entropy_elbo.errors import CheckpointError
 # pythae models with a diagonal Gaussian encoder and an N(0, I) prior -> the KL weight that sets the implied sigma^2
 # (pythae's mse loss is 0.5 ||x - mu(z)||^2 + w KL = w * (negative ELBO at sigma^2 = w), up to a constant)
 PYTHAE_GAUSSIAN: dict[str, str | None] = {
-    "VAE": None, "BetaVAE": "beta", "DisentangledBetaVAE": "beta", "BetaTCVAE": None, "FactorVAE": None,
+    "VAE": None, "BetaVAE": "beta", "DisentangledBetaVAE": None, "BetaTCVAE": None, "FactorVAE": None,
     "IWAE": None, "CIWAE": None, "MIWAE": None, "PIWAE": None, "INFOVAE_MMD": None, "Adversarial_AE": None,
     "MSSSIM_VAE": None, "VAEGAN": None,
 }
-# losses whose reconstruction term is not a Gaussian log-likelihood: no sigma^2 is implied
-PYTHAE_NOT_GAUSSIAN_LOSS = {"MSSSIM_VAE": "an MS-SSIM similarity", "VAEGAN": "a distance in a discriminator's features"}
+# losses that are not an ELBO at any one sigma^2: no decoder variance is implied
+PYTHAE_NO_IMPLIED = {
+    "MSSSIM_VAE": "its reconstruction loss is an MS-SSIM similarity, not a Gaussian log-likelihood",
+    "VAEGAN": "its reconstruction loss is a distance in a discriminator's features, not a Gaussian log-likelihood",
+    "DisentangledBetaVAE": "its loss 0.5 ||x - mu(z)||^2 + beta |KL - C| targets a KL capacity C, so it is not "
+                           "the ELBO at any one sigma^2",
+}
+_OWN_RECONSTRUCTION = ("MSSSIM_VAE", "VAEGAN")  # reconstruction_loss in their config is not used
 _DETERMINISTIC = "its encoder is deterministic (no encoder variance), so it is an autoencoder, not a VAE"
 PYTHAE_REFUSED: dict[str, str] = {
     "VAMP": "its prior is a learned mixture over pseudo-inputs (VampPrior), not N(0, I)",
@@ -58,7 +64,7 @@ def check_pythae(config: dict) -> None:
     if name not in PYTHAE_GAUSSIAN:
         raise CheckpointError(f"pythae model_config.json names {config.get('name')!r}, a model entropy-elbo does not "
                               f"know; it reads pythae's {', '.join(PYTHAE_GAUSSIAN)}")
-    if config.get("reconstruction_loss", "mse") == "bce" and name not in PYTHAE_NOT_GAUSSIAN_LOSS:
+    if config.get("reconstruction_loss", "mse") == "bce" and name not in _OWN_RECONSTRUCTION:
         raise CheckpointError(f"pythae {name} was trained with reconstruction_loss 'bce': a Bernoulli decoder, not a "
                               "Gaussian one, so neither the entropy ELBO nor the Gaussian ELBO applies; refused")
 
@@ -73,9 +79,8 @@ def custom_route(config: dict) -> str:
 def pythae_implied_variance(config: dict) -> tuple[float | None, str]:
     """The fixed decoder variance pythae's loss implies, and the sentence that says why (None: none is implied)."""
     name = pythae_name(config)
-    if name in PYTHAE_NOT_GAUSSIAN_LOSS:
-        return None, (f"pythae {name}'s reconstruction loss is {PYTHAE_NOT_GAUSSIAN_LOSS[name]}, not a Gaussian "
-                      "log-likelihood: no decoder variance is implied")
+    if name in PYTHAE_NO_IMPLIED:
+        return None, f"pythae {name}: {PYTHAE_NO_IMPLIED[name]}; no fixed decoder variance is implied"
     key = PYTHAE_GAUSSIAN.get(name)
     weight = float(config.get(key, 1.0)) if key else 1.0
     if key:
