@@ -236,7 +236,7 @@ def train_cmd(ctx: click.Context, model: str, data_spec: str | None, out: Path |
     Under torchrun every process trains on its own block of rows with --batch-size rows per step
     (DistributedDataParallel averages the gradients); process 0 alone writes and reports.
     """
-    from entropy_elbo.runs import read_settings, run_for_out, run_for_resume, write_settings
+    from entropy_elbo.runs import fingerprint, read_settings, run_for_out, run_for_resume, write_settings
 
     dev = resolve_device(device)
     ranks = distributed.context_from_env()  # under torchrun: DDP over blocks of rows, rank 0 alone writes
@@ -255,9 +255,11 @@ def train_cmd(ctx: click.Context, model: str, data_spec: str | None, out: Path |
         if out is not None:
             raise EntropyElboError("--resume continues a run where it was written; drop --out")
         run = run_for_resume(resume)
+        ctx.call_on_close(run.claim())  # one process at a time carries a run on
         stored = check_stored(read_settings(run.folder), run.settings)
         settings = resumed_settings(stored, model, given, resume)
         done = check_resume_epochs(run, int(settings["epochs"]), resume)
+        check_same_data(stored, str(settings["data"]), resume)
     else:
         if out is None:
             raise EntropyElboError("train: pass --out RUN_FOLDER or --out CHECKPOINT.safetensors")
@@ -266,6 +268,7 @@ def train_cmd(ctx: click.Context, model: str, data_spec: str | None, out: Path |
             read_settings(run.folder)  # an empty run.json (a run stopped before it started) says so
             raise EntropyElboError(f"--out {out}: {run.folder} already holds a run; --resume {out} continues it, "
                                    "or remove it or choose another --out")
+        run.check_fresh(out)
         check_writable(run.checkpoint if run.checkpoint.parent.is_dir() else run.folder)
         settings = new_settings(model, given)
     prepared = prepare_data(str(settings["data"]), key=settings["key"], drop_column=settings["drop_column"],
@@ -281,11 +284,16 @@ def train_cmd(ctx: click.Context, model: str, data_spec: str | None, out: Path |
         if config.data_dim != int(np.prod(x.shape[1:])):
             raise EntropyElboError(f"--resume {resume}: the data has {int(np.prod(x.shape[1:]))} values per row but "
                                    f"the run's model expects {config.data_dim}; pass the run's --data")
+        was = stored["data"].get("shape") if isinstance(stored.get("data"), dict) else None
+        if was is not None and list(was) != list(x.shape):
+            raise EntropyElboError(f"--resume {resume}: the data {settings['data']} now gives training rows of shape "
+                                   f"{tuple(x.shape)}, the run started on {tuple(was)}; the data changed, start a new "
+                                   "run")
     else:
         config = model_config(model, tuple(x.shape[1:]), int(settings["latents"]), **model_settings(model, settings))
     training = TrainConfig(**{k: settings[k] for k in ("epochs", "batch_size", "lr", "samples", "seed")})
     meta = {"source": prepared.source, "shape": list(x.shape), "scale": prepared.scale,
-            "heldout_rows": 0 if held is None else len(held)}
+            "heldout_rows": 0 if held is None else len(held), "fingerprint": fingerprint(str(settings["data"]))}
     if ranks is not None:
         per_rank = distributed.rows_per_rank(len(x), ranks)
         meta.update(processes=ranks.world_size, rows_per_process=per_rank)
@@ -297,7 +305,7 @@ def train_cmd(ctx: click.Context, model: str, data_spec: str | None, out: Path |
                               if left else ""))
     distributed.barrier(ranks)  # every rank has checked --out before rank 0 writes there
     if resume is None and main_rank:
-        run.create()
+        ctx.call_on_close(run.create().claim())
         write_settings(run, {"settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
                              "model_config": config.to_json(), "data": meta})
     torch.manual_seed(training.seed)
@@ -690,6 +698,23 @@ def check_stored(stored: dict[str, object], path: Path) -> dict[str, object]:
     if kind not in MODELS:
         raise EntropyElboError(f"{path}: its model_config names the unknown model {kind!r}; start a new run")
     return stored
+
+
+def check_same_data(stored: dict[str, object], spec: str, path: Path) -> None:
+    """A resumed run's data file must be the one it started on (size and the hashes of its ends; mtime: a note)."""
+    from entropy_elbo.runs import data_changes, fingerprint
+
+    data = stored.get("data")
+    old = data.get("fingerprint") if isinstance(data, dict) else None
+    if not isinstance(old, dict):  # a synthetic set, or a run written before fingerprints
+        return
+    changed, touched = data_changes(old, fingerprint(spec))
+    if changed:
+        raise EntropyElboError(f"--resume {path}: the data {spec} changed since the run started "
+                               f"({', '.join(changed)}); restore it, or start a new run on the new data")
+    if touched:
+        report.message(f"note: {spec} was modified since the run started, but its size and the hashes of its first and "
+                       "last MiB are unchanged; resuming")
 
 
 def check_resume_epochs(run: object, epochs: int, path: Path) -> int:

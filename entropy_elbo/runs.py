@@ -1,13 +1,19 @@
 """A training run on disk: the model checkpoint, the resume state, the settings and a JSON-lines log.
 
 `--out run/` makes the folder `run/` holding `model.safetensors`; `--out ckpt.safetensors` writes the
-checkpoint there and the run folder `ckpt.run/` beside it. Every file is written atomically.
+checkpoint there and the run folder `ckpt.run/` beside it. Every file is written atomically; a new run never
+replaces a file it did not write, a run folder's paths stay where the run writes them, one process at a time
+trains a run (an flock on its folder, released by the kernel when the process dies), and a resumed run checks
+that its data file is the one it started on (shape, size, and a hash of the first and last MiB).
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +27,7 @@ from entropy_elbo.errors import CheckpointError, EntropyElboError, parse_json
 STATE_FORMAT = "entropy-elbo-run-state/1"
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".npy", ".npz", ".h5")  # --out names of other formats
 SETTINGS, LOG, STATE, MODEL = "run.json", "log.jsonl", "state.safetensors", "model.safetensors"
+CHUNK = 2**20  # bytes hashed at each end of a data file for its fingerprint
 
 
 @dataclass(frozen=True)
@@ -42,20 +49,47 @@ class RunFolder:
     def settings(self) -> Path:
         return self.folder / SETTINGS
 
+    @property
+    def outputs(self) -> list[Path]:
+        """Every file a run writes."""
+        return [self.settings, self.log, self.state, self.checkpoint]
+
     def create(self) -> RunFolder:
-        """Make the run folder (its parent must exist)."""
+        """Make the run folder (its parent must exist) and claim it: one run per folder."""
         parent = self.folder.parent
         if not parent.is_dir():
             raise EntropyElboError(f"--out {self.folder}: folder {parent} does not exist; create it first")
         try:
             self.folder.mkdir(exist_ok=True)
-            os.close(os.open(self.settings, os.O_CREAT | os.O_EXCL | os.O_WRONLY))  # claim it: one run per folder
+            os.close(os.open(self.settings, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
         except FileExistsError:
             raise EntropyElboError(f"--out {self.folder}: another training run has just claimed this folder; "
                                    "choose another --out") from None
         except OSError as err:
             raise EntropyElboError(f"--out {self.folder}: cannot create the run folder ({err.strerror})") from None
         return self
+
+    def check_fresh(self, out: Path) -> None:
+        """A new run replaces nothing: none of the files it would write may exist yet."""
+        taken = [p for p in self.outputs if p.exists() or p.is_symlink()]
+        if taken:
+            raise EntropyElboError(f"--out {out}: {taken[0]} already exists and a new run never replaces a file; "
+                                   "remove it or choose another --out")
+
+    def claim(self) -> Callable[[], None]:
+        """Lock the run for this process: an flock on the run folder itself (no file is written). The returned call
+        releases it, and the kernel does when the process dies, so a killed run never leaves it stuck."""
+        try:
+            fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as err:
+            raise EntropyElboError(f"{self.folder}: cannot open the run folder ({err.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise EntropyElboError(f"{self.folder}: another process is training this run now (it holds the folder's "
+                                   "lock); wait for it to end, or stop it, before --resume") from None
+        return lambda: os.close(fd)
 
 
 def run_for_out(out: str | Path) -> RunFolder:
@@ -66,6 +100,9 @@ def run_for_out(out: str | Path) -> RunFolder:
                                f"{out.with_suffix('.safetensors')} or a run folder name")
     if out.suffix == ".safetensors":
         return RunFolder(out.with_suffix(".run"), out)
+    if out.exists() and not out.is_dir():
+        raise EntropyElboError(f"--out {out}: is an existing file, not a run folder; pass a new folder name, or "
+                               "NAME.safetensors for a checkpoint with its run folder beside it")
     return RunFolder(out, out / MODEL)
 
 
@@ -77,8 +114,46 @@ def run_for_resume(path: str | Path) -> RunFolder:
         raise EntropyElboError(f"--resume {path}: no run to resume ({folder / SETTINGS} is missing); pass the run "
                                "folder or checkpoint a `train --out` wrote")
     settings = read_settings(folder)
-    checkpoint = Path(os.path.normpath(folder / settings.get("checkpoint", MODEL)))
+    named = settings.get("checkpoint", MODEL)
+    places = {Path(os.path.normpath(folder / MODEL)): MODEL}  # the two places `train --out` writes a checkpoint
+    if folder.suffix == ".run":
+        places[Path(os.path.normpath(folder.with_suffix(".safetensors")))] = f"../{folder.stem}.safetensors"
+    checkpoint = Path(os.path.normpath(folder / str(named))) if isinstance(named, str) else None
+    if checkpoint not in places:
+        raise EntropyElboError(f"{folder / SETTINGS}: names the checkpoint {named!r}, outside the places this run "
+                               f"writes ({' or '.join(places.values())}); the file is damaged or crafted, start a "
+                               "new run")
     return RunFolder(folder, checkpoint)
+
+
+def fingerprint(spec: str) -> dict[str, object] | None:
+    """A data file's size, mtime and SHA-256 of its first and last MiB (an image folder's: of its listing); None
+    for a synthetic set's name. Cheap at any size, and catches data replaced under a run."""
+    path = Path(spec)
+    if path.is_dir():
+        entries = sorted((e.name, e.stat().st_size) for e in os.scandir(path) if e.is_file())
+        listing = json.dumps(entries).encode()
+        return {"files": len(entries), "size": sum(n for _, n in entries),
+                "listing": hashlib.sha256(listing).hexdigest()}
+    if not path.is_file():
+        return None
+    stat = path.stat()
+    with open(path, "rb") as fh:
+        head = fh.read(CHUNK)
+        fh.seek(max(stat.st_size - CHUNK, 0))
+        tail = fh.read(CHUNK)
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "head": hashlib.sha256(head).hexdigest(),
+            "tail": hashlib.sha256(tail).hexdigest()}
+
+
+def data_changes(old: dict[str, object], new: dict[str, object] | None) -> tuple[list[str], bool]:
+    """What differs between a run's stored data fingerprint and today's: (changes that refuse, mtime alone)."""
+    if new is None:
+        return ["it is no longer a file or folder"], False
+    words = {"size": "size {} -> {} bytes", "files": "files {} -> {}", "head": "first MiB differs",
+             "tail": "last MiB differs", "listing": "file names or sizes differ"}
+    changed = [words[k].format(old[k], new.get(k)) for k in words if k in old and old[k] != new.get(k)]
+    return changed, old.get("mtime_ns") not in (None, new.get("mtime_ns"))
 
 
 def write_settings(run: RunFolder, settings: dict[str, object]) -> None:

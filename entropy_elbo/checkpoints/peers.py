@@ -129,11 +129,17 @@ class _quiet:
 
 
 def _items(obj: object) -> Iterator[tuple[str, object]]:
-    """Every (key, value) of nested dicts, depth first (Lightning's hyper_parameters may nest `params`)."""
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            yield str(k), v
-            yield from _items(v)
+    """Every (key, value) of nested dicts, depth first (Lightning's hyper_parameters may nest `params`); a loop over
+    a stack, not recursion, so that no nesting depth in a file reaches Python's recursion limit."""
+    stack = [iter(obj.items())] if isinstance(obj, dict) else []
+    while stack:
+        item = next(stack[-1], None)
+        if item is None:
+            stack.pop()
+            continue
+        yield str(item[0]), item[1]
+        if isinstance(item[1], dict):
+            stack.append(iter(item[1].items()))
 
 
 def lightning_implied_variance(hparams: object, d: int) -> tuple[float | None, str] | None:

@@ -93,8 +93,8 @@ DEEP = "[" * 200_000 + "]" * 200_000
 
 
 def test_deep_json_in_every_json_input_is_one_line(kit: Path, tmp_path: Path) -> None:
-    """--model-kwargs, pythae's model_config.json, a run's run.json and a checkpoint's config: nesting never
-    reaches Python's recursion limit as a traceback."""
+    """--model-kwargs, pythae's model_config.json, a run's run.json, Lightning's hyper_parameters and a
+    checkpoint's config: nesting never reaches Python's recursion limit as a traceback."""
     assert_user_error(invoke(["inspect", kit / "vae1.safetensors", "--model", "torch.nn:Linear", "--model-kwargs",
                               '{"a": ' + DEEP + "}"]), 1, "--model-kwargs", "nested too deeply")
     folder = tmp_path / "pythae"
@@ -107,6 +107,11 @@ def test_deep_json_in_every_json_input_is_one_line(kit: Path, tmp_path: Path) ->
     (run / "log.jsonl").write_text(json.dumps({"epoch": 1}) + "\n")
     assert_user_error(invoke(["train", "linear", "--resume", run]), 1, "run.json", "nested too deeply")
     assert_user_error(invoke(["plot", run, "--out", tmp_path / "p.png"]), 1, "run.json", "nested too deeply")
+    from entropy_elbo.checkpoints.peers import lightning_implied_variance
+    nested: dict[str, object] = {"kld_weight": 0.1}  # a Lightning hyper_parameters nested past the recursion limit
+    for _ in range(200_000):
+        nested = {"params": nested}
+    assert lightning_implied_variance(nested, 4)[0] == pytest.approx(4 * 0.1 / 2)  # sigma^2 = D kld_weight / 2
     from entropy_elbo.models import ModelConfig
     with pytest.raises(Exception, match="model config: JSON nested too deeply") as caught:
         ModelConfig.from_json('{"kind": ' + DEEP + "}")
