@@ -4,6 +4,7 @@ its JSON-lines log."""
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from torch import Tensor, nn
 from entropy_elbo.checkpoints import LoadOptions, load_model, save_checkpoint
 from entropy_elbo.cli import main
 from entropy_elbo.collapse import collapse
-from entropy_elbo.data import make_synthetic
+from entropy_elbo.data import make_synthetic, ppca
 from entropy_elbo.errors import EntropyElboError
 from entropy_elbo.estimate import estimate
 from entropy_elbo.models import ModelConfig, build_model
@@ -189,3 +190,22 @@ def test_the_log_is_a_run_log_that_plot_draws(data: Tensor, tmp_path: Path) -> N
 def test_bad_input_is_one_line(data: object, kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(EntropyElboError, match=message):
         Monitor(MSEVAE(), data, **kwargs)
+
+
+def test_the_example_loop_logs_the_final_models_figures(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("monitor_loop", Path(__file__).parents[1] / "examples" /
+                                                  "monitor_loop.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    model, mon = example.main(["--epochs", "2", "--rows", "500", "--out", str(tmp_path)])
+    assert read_log(tmp_path / "monitor.jsonl") == mon.rows and [r["epoch"] for r in mon.rows] == [1, 2]
+    held_out = torch.as_tensor(ppca(1500, seed=0)[500:])  # the example's 1,000 held-out rows
+    est = estimate(load_as_user_class(model, tmp_path), [held_out.numpy()], samples=0)
+    assert mon.rows[-1]["entropy_elbo"] == pytest.approx(est.entropy_elbo, abs=1e-9)
+
+
+def load_as_user_class(model: nn.Module, folder: Path) -> object:
+    """The model saved as a state_dict and read back through --model, as `estimate` would read it."""
+    torch.save(model.state_dict(), folder / "model.pt")
+    source = Path(__file__).parents[1] / "examples" / "monitor_loop.py"
+    return load_model(folder / "model.pt", options=LoadOptions(model=f"{source}:MyVAE")).model
