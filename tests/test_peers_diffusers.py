@@ -6,6 +6,7 @@ Every figure is checked against torch.distributions on the model's own `encode(x
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -109,3 +110,43 @@ def test_single_safetensors_files(tmp_path: Path) -> None:
     mine = own_entropies(wide, x).flatten()
     assert [r["mean_encoder_entropy"] for r in sorted(got["latents"], key=lambda r: r["latent"])] == \
         pytest.approx(mine.tolist(), rel=1e-4)
+
+
+def to_original_names(state: dict[str, torch.Tensor], blocks: int) -> dict[str, torch.Tensor]:
+    """diffusers' AutoencoderKL keys -> the original CompVis/LDM ones (as in the SD VAE .safetensors releases)."""
+    out = {}
+    for key, value in state.items():
+        k = re.sub(r"down_blocks\.(\d+)\.resnets\.", r"down.\1.block.", key)
+        k = re.sub(r"down_blocks\.(\d+)\.downsamplers\.0\.", r"down.\1.downsample.", k)
+        k = re.sub(r"up_blocks\.(\d+)\.resnets\.", lambda m: f"up.{blocks - 1 - int(m[1])}.block.", k)
+        k = re.sub(r"up_blocks\.(\d+)\.upsamplers\.0\.", lambda m: f"up.{blocks - 1 - int(m[1])}.upsample.", k)
+        k = re.sub(r"mid_block\.resnets\.(\d+)\.", lambda m: f"mid.block_{int(m[1]) + 1}.", k)
+        k = k.replace("mid_block.attentions.0.", "mid.attn_1.").replace("conv_shortcut", "nin_shortcut")
+        k = k.replace("conv_norm_out", "norm_out").replace("group_norm", "norm").replace("to_out.0", "proj_out")
+        k = re.sub(r"\.to_([qkv])\.", r".\1.", k)
+        if ".attn_1." in k and k.endswith("weight") and value.dim() == 2:
+            value = value[:, :, None, None]  # LDM keeps the attention projections as 1x1 convolutions
+        out["first_stage_model." + k] = value.contiguous()
+    return out
+
+
+def test_original_format_stable_diffusion_file(tmp_path: Path) -> None:
+    x, data = images(tmp_path)
+    vae = tiny(channels=(32, 32), groups=32, seed=3)
+    path = tmp_path / "sd-vae.safetensors"
+    save_file(to_original_names(vae.state_dict(), 2), path)
+    info = run_json("inspect", path, "--data", data)
+    assert info["fmt"] == "diffusers" and any("the weights' shapes" in a["what"] for a in info["assumptions"])
+    got = run_json("collapse", path, "--data", data)
+    mine = own_entropies(vae, x).flatten()
+    assert [r["mean_encoder_entropy"] for r in sorted(got["latents"], key=lambda r: r["latent"])] == \
+        pytest.approx(mine.tolist(), rel=1e-4)
+    est = run_json("estimate", path, "--data", data, "--decoder-variance", "0.1", "--samples", "16")
+
+    def encode(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dist = vae.encode(v).latent_dist
+        return dist.mean.flatten(1), dist.logvar.flatten(1)
+
+    want, se = independent_mc_elbo(encode, lambda z: vae.decode(z.reshape(-1, LATENT, S // 2, S // 2)).sample,
+                                   torch.tensor(0.1), x, 16)
+    assert_within_4_se(est, want, se)  # the decoder's up blocks (stored in reverse order) were renamed right

@@ -1,7 +1,8 @@
 """diffusers `AutoencoderKL` (the Stable Diffusion VAE family), built with diffusers' own class (extra `[diffusers]`).
 
 A `save_pretrained` folder (`config.json` + `diffusion_pytorch_model.safetensors`) or a single safetensors file in
-diffusers' key names (its config read from a `config.json` beside it, else from the weights' shapes). Every figure
+diffusers' key names or the original (CompVis / LDM) ones, renamed by diffusers' own converter (its config read from
+a `config.json` beside it, else from the weights' shapes). Every figure
 comes from `encode(x).latent_dist` (mean and log-variance per latent channel and position, flattened to H =
 channels x h x w latents) and `decode(z).sample`. The decoder variance is fixed: only the Monte Carlo ELBO at a
 stated or optimal sigma^2 applies. Images are (N, C, H, W) arrays scaled to [-1, 1], as diffusers expects.
@@ -40,19 +41,33 @@ def folder_config(folder: Path) -> dict | None:
 
 
 def is_autoencoder_kl(state: dict[str, Tensor]) -> bool:
-    """diffusers' AutoencoderKL key names."""
-    return all(k in state for k in ("encoder.conv_in.weight", "encoder.conv_out.weight", "decoder.conv_in.weight",
-                                    "decoder.conv_out.weight", "encoder.down_blocks.0.resnets.0.conv1.weight"))
+    """diffusers' AutoencoderKL key names, or the original (LDM) names of the same VAE."""
+    return ldm_prefix(state) is not None or all(k in state for k in (
+        "encoder.conv_in.weight", "encoder.conv_out.weight", "decoder.conv_in.weight", "decoder.conv_out.weight",
+        "encoder.down_blocks.0.resnets.0.conv1.weight"))
+
+
+LDM_FIRST = "encoder.down.0.block.0.conv1.weight"  # the original (CompVis / LDM) key names of the same model
+
+
+def ldm_prefix(state: dict[str, Tensor]) -> str | None:
+    """The prefix of an original-format (LDM) VAE's keys (`first_stage_model.` in a whole SD file), or None."""
+    return next((k[: -len(LDM_FIRST)] for k in state if k.endswith(LDM_FIRST)), None)
 
 
 def config_from_shapes(state: dict[str, Tensor]) -> dict:
     """An AutoencoderKL config that fits the weights; norm_num_groups is not in them (diffusers' default 32)."""
+    ldm = ldm_prefix(state)
+    p = ldm or ""
+    block = (lambda i, j: f"{p}encoder.down.{i}.block.{j}.conv1.weight") if ldm is not None else \
+        (lambda i, j: f"encoder.down_blocks.{i}.resnets.{j}.conv1.weight")
     blocks = []
-    while f"encoder.down_blocks.{len(blocks)}.resnets.0.conv1.weight" in state:
-        blocks.append(int(state[f"encoder.down_blocks.{len(blocks)}.resnets.0.conv1.weight"].shape[0]))
+    while block(len(blocks), 0) in state:
+        blocks.append(int(state[block(len(blocks), 0)].shape[0]))
     layers = 0
-    while f"encoder.down_blocks.0.resnets.{layers}.conv1.weight" in state:
+    while block(0, layers) in state:
         layers += 1
+    state = {k[len(p):]: v for k, v in state.items() if k.startswith(p)}
     groups = 32
     if any(c % groups for c in blocks):
         raise CheckpointError(f"an AutoencoderKL with block channels {blocks}: its GroupNorm group count is not in "
@@ -65,7 +80,7 @@ def config_from_shapes(state: dict[str, Tensor]) -> dict:
             "down_block_types": ["DownEncoderBlock2D"] * len(blocks),
             "up_block_types": ["UpDecoderBlock2D"] * len(blocks),
             "use_quant_conv": "quant_conv.weight" in state, "use_post_quant_conv": "post_quant_conv.weight" in state,
-            "mid_block_add_attention": any(".mid_block.attentions." in k for k in state)}
+            "mid_block_add_attention": any(".mid_block.attentions." in k or ".mid.attn_1." in k for k in state)}
 
 
 class AutoencoderKLAdapter(nn.Module):
@@ -110,6 +125,9 @@ def build_autoencoder_kl(config: dict, state: dict[str, Tensor], input_shape: tu
     except ImportError:
         raise CheckpointError(f"{source}: a diffusers AutoencoderKL; reading it needs diffusers: "
                               "pip install 'entropy-elbo[diffusers]'") from None
+    if ldm_prefix(state) is not None:  # original-format keys: diffusers' own converter renames them
+        from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+        state = convert_ldm_vae_checkpoint(state, config)
     fields = {k: v for k, v in config.items() if not k.startswith("_")}
     try:
         vae = AutoencoderKL.from_config(fields)
