@@ -197,11 +197,15 @@ def read_log(path: Path) -> list[dict[str, object]]:
 
 
 def append_log(path: Path, row: dict[str, object]) -> None:
-    """Append one JSON row and flush it to disk."""
-    with open(path, "a") as fh:
-        fh.write(json.dumps(row, allow_nan=True) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    """Append one JSON row and flush it to disk; never through a link (it must be the run's own file)."""
+    try:
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600), "a") as fh:
+            fh.write(json.dumps(row, allow_nan=True) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as err:
+        raise EntropyElboError(f"{path}: could not be written ({err.strerror or err}); check the disk space, and that "
+                               "it is the run's own file, not a link") from None
 
 
 def rewrite_log(path: Path, rows: list[dict[str, object]]) -> None:

@@ -288,3 +288,28 @@ def test_a_resumed_run_starts_its_progress_at_the_epochs_done(kit: Path, tmp_pat
     frames = screen.getvalue()
     assert "3/6" in frames and "resumed after epoch 3" in frames
     assert "0/6" not in frames
+
+
+def test_a_message_spanning_lines_still_prints_as_one() -> None:
+    """The CLI's last line of defence: any of our errors, or a bug's, is printed on one line."""
+    from click.testing import CliRunner
+
+    from entropy_elbo.cli import Group
+    from entropy_elbo.errors import EntropyElboError
+
+    @click.group(cls=Group)
+    def tool() -> None:
+        pass
+
+    @tool.command()
+    def ours() -> None:
+        raise EntropyElboError("file.pt: torch says\n  line two\n\nline three")
+
+    @tool.command()
+    def bug() -> None:
+        raise RuntimeError("a\n  b")
+
+    for name, want in (("ours", "Error: file.pt: torch says / line two / line three\n"),
+                       ("bug", "Error: internal error RuntimeError: a / b; rerun with --debug and report it\n")):
+        result = CliRunner().invoke(tool, [name])
+        assert result.exit_code == 1 and result.stderr == want, result.stderr

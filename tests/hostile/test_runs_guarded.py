@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from hostile_helpers import assert_user_error, invoke
 
-from entropy_elbo.runs import LOG, MODEL, SETTINGS, STATE, fingerprint, run_for_out, run_for_resume
+from entropy_elbo.errors import EntropyElboError
+from entropy_elbo.runs import LOG, MODEL, SETTINGS, STATE, append_log, fingerprint, run_for_out, run_for_resume
 
 TRAIN = ["train", "linear", "--batch-size", "25", "--samples", "1", "--quiet"]
 PRECIOUS = b"someone's thesis, not a checkpoint\n"
@@ -187,3 +188,15 @@ def test_fingerprint_is_independent_of_file_size_and_sees_both_ends(tmp_path: Pa
     assert found["head"] == hashlib.sha256(raw[:2**20]).hexdigest()
     assert found["tail"] == hashlib.sha256(raw[-2**20:]).hexdigest()
     assert fingerprint("ppca") is None  # a synthetic set's name: regenerated from its seed
+
+
+def test_the_log_is_never_appended_through_a_link(tmp_path: Path) -> None:
+    (tmp_path / "thesis.txt").write_bytes(PRECIOUS)
+    (tmp_path / LOG).symlink_to(tmp_path / "thesis.txt")
+    with pytest.raises(EntropyElboError, match="not a link"):
+        append_log(tmp_path / LOG, {"epoch": 1})
+    assert (tmp_path / "thesis.txt").read_bytes() == PRECIOUS
+    append_log(tmp_path / "own.jsonl", {"epoch": 1})
+    append_log(tmp_path / "own.jsonl", {"epoch": 2})
+    assert [json.loads(line) for line in (tmp_path / "own.jsonl").read_text().splitlines()] == [{"epoch": 1},
+                                                                                               {"epoch": 2}]
