@@ -58,6 +58,8 @@ def test_gaussian_pythae_models_read_with_no_flags(tmp_path: Path, name: str) ->
     assert (info["h"], info["d"]) == (H, D) and info["encoder"]["name"] == "log_covariance"
     implied = {"BetaVAE": 4.0, "MSSSIM_VAE": None, "DisentangledBetaVAE": None}.get(name, 1.0)
     assert info["decoder"]["kind"] == "fixed" and info["decoder"]["implied"] == implied
+    prior = next(a for a in info["assumptions"] if a["what"] == "prior p(z) = N(0, I)")
+    assert prior["evidence"].startswith("the pythae class's KL term is against N(0, I)")
 
     got = run_json("collapse", folder, "--data", data)
     with torch.no_grad():

@@ -331,9 +331,11 @@ def adapt(raw: RawCheckpoint, options: LoadOptions, source: str,
 
 def _variance_assumptions(intro: Introspection, has_methods: bool) -> None:
     """The assumptions every reading makes: the prior, the decoder mean, and both variances' parameterizations."""
+    peer = {"pythae": "the pythae class's KL term is against N(0, I) (models with other priors are refused)",
+            "diffusers": "AutoencoderKL's KL term is against N(0, I)"}.get(intro.fmt)
     if intro.prior is None:
-        intro.assume("prior p(z) = N(0, I)", "no parameter named like a prior variance (logalpha2, prior_logvar)",
-                     "none: other priors are refused")
+        intro.assume("prior p(z) = N(0, I)", peer or "no parameter named like a prior variance (logalpha2, "
+                     "prior_logvar)", "none: other priors are refused")
     else:
         intro.assume(f"prior p(z) = N(0, diag exp({intro.prior.name})) (VAE-2)", intro.prior.evidence,
                      intro.prior.override)
