@@ -17,12 +17,20 @@ from entropy_elbo.batching import resolve_batch_size
 from entropy_elbo.checkpoints import LoadedModel, LoadOptions, inspect_checkpoint, load_model, save_checkpoint
 from entropy_elbo.checkpoints.native import check_writable
 from entropy_elbo.collapse import ACTIVE_THRESHOLD, LUCAS_DELTA, LUCAS_EPSILON, check_settings, collapse
-from entropy_elbo.data import SYNTHETIC, iter_batches, make_synthetic, open_array, resolve_data, save_array
+from entropy_elbo.data import (
+    SYNTHETIC,
+    iter_batches,
+    make_synthetic,
+    open_array,
+    resolve_data,
+    save_chunks,
+    synthetic_chunks,
+)
 from entropy_elbo.devices import resolve_device
 from entropy_elbo.entropies import LOG_VAR_LIMIT
 from entropy_elbo.errors import EntropyElboError
 from entropy_elbo.estimate import at_optimal_variance, estimate, with_iwae
-from entropy_elbo.models import MODELS, ModelConfig, build_model, model_config
+from entropy_elbo.models import MODELS, ModelConfig, build_model, check_model_size, model_config
 from entropy_elbo.models.config import ACTIVATIONS
 from entropy_elbo.montecarlo import iwae_bound
 from entropy_elbo.presets import PRESETS, preset
@@ -193,9 +201,9 @@ def check_shape(model: object, x: np.ndarray, source: str) -> None:
 @click.option("--seed", type=SEED, default=0, show_default=True)
 def data(name: str, out: Path, n: int | None, seed: int) -> None:
     """Write one of the paper's synthetic data sets (seeded) to --out."""
-    x = make_synthetic(name, n=n, seed=seed)
-    save_array(x, out)
-    report.message(f"wrote {name} data, shape {tuple(x.shape)}, seed {seed}, to {out}")
+    shape, chunks = synthetic_chunks(name, n=n, seed=seed)
+    save_chunks(chunks, shape, np.float32, out, what=f"data {name} -n {shape[0]}")
+    report.message(f"wrote {name} data, shape {shape}, seed {seed}, to {out}")
 
 
 @main.command(name="train")
@@ -291,6 +299,7 @@ def train_cmd(ctx: click.Context, model: str, data_spec: str | None, out: Path |
                                    "run")
     else:
         config = model_config(model, tuple(x.shape[1:]), int(settings["latents"]), **model_settings(model, settings))
+    check_model_size(config, copies=4, source=f"train {model}")
     training = TrainConfig(**{k: settings[k] for k in ("epochs", "batch_size", "lr", "samples", "seed")})
     meta = {"source": prepared.source, "shape": list(x.shape), "scale": prepared.scale,
             "heldout_rows": 0 if held is None else len(held), "fingerprint": fingerprint(str(settings["data"]))}

@@ -350,7 +350,7 @@ def test_save_array_errors(tmp_path, table, monkeypatch):
     def broken_save(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(np, "save", broken_save)
+    monkeypatch.setattr(np.lib.format, "write_array_header_1_0", broken_save)
     with pytest.raises(DataError, match="keep.npy: could not be written"):
         save_array(np.zeros((2, 2)), target)
     assert os.listdir(tmp_path) == ["keep.npy"]

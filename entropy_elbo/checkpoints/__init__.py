@@ -42,7 +42,7 @@ from entropy_elbo.checkpoints.peers import (
 from entropy_elbo.checkpoints.user import build_user_model, load_strict, parse_kwargs
 from entropy_elbo.checkpoints.vanilla import VanillaLayout, vanilla_from_shapes
 from entropy_elbo.errors import CheckpointError, ModelError
-from entropy_elbo.limits import check_regular
+from entropy_elbo.limits import check_regular, size_text
 from entropy_elbo.models.config import ACTIVATIONS
 from entropy_elbo.models.protocol import GaussianVAE, VAEBase
 
@@ -169,6 +169,9 @@ def check_finite(state: dict[str, Tensor], path: Path) -> None:
                                   "damaged or its training diverged, use an earlier checkpoint")
 
 
+VIEW_SLACK = 2**20  # an expanded view smaller than this is copied out when used; a larger one is refused
+
+
 def odd_tensor(tensor: Tensor) -> str | None:
     """What makes `tensor` unusable as a weight (its layout, device or dtype), or None for a dense real tensor."""
     if tensor.is_meta:
@@ -179,6 +182,10 @@ def odd_tensor(tensor: Tensor) -> str | None:
         return f"quantized ({str(tensor.dtype).replace('torch.', '')})"
     if tensor.is_complex():
         return f"complex ({str(tensor.dtype).replace('torch.', '')})"
+    logical, stored = tensor.numel() * tensor.element_size(), tensor.untyped_storage().nbytes()
+    if logical > max(stored, VIEW_SLACK):  # strides of 0 (expand) or overlapping: every use would copy it out
+        return (f"a view over {size_text(stored)} of storage whose strides {tuple(tensor.stride())} spread it to "
+                f"{size_text(logical)}")
     return None
 
 

@@ -26,6 +26,7 @@ from entropy_elbo.checkpoints.autoencoder_kl import WEIGHTS, config_from_shapes,
 from entropy_elbo.checkpoints.native import read_metadata
 from entropy_elbo.checkpoints.peers import check_pythae, custom_route
 from entropy_elbo.errors import CheckpointError, first_line, parse_json
+from entropy_elbo.limits import check_memory, size_text
 
 STATE_KEYS = ("state_dict", "model_state_dict", "model")
 WRAPPER_PREFIXES = ("model.", "module.", "vae.", "net.", "_orig_mod.", "_forward_module.")
@@ -116,6 +117,7 @@ def _torch_load(path: Path, trusted: bool) -> object:
     """torch.load with weights_only=True; TorchScript and arbitrary pickles only through `trusted_load`."""
     if is_torchscript(path):
         return trusted_load(path, "TorchScript archive", trusted, lambda: torch.jit.load(str(path), map_location="cpu"))
+    check_archive_size(path)
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols on stderr: our one line says enough
             warnings.simplefilter("ignore")
@@ -134,6 +136,22 @@ def _torch_load(path: Path, trusted: bool) -> object:
             f"{path}: not a checkpoint entropy-elbo can read ({type(err).__name__}: {_reason(err)}); "
             "expected a state_dict, Lightning .ckpt, safetensors, TorchScript or pythae folder"
         ) from None
+
+
+def check_archive_size(path: Path) -> None:
+    """torch.save stores tensors uncompressed in its zip: refuse, before torch reads it, an archive whose members
+    inflate to more than the file holds (a deflated 1 GiB storage in a 1 MB file) or than memory can take."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            inflated = sum(info.file_size for info in zf.infolist())
+    except Exception:  # noqa: BLE001 -- not a zip (or a damaged one): torch's own reader says what it is
+        return
+    size = path.stat().st_size
+    if inflated > 2 * size + 2**20:
+        raise CheckpointError(f"{path}: its zip members inflate to {size_text(inflated)} from a {size_text(size)} "
+                              "file, but torch.save never compresses; the file is crafted or damaged, re-save it")
+    check_memory(inflated, f"{path}: its {size_text(inflated)} of tensors", "convert it to safetensors on a larger "
+                 "machine", CheckpointError)
 
 
 def _reason(err: BaseException) -> str:

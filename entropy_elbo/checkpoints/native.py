@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from entropy_elbo.entropies import LOG_VAR_LIMIT
 from entropy_elbo.errors import CheckpointError, EntropyElboError
-from entropy_elbo.models import ModelConfig, VAEBase, build_model
+from entropy_elbo.models import ModelConfig, VAEBase, build_model, model_shell
 
 FORMAT = "entropy-elbo/1"
 
@@ -133,13 +133,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
         state = load_file(path, device=str(device))
     except (SafetensorError, OSError, RuntimeError) as err:
         raise CheckpointError(f"{path}: cannot read its tensors ({err}); the file is damaged or truncated") from None
-    model = build_checked(config, sum(t.numel() for t in state.values()), path)
-    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    for name in sorted(set(shapes) | set(state)):
-        got = tuple(state[name].shape) if name in state else "missing"
-        if got != shapes.get(name, "not in the model"):
-            raise CheckpointError(f"{path}: tensor {name!r} has shape {got} but its saved config "
-                                  f"({config.kind}) needs {shapes.get(name, 'no such tensor')}; the file is damaged")
+    model = build_checked(config, state, path)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
@@ -174,19 +168,22 @@ def check_variances(model: VAEBase, source: str | Path) -> None:
             )
 
 
-SMALL_DIM = 4096  # layer sizes up to this are cheap to build whatever the file holds
-
-
-def build_checked(config: ModelConfig, stored: int, path: Path) -> VAEBase:
-    """Build the model a checkpoint's config names, refusing sizes no stored tensor could hold (a damaged config)."""
-    # a config can ask for any size; allocate only what the file's own numbers could fill
-    for name, size in [("data_dim", config.data_dim), ("latent_dim", config.latent_dim)] + [
-        ("hidden", h) for h in config.hidden
-    ]:
-        if not 1 <= size <= max(stored, SMALL_DIM):
-            raise CheckpointError(f"{path}: its config says {name}={size} but the file holds {stored} numbers in all; "
-                                  "the metadata is damaged")
+def build_checked(config: ModelConfig, state: dict[str, torch.Tensor], path: Path) -> VAEBase:
+    """Build the model a checkpoint's config names, after its shapes, worked out on the meta device (no memory),
+    are found to be those of the file's tensors: a damaged or crafted config cannot make us allocate more."""
     try:
-        return build_model(config)
-    except (RuntimeError, ValueError, TypeError, IndexError, MemoryError, EntropyElboError) as err:
+        shapes = {k: tuple(v.shape) for k, v in model_shell(config).state_dict().items()}
+    except EntropyElboError as err:
+        raise CheckpointError(f"{path}: its metadata is damaged ({err}); re-save the checkpoint") from None
+    for name in sorted(set(shapes) | set(state)):
+        got = tuple(state[name].shape) if name in state else "missing"
+        if got != shapes.get(name, "not in the model"):
+            layers = (f"channels={config.extra['channels']}" if "channels" in config.extra else
+                      f"hidden={list(config.hidden)}")
+            raise CheckpointError(f"{path}: tensor {name!r} has shape {got} but its saved config ({config.kind}, "
+                                  f"data_dim={config.data_dim}, latent_dim={config.latent_dim}, {layers}) needs "
+                                  f"{shapes.get(name, 'no such tensor')}; the file is damaged")
+    try:
+        return build_model(config, source=str(path))
+    except (RuntimeError, ValueError, TypeError, IndexError, MemoryError) as err:
         raise CheckpointError(f"{path}: its metadata is damaged ({err}); re-save the checkpoint") from None

@@ -8,6 +8,7 @@ from entropy_elbo.data.files import (
     open_array,
     resolve_data,
     save_array,
+    save_chunks,
     split_indices,
 )
 from entropy_elbo.data.synthetic import (
@@ -21,6 +22,7 @@ from entropy_elbo.data.synthetic import (
     stream,
     stream_phases,
     stream_truth,
+    synthetic_chunks,
 )
 
 __all__ = [
@@ -38,8 +40,10 @@ __all__ = [
     "resolve_data",
     "ring",
     "save_array",
+    "save_chunks",
     "split_indices",
     "stream",
     "stream_phases",
     "stream_truth",
+    "synthetic_chunks",
 ]

@@ -20,7 +20,7 @@ import tempfile
 import warnings
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from tokenize import TokenError
@@ -31,7 +31,7 @@ import numpy as np
 
 from entropy_elbo.data.idx import GZ_ERRORS, is_idx, open_idx
 from entropy_elbo.errors import DataError
-from entropy_elbo.limits import check_memory, check_regular, size_text
+from entropy_elbo.limits import check_disk, check_memory, check_regular, memory_budget, size_text
 
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = b"PK\x03\x04"
@@ -462,26 +462,39 @@ def split_indices(n: int, holdout: float, seed: int) -> tuple[np.ndarray, np.nda
 def _image_to_array(path: Path, image_size: int, image_module: ModuleType, crop: int | None = None) -> np.ndarray:
     """One image as float32 (3, S, S) in [0, 1]: RGB; the centre crop x crop square resized to S (CelebA: 148, as
     the paper's code), or with no crop the shorter side resized to S and the centre S x S kept."""
+    bound = image_module.MAX_IMAGE_PIXELS  # PIL's own bomb limit becomes ours, said in one line with the size
     try:
-        with image_module.open(path) as img:
+        image_module.MAX_IMAGE_PIXELS = None
+        img = image_module.open(path)
+    except (OSError, ValueError, SyntaxError) as e:
+        raise DataError(f"{path}: unreadable image ({e}); remove or replace it") from e
+    finally:
+        image_module.MAX_IMAGE_PIXELS = bound
+    with img:
+        w, h = img.size  # from the header: nothing is decoded yet
+        if crop is not None and min(w, h) < crop:
+            raise DataError(f"{path}: the image is {w}x{h} pixels, smaller than the centre crop of {crop}; "
+                            "pass a smaller --crop or remove the image")
+        factor = image_size / min(w, h)
+        size = ((image_size, image_size) if crop is not None else
+                (max(image_size, round(w * factor)), max(image_size, round(h * factor))))
+        limit = min(bound or w * h, memory_budget() // 16)  # RGB(A) decoded, then resized
+        for what, (a, b) in (("image", (w, h)), ("resized image", size)):
+            if a * b > limit:
+                raise DataError(f"{path}: a {a}x{b} {what} ({a * b:,} pixels) is more than the {limit:,} pixels "
+                                "this command decodes at once; shrink or crop the image first")
+        try:
             img = img.convert("RGB")
-            w, h = img.size
             if crop is not None:
-                if min(w, h) < crop:
-                    raise DataError(f"{path}: the image is {w}x{h} pixels, smaller than the centre crop of {crop}; "
-                                    "pass a smaller --crop or remove the image")
                 left, top = round((w - crop) / 2), round((h - crop) / 2)
-                img = img.crop((left, top, left + crop, top + crop)).resize((image_size, image_size),
-                                                                             image_module.Resampling.BICUBIC)
+                img = img.crop((left, top, left + crop, top + crop)).resize(size, image_module.Resampling.BICUBIC)
             else:
-                factor = image_size / min(w, h)
-                size = (max(image_size, round(w * factor)), max(image_size, round(h * factor)))
                 img = img.resize(size, image_module.Resampling.BICUBIC)
                 left, top = (size[0] - image_size) // 2, (size[1] - image_size) // 2
                 img = img.crop((left, top, left + image_size, top + image_size))
             pixels = np.asarray(img, dtype=np.float32) / 255.0  # (S, S, 3)
-    except (OSError, ValueError, SyntaxError) as e:
-        raise DataError(f"{path}: unreadable image ({e}); remove or replace it") from e
+        except (OSError, ValueError, SyntaxError) as e:
+            raise DataError(f"{path}: unreadable image ({e}); remove or replace it") from e
     return np.clip(pixels, 0.0, 1.0).transpose(2, 0, 1)
 
 
@@ -502,6 +515,8 @@ def load_image_folder(path: str | Path, image_size: int = 64, crop: int | None =
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise DataError(f"{path}: no .png/.jpg/.jpeg/.bmp images in this folder")
+    check_memory(4 * 3 * image_size**2 * (len(files) + 4), f"--image-size {image_size}: {len(files)} images of "
+                 f"3x{image_size}x{image_size} float32", "pass a smaller --image-size", DataError)
     out = np.empty((len(files), 3, image_size, image_size), dtype=np.float32)  # (N, 3, S, S)
     for i, f in enumerate(files):
         out[i] = _image_to_array(f, image_size, Image, crop)
@@ -511,9 +526,20 @@ def load_image_folder(path: str | Path, image_size: int = 64, crop: int | None =
 # ---------------------------------------------------------------------------------------------- saving
 
 
+CSV_BYTES_PER_VALUE = 16  # "%.9g" and a comma: at most 15 characters and the separator
+
+
 def save_array(x: np.ndarray, out: str | Path) -> None:
     """Write x to .npy (or .csv) atomically: a temp file in the same folder, fsync, then os.replace."""
-    out = Path(out)
+    x = np.ascontiguousarray(x)
+    save_chunks([x], x.shape, x.dtype, out)
+
+
+def save_chunks(chunks: Iterable[np.ndarray], shape: tuple[int, ...], dtype: np.dtype | type, out: str | Path,
+                what: str | None = None) -> None:
+    """Write an array of `shape` arriving as row chunks to .npy (or .csv) atomically, in memory bounded by a
+    chunk, after checking that the disk has room for it (`what` names the request in that error)."""
+    out, dtype = Path(out), np.dtype(dtype)
     suffix = out.suffix.lower()
     if suffix not in (".npy", ".csv"):
         raise DataError(f"{out}: cannot save as {suffix or '(no extension)'!r}; use .npy or .csv")
@@ -522,18 +548,30 @@ def save_array(x: np.ndarray, out: str | Path) -> None:
         raise DataError(f"{out}: {folder} is a file, not a folder; choose another --out")
     if not folder.is_dir():
         raise DataError(f"{out}: folder {folder} does not exist; create it first")
-    if suffix == ".csv" and np.ndim(x) != 2:
-        raise DataError(f"{out}: .csv needs an (N, D) table, got shape {np.shape(x)}; save as .npy")
+    if suffix == ".csv" and len(shape) != 2:
+        raise DataError(f"{out}: .csv needs an (N, D) table, got shape {tuple(shape)}; save as .npy")
+    values = int(np.prod(shape, dtype=np.float64))
+    check_disk(values * (dtype.itemsize if suffix == ".npy" else CSV_BYTES_PER_VALUE), folder,
+               what or f"{out}: shape {tuple(shape)}", "write fewer rows or to another folder")
     try:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{out.name}.", suffix=".tmp")
     except OSError as e:
         raise DataError(f"{out}: folder {folder} is not writable ({e.strerror or e})") from e
     try:
         with os.fdopen(fd, "wb") as f:
-            if suffix == ".npy":
-                np.save(f, np.asarray(x), allow_pickle=False)
-            else:
-                np.savetxt(f, np.asarray(x), delimiter=",", fmt="%.9g")
+            if suffix == ".npy":  # the header np.save writes, then the rows in C order
+                header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}
+                np.lib.format.write_array_header_1_0(f, header)
+            rows = 0
+            for chunk in chunks:
+                chunk = np.ascontiguousarray(chunk, dtype=dtype)
+                if suffix == ".npy":
+                    f.write(chunk.data)
+                else:
+                    np.savetxt(f, chunk, delimiter=",", fmt="%.9g")
+                rows += len(chunk)
+            if rows != shape[0]:
+                raise DataError(f"{out}: got {rows} rows for an array of shape {tuple(shape)}; nothing was written")
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, out)

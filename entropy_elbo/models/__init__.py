@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import torch
+
 from entropy_elbo.errors import ModelError
+from entropy_elbo.limits import check_memory
 from entropy_elbo.models.config import ModelConfig
 from entropy_elbo.models.conv import ConvVAE
 from entropy_elbo.models.linear import LinearVAE
@@ -14,19 +17,39 @@ from entropy_elbo.models.vae3 import VAE3
 MODELS: dict[str, type[VAEBase]] = {"linear": LinearVAE, "vae1": MLPVAE, "vae2": VAE2, "vae3": VAE3, "conv": ConvVAE}
 
 
-def build_model(config: ModelConfig) -> VAEBase:
-    """A fresh model of the family and architecture that `config` names."""
+def model_shell(config: ModelConfig) -> VAEBase:
+    """The model `config` names, built on the meta device: every shape and the weight count, no memory taken."""
     if config.kind not in MODELS:
         raise ModelError(f"model kind {config.kind!r} unknown; use one of {', '.join(MODELS)}")
     if config.decoder_variance not in DECODER_VARIANCES:
         raise ModelError(
             f"decoder variance {config.decoder_variance!r} unknown; use one of {', '.join(DECODER_VARIANCES)}"
         )
+    try:
+        with torch.device("meta"):
+            return MODELS[config.kind](config)
+    except (RuntimeError, ValueError, TypeError, IndexError, OverflowError) as err:
+        raise ModelError(f"model {config.kind}: cannot be built from its config ({err})") from None
+
+
+def check_model_size(config: ModelConfig, *, copies: int = 1, source: str = "model") -> None:
+    """Refuse, before anything is allocated, a model whose float32 weights times `copies` (4 for training: the
+    weights, their gradients and Adam's two moments) exceed the memory budget; the line names its sizes."""
+    weights = sum(t.numel() for t in model_shell(config).state_dict().values())
+    channels = f", channels {config.extra['channels']}" if "channels" in config.extra else ""
+    check_memory(4 * copies * weights, f"{source}: {config.kind} with layers {list(config.hidden)}{channels}, "
+                 f"H={config.latent_dim}, D={config.data_dim} ({weights:,} weights)",
+                 "pass smaller --hidden or --latents", ModelError)
+
+
+def build_model(config: ModelConfig, *, source: str = "model") -> VAEBase:
+    """A fresh model of the family and architecture that `config` names, refused first when it cannot fit."""
+    check_model_size(config, source=source)
     return MODELS[config.kind](config)
 
 
 __all__ = ["MODELS", "VAE2", "VAE3", "ConvVAE", "GaussianVAE", "LinearVAE", "MLPVAE", "ModelConfig", "VAEBase",
-           "build_model", "model_config"]
+           "build_model", "check_model_size", "model_config", "model_shell"]
 
 
 def model_config(kind: str, data_shape: tuple[int, ...], latents: int, **settings: object) -> ModelConfig:

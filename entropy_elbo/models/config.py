@@ -30,6 +30,8 @@ class ModelConfig:
         if self.activation not in ACTIVATIONS:
             raise ModelError(f"model: activation {self.activation!r} unknown; use one of {', '.join(ACTIVATIONS)}")
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        if any(h < 1 for h in self.hidden):
+            raise ModelError(f"model: hidden={min(self.hidden)} in {list(self.hidden)}; every layer needs >= 1 unit")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
