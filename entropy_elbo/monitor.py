@@ -39,7 +39,15 @@ from entropy_elbo.collapse import (
     summarize_collapse,
 )
 from entropy_elbo.errors import EntropyElboError
-from entropy_elbo.estimate import FIXED_NOTE, UNITS, Estimate, accumulate, check_finite_estimate, summarize
+from entropy_elbo.estimate import (
+    FIXED_NOTE,
+    UNITS,
+    Estimate,
+    accumulate,
+    at_optimal_variance,
+    check_finite_estimate,
+    summarize,
+)
 from entropy_elbo.runs import append_log
 
 R_TOLERANCE = 0.2  # warn when |r - 1| exceeds it ...
@@ -113,6 +121,10 @@ class Monitor:
             raise EntropyElboError(f"samples: got {samples}; pass 0 (entropy figures only) or a positive count")
         check_settings(threshold, delta, active_threshold, lucas_epsilon, lucas_delta)
         self.module, self.samples, self.seed = model, samples, seed
+        self.optimal_variance = options is not None and options.optimal_variance  # sigma^2 = sigma^2 r at each step
+        if self.optimal_variance and samples < 1:
+            raise EntropyElboError("samples: 0 with decoder_variance='optimal'; sigma*^2 = sigma^2 r needs "
+                                   "samples >= 1")
         self.collapse_settings = {"threshold": threshold, "delta": delta, "active_threshold": active_threshold,
                                   "lucas_delta": lucas_delta}
         self.lucas_epsilon, self.r_tolerance, self.r_patience = lucas_epsilon, r_tolerance, r_patience
@@ -169,6 +181,8 @@ class Monitor:
                 acc = all_reduce_sums(acc)
                 sums = merge_over_ranks(sums, self._context(), device, self.lucas_epsilon)
             est = check_finite_estimate(summarize(self.vae, acc, samples=samples, d=self.d))
+            if self.optimal_variance:
+                est = at_optimal_variance(est)
             result = summarize_collapse(sums, prior_log_var=prior, **self.collapse_settings)
         return est, result
 

@@ -164,7 +164,13 @@ def test_a_module_without_a_learned_variance_gets_no_made_up_mc_elbo(data: Tenso
     assert row["elbo"] is None and row["entropy_elbo"] is None and row["mc_samples"] == 0
     given = Monitor(mon.module, data[:100], samples=5, options=LoadOptions(decoder_variance=0.5))
     with pytest.warns(MonitorWarning, match="fixed"):
-        assert given.step()["sigma2"] == pytest.approx(0.5)
+        at_half = given.step()
+    assert at_half["sigma2"] == pytest.approx(0.5) and at_half["mc_samples"] == 5
+    best = Monitor(mon.module, data[:100], samples=5, options=LoadOptions(decoder_variance="optimal"))
+    with pytest.warns(MonitorWarning, match="fixed"):
+        at_best = best.step()  # the same samples: sigma*^2 = 0.5 r, and the MC ELBO there is the higher one
+    assert at_best["sigma2"] == pytest.approx(0.5 * at_half["r"], rel=1e-12) and at_best["r"] == 1.0
+    assert at_best["elbo"] > at_half["elbo"]
 
 
 def test_the_log_is_a_run_log_that_plot_draws(data: Tensor, tmp_path: Path) -> None:
@@ -186,6 +192,7 @@ def test_the_log_is_a_run_log_that_plot_draws(data: Tensor, tmp_path: Path) -> N
     (torch.zeros(4, 10), {"samples": -1}, "samples: got -1"),
     (torch.zeros(4, 10), {"log": "/no/such/folder/m.jsonl"}, "folder /no/such/folder does not exist"),
     (torch.zeros(4, 10), {"threshold": 1.0, "delta": 0.4}, "give one of them"),
+    (torch.zeros(4, 10), {"samples": 0, "options": LoadOptions(decoder_variance="optimal")}, "needs samples >= 1"),
 ])
 def test_bad_input_is_one_line(data: object, kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(EntropyElboError, match=message):

@@ -153,7 +153,8 @@ def check_variances(model: VAEBase, source: str | Path) -> None:
     with torch.no_grad():
         found = {"encoder variance tau^2": model.encoder_log_var_constant, "prior variance A": model.prior_log_var}
         if model.decoder_variance != "network":
-            found["decoder variance sigma^2"] = model.decoder_log_var(torch.zeros(1, h))
+            device = next((p.device for p in model.parameters()), torch.device("cpu"))  # a live module may be on a GPU
+            found["decoder variance sigma^2"] = model.decoder_log_var(torch.zeros(1, h, device=device))
     for what, log_var in found.items():
         if log_var is None:
             continue
