@@ -15,7 +15,9 @@ from entropy_elbo import compare as comparing
 from entropy_elbo import distributed, report
 from entropy_elbo.batching import resolve_batch_size
 from entropy_elbo.checkpoints import LoadedModel, LoadOptions, inspect_checkpoint, load_model, save_checkpoint
+from entropy_elbo.checkpoints.adapters import OUTPUT_ACTIVATIONS
 from entropy_elbo.checkpoints.native import check_writable
+from entropy_elbo.checkpoints.readings import SCORE_ROWS
 from entropy_elbo.collapse import ACTIVE_THRESHOLD, LUCAS_DELTA, LUCAS_EPSILON, check_settings, collapse
 from entropy_elbo.data import (
     SYNTHETIC,
@@ -98,7 +100,7 @@ def device_option(f):  # noqa: ANN001, ANN201
 
 
 CHECKPOINT_FLAGS = ("model", "model_kwargs", "decoder_var", "decoder_var_param", "encoder_var", "encoder_var_param",
-                    "decoder_variance", "activation", "trust_code")
+                    "decoder_variance", "activation", "output_activation", "head_activation", "trust_code")
 PARAM_CHOICE = click.Choice(["logvar", "logstd", "std", "var", "softplus_std", "softplus_var"])
 
 
@@ -124,8 +126,15 @@ def checkpoint_options(f):  # noqa: ANN001, ANN201
         click.option("--decoder-variance", default=None, metavar="VALUE|optimal",
                      help="sigma^2 of a model whose decoder variance was never learned (MSE-trained), or 'optimal': "
                           "sigma*^2 = sigma^2 r, the value that maximises the Monte Carlo ELBO given the rest."),
-        click.option("--activation", type=click.Choice(list(ACTIVATIONS)), default="relu", show_default=True,
-                     help="Activation between the Linear layers of a plain MLP state_dict."),
+        click.option("--activation", type=click.Choice(list(ACTIVATIONS)), default=None,
+                     help="Activation between the Linear layers of a plain MLP state_dict [default: scored on the "
+                          "data]."),
+        click.option("--output-activation", type=click.Choice(list(OUTPUT_ACTIVATIONS)), default=None,
+                     help="After a plain MLP's decoder output [default: scored on the data]; 'sigmoid' also states "
+                          "that a sigmoid output is a Gaussian mean, not Bernoulli probabilities."),
+        click.option("--head-activation/--no-head-activation", default=None,
+                     help="Whether the activation also follows the encoder heads (as in the paper authors' main.py) "
+                          "[default: scored on the data]."),
         click.option("--trust-code", "--trust-pickle", "trust_code", is_flag=True,
                      help="Allow TorchScript archives and pickles (whole modules, pythae's encoder.pkl): loading "
                           "them runs code from the file. Only for files you trust. (--trust-pickle: old name.)"),
@@ -445,11 +454,17 @@ def open_inputs(checkpoint: Path, data: str, key: str | None, options: LoadOptio
     """--data (a file, memory-mapped, or a named set), CHECKPOINT's model checked on its rows, the rows per batch."""
     x, _ = resolve_data(data, key=key)
     options.input_shape = tuple(x.shape[1:])
+    options.rows = score_rows(x)
     loaded = load_model(checkpoint, device=dev, options=options)
     check_shape(loaded.model, x, data)
     if needs_variance:
         check_wild(loaded, x, data)
     return loaded, x, resolve_batch_size(batch_size, loaded.model, int(np.prod(x.shape[1:])), samples, dev)
+
+
+def score_rows(x: np.ndarray) -> torch.Tensor:
+    """The first rows of the data (a copy, so a read-only memmap is fine), to score a checkpoint's readings."""
+    return torch.from_numpy(np.array(x[:SCORE_ROWS], dtype=np.float32))
 
 
 def check_wild(loaded: LoadedModel, x: np.ndarray, source: str) -> None:
@@ -477,7 +492,9 @@ def check_wild(loaded: LoadedModel, x: np.ndarray, source: str) -> None:
 def inspect_cmd(checkpoint: Path, data: str | None, key: str | None, as_json: bool, load_options: LoadOptions) -> None:
     """What CHECKPOINT holds: model kind, H, D, both variances, the evidence, and the flags that override them."""
     if data is not None:
-        load_options.input_shape = tuple(open_array(data, key=key).shape[1:])
+        x = open_array(data, key=key)
+        load_options.input_shape = tuple(x.shape[1:])
+        load_options.rows = score_rows(x)
     report.print_inspection(inspect_checkpoint(checkpoint, load_options), as_json)
 
 

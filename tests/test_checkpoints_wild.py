@@ -349,13 +349,15 @@ def test_plain_mlp_from_shapes(tmp_path: Path, fmt: str) -> None:
     sigma2 = torch.nn.functional.softplus(vae.noise_std.detach()) ** 2
     with torch.no_grad():
         log_tau2 = vae.encode(x)[1]
-    est = run_json("estimate", path, "--data", data, "--activation", "tanh", "--samples", "64")
+    est = run_json("estimate", path, "--data", data, "--activation", "tanh", "--output-activation", "linear",
+                   "--no-head-activation", "--samples", "64")
     assert est["extra"]["checkpoint"]["decoder"]["param"] == "softplus_std"
     assert est["entropy_elbo"] == pytest.approx(independent_entropy_elbo(log_tau2, sigma2, d), rel=1e-6)
     mine, se = independent_mc_elbo(vae.encode, vae.decode, sigma2, x, 64)
     assert_within_4_se(est, mine, se)
     if fmt == "pt":  # the wrong activation gives a different encoder, so a different entropy ELBO
-        relu = run_json("estimate", path, "--data", data, "--activation", "relu", "--samples", "0")
+        relu = run_json("estimate", path, "--data", data, "--activation", "relu", "--output-activation", "linear",
+                        "--no-head-activation", "--samples", "0")
         assert abs(relu["entropy_elbo"] - est["entropy_elbo"]) > 1e-3
 
 
@@ -374,14 +376,15 @@ def test_split_encoder_output_and_unrecognised_names_with_overrides(tmp_path: Pa
     info = run_json("inspect", path)
     assert info["decoder"]["kind"] == "fixed" and info["encoder"]["kind"] == "output"
     assert "2 x 2 outputs" in info["encoder"]["evidence"]
+    reading = ["--activation", "relu", "--output-activation", "linear"]  # untrained: the data cannot tell
     est = run_json("estimate", path, "--data", data, "--samples", "0", "--decoder-var", "obs_noise_raw",
-                   "--decoder-var-param", "softplus_var")
+                   "--decoder-var-param", "softplus_var", "--encoder-var-param", "logvar", *reading)
     with torch.no_grad():
         log_tau2 = enc(x)[:, h:]
     sigma2 = torch.nn.functional.softplus(raw)
     assert est["entropy_elbo"] == pytest.approx(independent_entropy_elbo(log_tau2, sigma2, d), rel=1e-6)
     logstd = run_json("estimate", path, "--data", data, "--samples", "0", "--decoder-var", "obs_noise_raw",
-                      "--decoder-var-param", "softplus_var", "--encoder-var-param", "logstd")
+                      "--decoder-var-param", "softplus_var", "--encoder-var-param", "logstd", *reading)
     assert logstd["entropy_elbo"] == pytest.approx(
         independent_entropy_elbo(2 * log_tau2, sigma2, d), rel=1e-6)
 
@@ -411,7 +414,8 @@ def test_variance_network_from_shapes_mc_elbo(tmp_path: Path) -> None:
     torch.save(state, path)
     x = torch.randn(N_ROWS, d)
     data = save_data(tmp_path, x)
-    est = run_json("estimate", path, "--data", data, "--activation", "tanh", "--samples", "64")
+    est = run_json("estimate", path, "--data", data, "--activation", "tanh", "--output-activation", "linear",
+                   "--no-head-activation", "--samples", "64")
     assert est["decoder_variance"] == "network"
 
     def decode(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -115,10 +115,10 @@ def test_optimal_decoder_variance_is_closed_form_and_matches_a_pass_at_that_vari
     torch.save(vae.state_dict(), path)
     x = torch.randn(N_ROWS, d)
     data = save_data(tmp_path, x)
-    line = run("estimate", path, "--data", data).stderr
+    reading = ["--activation", "relu", "--output-activation", "linear", "--no-head-activation"]  # untrained
+    line = run("estimate", path, "--data", data, *reading).stderr
     assert "--decoder-variance optimal" in line
-    opt = run_json("estimate", path, "--data", data, "--decoder-variance", "optimal", "--samples", "16",
-                   "--activation", "relu")
+    opt = run_json("estimate", path, "--data", data, "--decoder-variance", "optimal", "--samples", "16", *reading)
     s2 = opt["stationarity"]["sigma2"]
     assert opt["stationarity"]["r"] == 1.0 and "sigma*^2" in opt["note"]
     # independent: sigma*^2 is the mean squared residual per dimension over our own samples of q
@@ -128,14 +128,13 @@ def test_optimal_decoder_variance_is_closed_form_and_matches_a_pass_at_that_vari
         z = nu + (0.5 * log_tau2).exp() * torch.randn(400, *nu.shape)
         resid = (vae.decoder(z) - x).double().pow(2).sum(-1).mean() / d
     assert s2 == pytest.approx(float(resid), rel=0.05)
-    again = run_json("estimate", path, "--data", data, "--decoder-variance", repr(s2), "--samples", "16",
-                     "--activation", "relu")
+    again = run_json("estimate", path, "--data", data, "--decoder-variance", repr(s2), "--samples", "16", *reading)
     assert opt["mc_elbo"] == pytest.approx(again["mc_elbo"], rel=1e-9)
     assert opt["mc_stderr"] == pytest.approx(again["mc_stderr"], rel=1e-6)
     assert opt["mc_sampling_stderr"] == pytest.approx(again["mc_sampling_stderr"], rel=1e-6)
     for factor in (0.8, 1.25):
         other = run_json("estimate", path, "--data", data, "--decoder-variance", repr(s2 * factor), "--samples",
-                         "16", "--activation", "relu")
+                         "16", *reading)
         assert other["mc_elbo"] < opt["mc_elbo"]
 
 

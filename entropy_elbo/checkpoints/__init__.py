@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from entropy_elbo.checkpoints.adapters import ModuleAdapter, ShapesMLP, mlp_layout, plan_module
+from entropy_elbo.checkpoints.adapters import OUTPUT_ACTIVATIONS, ModuleAdapter, ShapesMLP, mlp_layout, plan_module
 from entropy_elbo.checkpoints.autoencoder_kl import (
     AUTOENCODER_KL_DECODER,
     AutoencoderKLAdapter,
@@ -39,6 +39,7 @@ from entropy_elbo.checkpoints.peers import (
     pythae_implied_variance,
     pythae_name,
 )
+from entropy_elbo.checkpoints.readings import Reading, choose
 from entropy_elbo.checkpoints.user import build_user_model, load_strict, parse_kwargs
 from entropy_elbo.checkpoints.vanilla import VanillaLayout, vanilla_from_shapes
 from entropy_elbo.errors import CheckpointError, ModelError
@@ -75,13 +76,19 @@ class LoadOptions:
     encoder_var: str | None = None  # parameter or head holding the encoder variance
     encoder_var_param: str | None = None
     decoder_variance: float | str | None = None  # sigma^2 of a never-learned decoder variance, or "optimal"
-    activation: str = "relu"  # between the Linear layers of a plain MLP state_dict
+    activation: str | None = None  # between the Linear layers of a plain MLP state_dict (None: scored on rows)
+    output_activation: str | None = None  # after its decoder's last layer (None: scored on rows)
+    head_activation: bool | None = None  # the activation also after the encoder heads (None: scored on rows)
+    rows: Tensor | None = None  # a few hundred data rows to score the readings the weights leave open
     trust_code: bool = False  # allow TorchScript and arbitrary pickles (runs code from the file)
     input_shape: tuple[int, ...] | None = None  # one data row's shape, to probe a module's methods
 
     def __post_init__(self) -> None:
-        if self.activation not in ACTIVATIONS:
+        if self.activation is not None and self.activation not in ACTIVATIONS:
             raise CheckpointError(f"--activation: {self.activation!r} unknown; use one of {', '.join(ACTIVATIONS)}")
+        if self.output_activation is not None and self.output_activation not in OUTPUT_ACTIVATIONS:
+            raise CheckpointError(f"--output-activation: {self.output_activation!r} unknown; use one of "
+                                  f"{', '.join(OUTPUT_ACTIVATIONS)}")
         if self.model_kwargs is not None and self.model is None:
             raise CheckpointError("--model-kwargs: given without --model; pass --model FILE.py:NAME (the class they "
                                   "build) or drop --model-kwargs")
@@ -310,18 +317,19 @@ def adapt(raw: RawCheckpoint, options: LoadOptions, source: str,
         if encoder is None and not layout.split:
             raise CheckpointError(f"no encoder variance: no layer is named like a variance head (fc_var, logvar, ...) "
                                   f"and the encoder outputs {layout.h} values, not 2 x H; name it with --encoder-var")
+        split_param = encoder is None
         if encoder is None:
             encoder = Finding("output", "second half of the encoder's output", options.encoder_var_param or "logvar",
                               layout.notes[0], ENC_OVERRIDE)
-        output = "sigmoid" if pythae is not None else None
-        model = ShapesMLP(state, layout, encoder, decoder, options.activation, output)
+        if layout.dec_split:
+            decoder = Finding("network", "second half of the decoder's output", options.decoder_var_param or "logvar",
+                              layout.notes[-1], "--decoder-var-param P")
+        model, reading = _read_mlp(state, layout, encoder, decoder, options, pythae, split_param)
         h, d = layout.h, layout.d
         kind = f"pythae {pythae.get('name')} (default MLP networks)" if pythae else "plain MLP from the weights' shapes"
-        assumed.append((f"hidden activation {options.activation}", "not in the weights: --activation (default relu)",
-                        "--activation"))
         notes.append(f"architecture read from shapes: encoder {len(layout.trunk)} + head, decoder "
-                     f"{len(layout.decoder)} Linear layers, activation {options.activation} (--activation)"
-                     + ("; sigmoid output (pythae default decoder)" if output else ""))
+                     f"{len(layout.decoder)} Linear layers")
+        assumed.extend(reading)
     _implied_variance(decoder, raw, d)
     if prior is not None:
         model.prior_key = prior.name  # VAE-2: p(z) = N(0, A) with learned diagonal A
@@ -334,6 +342,55 @@ def adapt(raw: RawCheckpoint, options: LoadOptions, source: str,
     for item in assumed:
         intro.assume(*item)
     return model, intro
+
+
+def _read_mlp(state: dict[str, Tensor], layout: object, encoder: Finding, decoder: Finding, options: LoadOptions,
+              pythae: dict | None, split_param: bool) -> tuple[ShapesMLP, list[tuple[str, str, str]]]:
+    """The plain MLP under the reading the flags give, the data's scores pick (readings.py), or, without rows,
+    the conventional one (relu, linear output); returns the model and its assumptions."""
+    acts = [options.activation] if options.activation else ["relu"] if pythae else list(ACTIVATIONS)
+    outs = [options.output_activation] if options.output_activation else ["sigmoid"] if pythae else \
+        list(OUTPUT_ACTIVATIONS)
+    open_head = bool(layout.mean_head and layout.trunk) and not pythae
+    heads = [options.head_activation] if options.head_activation is not None else [False, True] if open_head \
+        else [False]
+    enc_params = ([None] if not split_param else [encoder.param] if options.encoder_var_param
+                  else ["logvar", "softplus_std", "logstd", "std"])
+    dec_params = ([None] if not layout.dec_split else [decoder.param] if options.decoder_var_param
+                  else ["logvar", "softplus_std", "logstd"])
+    if len(layout.trunk) + len(layout.mean_head) <= 1 and len(layout.decoder) <= 1:
+        acts = acts[:1]  # no hidden layer: the activation never runs
+    readings = [Reading(a, o, hd, e, dp) for a in acts for o in outs for hd in heads for e in enc_params
+                for dp in dec_params]
+
+    def build(r: Reading) -> ShapesMLP:
+        enc = replace(encoder, param=r.enc_param) if r.enc_param else encoder
+        dec = replace(decoder, param=r.dec_param) if r.dec_param else decoder
+        return ShapesMLP(state, layout, enc, dec, r.activation, r.output, r.head_activation)
+
+    if len(readings) == 1:
+        chosen, evidence = readings[0], "given by the flags"
+    elif options.rows is None or options.rows[0].numel() != layout.d:  # no rows, or rows that do not fit
+        chosen, evidence = readings[0], ("not checked against data (pass --data to score the readings the weights "
+                                         "leave open); the conventional reading")
+    else:
+        chosen, _, evidence = choose(build, readings, torch.as_tensor(options.rows))
+    if split_param:
+        encoder.param = chosen.enc_param
+        encoder.evidence += f"; {chosen.enc_param}: {evidence}" if not options.encoder_var_param else ""
+    if layout.dec_split:
+        decoder.param = chosen.dec_param
+    model = build(chosen)
+    given = {"activation": options.activation, "output": options.output_activation or pythae,
+             "head": options.head_activation is not None}
+    assumed = [(f"hidden activation {chosen.activation}", "given" if given["activation"] else evidence,
+                "--activation"),
+               (f"output activation {chosen.output}", ("pythae's default decoder" if pythae else "given")
+                if given["output"] else evidence, "--output-activation")]
+    if open_head or options.head_activation is not None:
+        assumed.append((f"activation {'also' if chosen.head_activation else 'not'} applied after the encoder heads",
+                        "given" if given["head"] else evidence, "--head-activation"))
+    return model, assumed
 
 
 def _variance_assumptions(intro: Introspection, has_methods: bool) -> None:

@@ -42,6 +42,7 @@ class MLPLayout:
     decoder: list[str]
     split: bool = False  # mean and log-variance are the two halves of the encoder's last layer
     notes: list[str] = field(default_factory=list)
+    dec_split: bool = False  # the decoder's last layer gives 2 x D: mean, then the variance (the authors' VAE-3)
 
 
 def _linear_shape(state: dict[str, Tensor], layer: str) -> tuple[int, int]:
@@ -115,11 +116,19 @@ def mlp_layout(state: dict[str, Tensor], encoder: Finding | None, decoder: Findi
             raise CheckpointError(f"encoder variance head {encoder.name!r} does not output H={h} values; "
                                   "pass --model FILE.py:NAME")
     out = _chain(state, dec, h, "decoder")
-    if out != d:
+    dec_split = out == 2 * d and decoder.kind == "fixed" and decoder.name is None
+    if dec_split:
+        notes.append(f"decoder's last layer has {out} = 2 x {d} outputs: first half the mean, second half the "
+                     "variance, a network of z (VAE-3)")
+    elif out != d:
         raise CheckpointError(f"decoder outputs {out} values but the encoder takes {d}; pass --model FILE.py:NAME")
     if dec_net and _chain(state, dec_net, h, "decoder variance network") not in (1, d):
         raise CheckpointError(f"decoder variance network {decoder.name!r} does not output 1 or D={d} values")
-    return MLPLayout(d, h, trunk, mean_head, var_head, dec, split, notes)
+    return MLPLayout(d, h, trunk, mean_head, var_head, dec, split, notes, dec_split)
+
+
+OUTPUTS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "leaky_relu": nn.functional.leaky_relu}
+OUTPUT_ACTIVATIONS = ("linear", *OUTPUTS)
 
 
 class ShapesMLP(VAEBase):
@@ -132,13 +141,15 @@ class ShapesMLP(VAEBase):
         return None if self.prior_key is None else self.tensor(self.prior_key).reshape(-1)
 
     def __init__(self, state: dict[str, Tensor], layout: MLPLayout, encoder: Finding | None, decoder: Finding,
-                 activation: str = "relu", output: str | None = None) -> None:
+                 activation: str = "relu", output: str | None = None, head_activation: bool = False) -> None:
         super().__init__()
         self.layout, self.enc, self.dec = layout, encoder, decoder
         self.latent_dim = layout.h
         self.decoder_variance = decoder.kind  # type: ignore[assignment]
         self.act = make_activation(activation)
-        self.output = output
+        self.output = None if output == "linear" else output
+        self.out_act = None if self.output is None else OUTPUTS[self.output]
+        self.head_activation = head_activation  # the activation also after the encoder heads (the authors' main.py)
         self.weights = nn.ParameterDict()
         self._names: dict[str, str] = {}
         for k, v in state.items():
@@ -146,7 +157,19 @@ class ShapesMLP(VAEBase):
                 safe = f"t{len(self._names)}"
                 self._names[k] = safe
                 self.weights[safe] = nn.Parameter(v.detach().clone().float(), requires_grad=False)
-        self.dec_net = sub_layers(state, decoder.name) if decoder.kind == "network" else []
+        self.dec_net = sub_layers(state, decoder.name) if decoder.kind == "network" and not layout.dec_split else []
+        linear = (len(layout.trunk) == 1 and not layout.mean_head and not layout.split and len(layout.decoder) == 1
+                  and encoder is not None and encoder.kind == "constant" and decoder.kind == "scalar" and not output)
+        self.ppca = self._ppca if linear else None  # a linear VAE defines a pPCA model (eq. 26)
+
+    def _ppca(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(W, mu0, sigma^2) of the pPCA model the linear decoder defines: its weight, its bias (eq. 26)."""
+        layer = self.layout.decoder[0]
+        prefix = f"{layer}." if layer else ""
+        bias = self._names.get(prefix + "bias")
+        w = self.tensor(prefix + "weight")
+        mu0 = self.weights[bias] if bias is not None else torch.zeros(w.shape[0], device=w.device)
+        return w, mu0, self.decoder_log_var(torch.zeros(1, self.latent_dim, device=w.device)).exp()
 
     def tensor(self, key: str) -> Tensor:
         return self.weights[self._names[key]]
@@ -167,10 +190,11 @@ class ShapesMLP(VAEBase):
         if lay.split:
             nu, raw = trunk[:, : lay.h], trunk[:, lay.h:]
             return nu, to_log_var(raw, self.enc_param)
-        nu = self._run(trunk, lay.mean_head, act_last=False) if lay.mean_head else trunk  # (B, H)
+        head = self.head_activation
+        nu = self._run(trunk, lay.mean_head, act_last=head) if lay.mean_head else trunk  # (B, H)
         if self.enc is not None and self.enc.kind == "constant":
             return nu, self.encoder_log_var_constant.expand_as(nu)
-        return nu, to_log_var(self._run(trunk, lay.var_head, act_last=False), self.enc_param)
+        return nu, to_log_var(self._run(trunk, lay.var_head, act_last=head), self.enc_param)
 
     @property
     def enc_param(self) -> str:
@@ -183,13 +207,18 @@ class ShapesMLP(VAEBase):
         return to_log_var(self.tensor(self.enc.name), self.enc_param).reshape(-1)
 
     def decode(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        mu = self._run(z, self.layout.decoder, act_last=False)  # (B, D)
-        if self.output == "sigmoid":
-            mu = torch.sigmoid(mu)
+        out = self._run(z, self.layout.decoder, act_last=False)  # (B, D), or (B, 2D) for a split output
+        mu = out[:, : self.layout.d] if self.layout.dec_split else out
+        if self.out_act is not None:
+            mu = self.out_act(mu)
+        if self.layout.dec_split:
+            return mu, to_log_var(out[:, self.layout.d:], self.dec.param or "logvar")
         return mu, self.decoder_log_var(z)
 
     def decoder_log_var(self, z: Tensor) -> Tensor:
         dec = self.dec
+        if self.layout.dec_split:
+            return self.decode(z)[1]
         if dec.kind == "network":
             return to_log_var(self._run(z, self.dec_net, act_last=False), dec.param or "logvar")
         if dec.kind == "fixed":

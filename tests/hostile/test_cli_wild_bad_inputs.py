@@ -155,13 +155,14 @@ def wbad(kit: Path, wild: Path, run_dir: Path, tmp_path_factory: pytest.TempPath
     return b
 
 
+READ = " --activation relu --output-activation linear --no-head-activation"  # untrained: data cannot tell
 E = "estimate {b}/%s --data {k}/x.npy"
 M = " --model {w}/model.py:VAE"
-W = "estimate {w}/sd.pt --data {k}/x.npy"
+W = "estimate {w}/sd.pt --data {k}/x.npy" + READ
 WP = "estimate {w}/pythae --data {k}/x.npy"
 I_ = "inspect {b}/%s"
-C = "collapse {w}/sd.pt --data {k}/x.npy"
-P = "compare {w}/sd.pt --data {k}/x.npy --repeats 2 --mc-samples 1"
+C = "collapse {w}/sd.pt --data {k}/x.npy" + READ
+P = "compare {w}/sd.pt --data {k}/x.npy --repeats 2 --mc-samples 1" + READ
 S = "select --data {k}/x.npy --latents 1 --batch-size 10 --samples 1 --quiet"
 T = "train linear --data {k}/x.npy --out {b}/t_out --epochs 1 --quiet"
 R = "train linear --data {k}/x.npy --resume {r}"
@@ -187,7 +188,7 @@ WILD_CASES = [  # (id, command line, exit code, what the error line must name)
     ("safetensors-nan", E % "nan.safetensors", 1, ["nan.safetensors", "'fc_mu.weight'", "NaN"]),
     ("pt-nan-model", E % "nan.pt" + M, 1, ["nan.pt", "'fc_mu.weight'", "NaN"]),
     ("pt-inf-variance", E % "infvar.pt", 1, ["infvar.pt", "'log_sigma2'", "Inf"]),
-    ("pt-encoder-tau-inf", E % "hugetau.pt", 1, ["data row 0, latent 0", "tau\\^2 zero, infinite"]),
+    ("pt-encoder-tau-inf", E % "hugetau.pt" + READ, 1, ["data row 0, latent 0", "tau\\^2 zero, infinite"]),
     ("model-missing-key", E % "missing.pt" + M, 1, ["missing.pt", "missing fc_var.bias"]),
     ("model-extra-key", E % "extra.pt" + M, 1, ["extra.pt", "unexpected extra.weight"]),
     ("model-wrong-shape", E % "shape.pt" + M, 1, ["shape.pt", r"fc_mu.weight \(3, 8\) vs \(2, 8\)"]),

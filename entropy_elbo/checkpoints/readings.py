@@ -1,0 +1,130 @@
+"""Choosing among the readings that fit a state_dict's weights, by scoring each on a few hundred data rows.
+
+Weights alone do not say the activation, the output activation, whether the activation also follows the
+encoder heads, or how a split head stores its variance. A trained model maximised its ELBO under its own
+reading, so each candidate is scored by its Monte Carlo ELBO on the rows (at the learned decoder variance,
+or at sigma*^2 = sigma^2 r when the variance is fixed), with the same noise for every candidate. The rule:
+the best candidate is taken when it beats every other by more than 4 standard errors of the paired
+per-row difference and by more than MARGIN nats per data point; candidates whose scores are identical on
+every row give identical numbers there and count as one. Otherwise the reading stops with the list.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from entropy_elbo.entropies import LOG_2PI, kl_to_prior
+from entropy_elbo.errors import CheckpointError
+
+MARGIN = 0.01  # nats per data point
+SCORE_ROWS = 256
+SCORE_SAMPLES = 8
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One way to run a state_dict: each field is one choice the weights leave open, with its flag."""
+
+    activation: str
+    output: str = "linear"
+    head_activation: bool = False
+    enc_param: str | None = None
+    dec_param: str | None = None
+
+    def label(self) -> str:
+        parts = [f"--activation {self.activation}", f"--output-activation {self.output}"]
+        parts.append("--head-activation" if self.head_activation else "--no-head-activation")
+        if self.enc_param:
+            parts.append(f"--encoder-var-param {self.enc_param}")
+        if self.dec_param:
+            parts.append(f"--decoder-var-param {self.dec_param}")
+        return " ".join(parts)
+
+
+@dataclass
+class Scored:
+    reading: Reading
+    score: float  # mean ELBO over the rows, nats per data point (-inf when the reading breaks down)
+    r: float
+    a_far: float  # max_h |a_h - 1|
+    rows: Tensor | None  # per-row ELBO (float64), None when the reading breaks down
+
+
+@torch.no_grad()
+def score(model: object, x: Tensor, eps: Tensor) -> tuple[Tensor, float, float] | None:
+    """Per-row ELBO of `model` on `x` with the given standard-normal noise (S, B, H), r and max |a_h - 1|;
+    None when the reading gives non-finite numbers (e.g. a log of a negative std)."""
+    nu, log_tau2 = model.encode(x)
+    nu, log_tau2 = nu.double(), log_tau2.double().expand_as(nu)
+    if not (torch.isfinite(nu).all() and torch.isfinite(log_tau2).all()):
+        return None
+    s, b, h = eps.shape
+    z = (nu + (0.5 * log_tau2).exp() * eps).reshape(s * b, h)
+    mu, log_sigma2 = model.decode(z.float())
+    mu, log_sigma2 = mu.double().reshape(s, b, -1), log_sigma2.double()
+    if log_sigma2.dim() > 0 and log_sigma2.shape[0] == s * b:
+        log_sigma2 = log_sigma2.reshape(s, b, -1)
+    sq = (mu - x.double().reshape(1, b, -1)).pow(2)  # (S, B, D)
+    d = sq.shape[-1]
+    if model.decoder_variance == "fixed":  # the best variance given the rest, so that readings compare fairly
+        log_sigma2 = torch.log(sq.mean()).reshape(())
+    ratio = sq * (-log_sigma2).exp()
+    ll = -0.5 * (LOG_2PI + log_sigma2 + ratio).expand_as(sq).sum(-1).mean(0)  # (B,)
+    f = ll - kl_to_prior(nu, log_tau2)
+    a = (nu.pow(2) + log_tau2.exp()).mean(0)
+    if not torch.isfinite(f).all():
+        return None
+    return f, float(ratio.mean()) if d else 1.0, float((a - 1).abs().max())
+
+
+def choose(build: Callable[[Reading], object], readings: list[Reading], x: Tensor, seed: int = 0) -> tuple[
+        Reading, list[Scored], str]:
+    """The reading that clearly wins on rows `x` (module docstring), the scores, and the evidence sentence."""
+    x = x[:SCORE_ROWS].float().reshape(min(len(x), SCORE_ROWS), -1)
+    scored: list[Scored] = []
+    eps: Tensor | None = None
+    for reading in readings:
+        try:
+            model = build(reading)
+            if eps is None:
+                gen = torch.Generator().manual_seed(seed)
+                eps = torch.randn((SCORE_SAMPLES, len(x), model.latent_dim), generator=gen, dtype=torch.float64)
+            got = score(model, x, eps)
+        except (RuntimeError, ValueError):  # a shape or value the reading cannot run on
+            got = None
+        scored.append(Scored(reading, -math.inf, math.nan, math.nan, None) if got is None else
+                      Scored(reading, float(got[0].mean()), got[1], got[2], got[0]))
+    scored.sort(key=lambda c: c.score, reverse=True)
+    best = scored[0]
+    if best.rows is None:
+        raise CheckpointError("no reading of the weights gives finite numbers on the data; pass --model FILE.py:NAME")
+    same, close = [], []
+    for other in scored[1:]:
+        if other.rows is None:
+            continue
+        diff = best.rows - other.rows
+        if float(diff.abs().max()) <= 1e-9 * (1 + float(best.rows.abs().max())):
+            same.append(other)
+            continue
+        se = float(diff.std()) / math.sqrt(len(diff)) if len(diff) > 1 else math.inf
+        if not float(diff.mean()) > max(4 * se, MARGIN):
+            close.append(other)
+    if close:
+        listed = "; ".join(f"{c.reading.label()}: ELBO {c.score:.4f}, r {c.r:.3g}, max|a_h-1| {c.a_far:.3g}"
+                           for c in [best, *close][:6])
+        raise CheckpointError(f"several readings of the weights fit the data about equally well (Monte Carlo ELBO "
+                              f"in nats per data point on {len(x)} rows): {listed}; pick one with its flags")
+    runner = next((c for c in scored[1:] if c.rows is not None and c not in same), None)
+    evidence = (f"scored on {len(x)} data rows: Monte Carlo ELBO {best.score:.4f} nats per data point (r {best.r:.3g}, "
+                f"max|a_h-1| {best.a_far:.3g})")
+    if runner is not None:
+        evidence += (f", ahead of the next reading ({runner.reading.label()}) at {runner.score:.4f}"
+                     f" of {len(scored)} candidates")
+    if same:
+        evidence += f"; identical on these rows: {', '.join(c.reading.label() for c in same[:3])}"
+    return best.reading, scored, evidence
