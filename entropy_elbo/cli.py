@@ -457,6 +457,9 @@ def open_inputs(checkpoint: Path, data: str, key: str | None, options: LoadOptio
     options.rows = score_rows(x)
     loaded = load_model(checkpoint, device=dev, options=options)
     check_shape(loaded.model, x, data)
+    intro = loaded.introspection
+    if intro is not None and intro.unresolved and not (needs_variance and intro.refusal):
+        raise EntropyElboError(f"{intro.source}: {intro.unresolved}")
     if needs_variance:
         check_wild(loaded, x, data)
     return loaded, x, resolve_batch_size(batch_size, loaded.model, int(np.prod(x.shape[1:])), samples, dev)
@@ -476,6 +479,9 @@ def check_wild(loaded: LoadedModel, x: np.ndarray, source: str) -> None:
     if intro.d is not None and got != intro.d:
         raise EntropyElboError(f"{source}: rows have {got} values but the checkpoint's model takes {intro.d}; "
                                "pass matching data")
+    if intro.refusal:
+        raise EntropyElboError(f"{intro.source}: {intro.refusal}; `collapse` still applies (it needs only the "
+                               "encoder)")
     if intro.decoder.kind == "fixed" and intro.decoder.value is None:
         value = "VALUE" if intro.decoder.implied is None else f"{intro.decoder.implied:g} (what its loss implies)"
         raise EntropyElboError(f"{intro.source}: its decoder variance was never learned ({intro.decoder.evidence}); "

@@ -4,13 +4,24 @@ entropy form does not apply. Every number is compared with an independent comput
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import pytest
 import torch
-from test_checkpoints_wild import N_ROWS, independent_entropy_elbo, run, run_json, save_data
+from test_checkpoints_wild import (
+    N_ROWS,
+    PythaeVAE,
+    assert_within_4_se,
+    independent_entropy_elbo,
+    independent_mc_elbo,
+    run,
+    run_json,
+    save_data,
+)
 from torch import nn
-from torch.distributions import Normal
+from torch.distributions import Normal, kl_divergence
 
 # The authors' main.py / model.py convention: log-variances, LeakyReLU after both encoder heads and after the
 # decoder output, a config object, torch.save(state_dict) to a file named `vae`.
@@ -158,3 +169,245 @@ def test_warnings_name_r_and_the_latents_whose_a_h_is_far_from_1(tmp_path: Path)
     assert abs(r - 1) > 0.1 and "not this checkpoint's ELBO" in text  # sigma^2 = e^-2 is far from the residuals
     table = run("estimate", path, "--data", data, "--samples", "8", *kwargs)
     assert table.exit_code == 0 and table.stderr.count("warning:") == len(est["warnings"])
+
+
+# ------------------------------------------------------------------------------------- the authors' files, no flags
+# Models written in the conventions of the paper authors' repository (verification/VAE.py, main.py + model.py,
+# streamingVAE/linearVAE.py): their forward() returns the lower bound they train on; they are trained briefly
+# here and saved as they save them, torch.save(state_dict) to a file named `vae`.
+
+
+def ppca_rows(n: int = 400, d: int = 5, h: int = 2, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    w, mu = torch.rand(d, h, generator=gen), torch.rand(d, generator=gen)
+    return torch.randn(n, h, generator=gen) @ w.T + mu + 0.1 * torch.randn(n, d, generator=gen)
+
+
+def train_bound(model: nn.Module, x: torch.Tensor, steps: int = 600, lr: float = 1e-2) -> nn.Module:
+    """Adam on -forward(x), the lower bound the model computes itself (full batch)."""
+    torch.manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        (-model(x)).backward()
+        opt.step()
+    return model.eval()
+
+
+def dnn(units: list[int]) -> nn.Sequential:
+    """verification/VAE.py's construct_dnn convention: Linear layers, ReLU between them, none after the last."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(units[:-1], units[1:], strict=True)):
+        layers += [nn.Linear(a, b)] + ([nn.ReLU()] if i < len(units) - 2 else [])
+    return nn.Sequential(*layers)
+
+
+def gaussian_bound(x: torch.Tensor, nu: torch.Tensor, tau: torch.Tensor, decode, samples: int = 10) -> torch.Tensor:  # noqa: ANN001
+    """The authors' bound: sum_n mean_s log N(x; mu, sigma) - KL(q || N(0, 1))."""
+    z = nu + tau * torch.randn(samples, *nu.shape)
+    mean, sigma = decode(z)
+    return Normal(mean, sigma).log_prob(x).mean(0).sum() - kl_divergence(Normal(nu, tau), Normal(0.0, 1.0)).sum()
+
+
+class VerificationVAE1(nn.Module):
+    """verification/VAE.py VAE1: the encoder outputs 2H, tau = softplus(second half); sigma = softplus(noise_std)."""
+
+    def __init__(self, d: int, h: int, hidden: list[int]) -> None:
+        super().__init__()
+        self.h = h
+        self.encoder, self.decoder = dnn([d, *hidden, 2 * h]), dnn([h, *hidden, d])
+        self.noise_std = nn.Parameter(torch.zeros(1))
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.encoder(x)
+        return out[:, : self.h], nn.functional.softplus(out[:, self.h:])
+
+    def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.decoder(z), nn.functional.softplus(self.noise_std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return gaussian_bound(x, *self.encode(x), self.decode)
+
+
+class VerificationVAE3(VerificationVAE1):
+    """verification/VAE.py VAE3: the decoder outputs 2D, sigma(z) = softplus(second half)."""
+
+    def __init__(self, d: int, h: int, hidden: list[int]) -> None:
+        super().__init__(d, h, hidden)
+        self.d = d
+        self.decoder = dnn([h, *hidden, 2 * d])
+        del self.noise_std
+
+    def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.decoder(z)
+        return out[..., : self.d], nn.functional.softplus(out[..., self.d:])
+
+
+class VerificationLinearVAE(nn.Module):
+    """verification/VAE.py LinearVAE: a free encoder bias, tau = softplus(q_z_std), sigma = softplus(noise_std)."""
+
+    def __init__(self, d: int, h: int) -> None:
+        super().__init__()
+        self.encoder, self.decoder = nn.Linear(d, h), nn.Linear(h, d)
+        self.noise_std = nn.Parameter(torch.zeros(1))
+        self.q_z_std = nn.Parameter(torch.zeros(h))
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encoder(x), nn.functional.softplus(self.q_z_std).expand(len(x), -1)
+
+    def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.decoder(z), nn.functional.softplus(self.noise_std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return gaussian_bound(x, *self.encode(x), self.decode)
+
+
+class MainPyVAE(nn.Module):
+    """main.py + model.py: log-variances, LeakyReLU after both heads and after the decoder output."""
+
+    def __init__(self, d: int, h: int, n_hidden: int = 16) -> None:
+        super().__init__()
+        self.encoder_hidden, self.encoder_hidden2 = nn.Linear(d, n_hidden), nn.Linear(n_hidden, 2 * h)
+        self.encoder_mu, self.encoder_logvar = nn.Linear(2 * h, h), nn.Linear(2 * h, h)
+        self.decoder_hidden, self.decoder_hidden2 = nn.Linear(h, 2 * h), nn.Linear(2 * h, n_hidden)
+        self.decoder_out = nn.Linear(n_hidden, d)
+        self.logsigma2 = nn.Parameter(torch.zeros(1))
+        self.act = nn.LeakyReLU()
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        t = self.act(self.encoder_hidden2(self.act(self.encoder_hidden(x))))
+        return self.act(self.encoder_mu(t)), (0.5 * self.act(self.encoder_logvar(t))).exp()
+
+    def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.act(self.decoder_out(self.act(self.decoder_hidden2(self.act(self.decoder_hidden(z))))))
+        return out, (0.5 * self.logsigma2).exp()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return gaussian_bound(x, *self.encode(x), self.decode)
+
+
+def tau_log_var(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return 2 * model.encode(x)[1].double().log().expand(len(x), -1)
+
+
+AUTHORS = {
+    "verification VAE1": lambda d, h: VerificationVAE1(d, h, [16, 16]),
+    "verification VAE3": lambda d, h: VerificationVAE3(d, h, [16, 16]),
+    "verification LinearVAE": VerificationLinearVAE,
+    "main.py VAE-1": MainPyVAE,
+}
+
+
+@pytest.mark.parametrize("family", list(AUTHORS))
+def test_authors_checkpoints_read_right_with_no_flags(tmp_path: Path, family: str) -> None:
+    d, h = 5, 2
+    x = ppca_rows(d=d)
+    torch.manual_seed(1)
+    vae = train_bound(AUTHORS[family](d, h), x)
+    path = tmp_path / "vae"
+    torch.save(vae.state_dict(), path)
+    data = save_data(tmp_path, x)
+    est = run_json("estimate", path, "--data", data, "--samples", "64")
+    log_tau2 = tau_log_var(vae, x)
+    if family != "verification VAE3":  # sigma is a constant: the entropy ELBO is exact (eq. 14)
+        sigma2 = vae.decode(torch.zeros(1, h))[1].detach().double() ** 2
+        assert est["entropy_elbo"] == pytest.approx(independent_entropy_elbo(log_tau2, sigma2, d), rel=1e-4)
+
+    def decode(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, sigma = vae.decode(z)
+        return mean, (sigma**2).expand_as(mean)
+
+    with torch.no_grad():
+        nu = vae.encode(x)[0]
+    mine, se = independent_mc_elbo(lambda _: (nu, log_tau2.float()), decode, torch.tensor(1.0), x, 64)
+    assert_within_4_se(est, mine, se)
+    col = run_json("collapse", path, "--data", data)
+    entropies = Normal(0.0, (0.5 * log_tau2).exp()).entropy().mean(0)
+    assert col["mean_entropy"] == pytest.approx(entropies.tolist(), abs=1e-4)
+    assert all("evidence" in a and "override" in a for a in col["assumptions"])
+    if family == "verification LinearVAE":  # eq. 26 with W, mu0 the decoder's weight and bias, as the authors do
+        w, mu0 = vae.decoder.weight.detach().double(), vae.decoder.bias.detach().double()
+        c = w @ w.T + float(sigma2) * torch.eye(d, dtype=torch.float64)
+        centred = x.double() - mu0
+        scatter = centred.T @ centred / len(x)
+        mine_ll = -0.5 * (d * math.log(2 * math.pi) + torch.logdet(c) + torch.trace(torch.linalg.solve(c, scatter)))
+        assert est["ppca_loglik"] == pytest.approx(float(mine_ll), rel=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- refusals
+
+EXAMPLES_VAE = '''
+import torch
+from torch import nn
+
+
+class VAE(nn.Module):
+    """pytorch/examples vae/main.py's layout: fc1, fc21 (mu), fc22 (logvar), fc3, fc4; sigmoid output, BCE loss."""
+
+    def __init__(self, d=12, h=2, hidden=16):
+        super().__init__()
+        self.fc1, self.fc21, self.fc22 = nn.Linear(d, hidden), nn.Linear(hidden, h), nn.Linear(hidden, h)
+        self.fc3, self.fc4 = nn.Linear(h, hidden), nn.Linear(hidden, d)
+
+    def encode(self, x):
+        h1 = torch.relu(self.fc1(x))
+        return self.fc21(h1), self.fc22(h1)
+
+    def decode(self, z):
+        return torch.sigmoid(self.fc4(torch.relu(self.fc3(z))))
+
+    def forward(self, x):
+        mu, logvar = self.encode(x)
+        recon = self.decode(mu + torch.randn_like(mu) * (0.5 * logvar).exp())
+        bce = nn.functional.binary_cross_entropy(recon, x, reduction="sum")
+        return -(bce + 0.5 * torch.sum(mu.pow(2) + logvar.exp() - logvar - 1))
+'''
+
+
+def test_bernoulli_decoder_of_pytorch_examples_is_refused_and_collapse_still_works(tmp_path: Path) -> None:
+    (tmp_path / "examples_vae.py").write_text(EXAMPLES_VAE)
+    namespace: dict[str, object] = {}
+    exec(compile(EXAMPLES_VAE, "examples_vae.py", "exec"), namespace)  # noqa: S102 -- the test's own model code
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.rand(N_ROWS, 2, generator=gen) @ torch.rand(2, 12, generator=gen) > 0.6).float()  # binary pixels
+    torch.manual_seed(0)
+    vae = train_bound(namespace["VAE"](), x, steps=300)
+    path = tmp_path / "vae.pth"
+    torch.save(vae.state_dict(), path)
+    data = save_data(tmp_path, x)
+    for extra in ([], ["--decoder-variance", "1"], ["--decoder-variance", "optimal"],
+                  ["--model", f"{tmp_path / 'examples_vae.py'}:VAE", "--decoder-variance", "1"]):
+        result = run("estimate", path, "--data", data, *extra)
+        assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
+        assert "Bernoulli" in result.stderr and "sigmoid" in result.stderr and "collapse" in result.stderr
+    assert "relu" in run("collapse", path, "--data", data).stderr  # relu and leaky_relu fit: the data cannot tell
+    col = run_json("collapse", path, "--data", data, "--activation", "relu")
+    with torch.no_grad():
+        log_tau2 = vae.encode(x)[1].double()
+    entropies = Normal(0.0, (0.5 * log_tau2).exp()).entropy().mean(0)
+    assert col["mean_entropy"] == pytest.approx(entropies.tolist(), abs=1e-4)
+    stated = run_json("estimate", path, "--data", data, "--output-activation", "sigmoid", "--decoder-variance", "1",
+                      "--activation", "relu",
+                      "--samples", "8")  # the user says the sigmoid is a Gaussian mean: a Gaussian ELBO at sigma^2 1
+    mine, se = independent_mc_elbo(vae.encode, vae.decode, torch.tensor(1.0), x, 8)
+    assert abs(stated["mc_elbo"] - mine) <= 4 * math.hypot(se, stated["mc_sampling_stderr"])
+
+
+def test_priors_other_than_n01_and_bce_losses_are_refused(tmp_path: Path) -> None:
+    d, h = 4, 2
+    vae = MSEVAE(d, h)
+    data = save_data(tmp_path, torch.rand(N_ROWS, d))
+    path = tmp_path / "vamp.pt"
+    torch.save({**vae.state_dict(), "pseudo_inputs": torch.rand(10, d)}, path)
+    for command in ("inspect", "collapse", "estimate"):
+        line = run(command, path, *(["--data", data] if command != "inspect" else [])).stderr
+        assert line.count("\n") == 1 and "'pseudo_inputs'" in line and "not N(0, I)" in line
+    folder = tmp_path / "pythae_bce"
+    folder.mkdir()
+    (folder / "model_config.json").write_text(json.dumps(
+        {"name": "VAEConfig", "input_dim": [d], "latent_dim": h, "reconstruction_loss": "bce"}))
+    torch.save({"model_state_dict": PythaeVAE(d, h).state_dict()}, folder / "model.pt")
+    line = run("estimate", folder, "--data", data, "--decoder-variance", "1").stderr
+    assert line.count("\n") == 1 and "reconstruction_loss 'bce'" in line and "Bernoulli" in line
+    assert run("collapse", folder, "--data", data).exit_code == 0

@@ -26,6 +26,7 @@ from entropy_elbo.checkpoints.introspect import (
     find_prior,
     layer_names,
 )
+from entropy_elbo.checkpoints.likelihood import loss_reason, refuse_other_priors, sigmoid_reason
 from entropy_elbo.checkpoints.native import (
     check_variances,
     is_native,
@@ -39,7 +40,7 @@ from entropy_elbo.checkpoints.peers import (
     pythae_implied_variance,
     pythae_name,
 )
-from entropy_elbo.checkpoints.readings import Reading, choose
+from entropy_elbo.checkpoints.readings import AmbiguousReading, Reading, choose
 from entropy_elbo.checkpoints.user import build_user_model, load_strict, parse_kwargs
 from entropy_elbo.checkpoints.vanilla import VanillaLayout, vanilla_from_shapes
 from entropy_elbo.errors import CheckpointError, ModelError
@@ -266,6 +267,7 @@ def adapt(raw: RawCheckpoint, options: LoadOptions, source: str,
     """Wrap what `read_checkpoint` found into a GaussianVAE, deciding every variance with its evidence (a module is
     run once on `probe` rows, by default random ones of its input shape)."""
     state = raw.state
+    refuse_other_priors(state)
     pythae = raw.meta.get("model_config") if raw.fmt == "pythae" else None
     module, kind = None, None
     if options.model is not None:
@@ -293,6 +295,7 @@ def adapt(raw: RawCheckpoint, options: LoadOptions, source: str,
     prior = find_prior(state)
     notes: list[str] = []
     assumed: list[tuple[str, str, str]] = []
+    unresolved = None
     if module is not None:
         decoder = _decoder_finding(state, options, None, pythae)
         shape = getattr(module, "input_shape", None) if options.input_shape is None else None
@@ -324,7 +327,7 @@ def adapt(raw: RawCheckpoint, options: LoadOptions, source: str,
         if layout.dec_split:
             decoder = Finding("network", "second half of the decoder's output", options.decoder_var_param or "logvar",
                               layout.notes[-1], "--decoder-var-param P")
-        model, reading = _read_mlp(state, layout, encoder, decoder, options, pythae, split_param)
+        model, reading, unresolved = _read_mlp(state, layout, encoder, decoder, options, pythae, split_param)
         h, d = layout.h, layout.d
         kind = f"pythae {pythae.get('name')} (default MLP networks)" if pythae else "plain MLP from the weights' shapes"
         notes.append(f"architecture read from shapes: encoder {len(layout.trunk)} + head, decoder "
@@ -335,19 +338,30 @@ def adapt(raw: RawCheckpoint, options: LoadOptions, source: str,
         model.prior_key = prior.name  # VAE-2: p(z) = N(0, A) with learned diagonal A
     if raw.prefix:
         notes.append(f"key prefix {raw.prefix!r} stripped")
-    intro = Introspection(source, raw.fmt, kind, h, d, decoder, encoder, prior, notes)
+    intro = Introspection(source, raw.fmt, kind, h, d, decoder, encoder, prior, notes, unresolved=unresolved)
     if isinstance(module, AutoencoderKLAdapter):
         _autoencoder_kl_assumptions(intro, module, str(raw.meta["config_from"]))
     _variance_assumptions(intro, module is not None)
     for item in assumed:
         intro.assume(*item)
+    intro.refusal = loss_reason(raw.meta)
+    rows = options.rows
+    if (intro.refusal is None and pythae is None and decoder.kind == "fixed" and rows is not None
+            and rows[0].numel() == d and options.output_activation != "sigmoid"):
+        output = (model.output or "linear") if isinstance(model, ShapesMLP) else None
+        try:
+            intro.refusal = sigmoid_reason(model, rows, output)
+        except (RuntimeError, ValueError, CheckpointError, ModelError):
+            intro.refusal = None  # the model cannot run on these rows: the estimate's own checks say why
     return model, intro
 
 
 def _read_mlp(state: dict[str, Tensor], layout: object, encoder: Finding, decoder: Finding, options: LoadOptions,
-              pythae: dict | None, split_param: bool) -> tuple[ShapesMLP, list[tuple[str, str, str]]]:
+              pythae: dict | None, split_param: bool) -> tuple[ShapesMLP, list[tuple[str, str, str]], str | None]:
     """The plain MLP under the reading the flags give, the data's scores pick (readings.py), or, without rows,
-    the conventional one (relu, linear output); returns the model and its assumptions."""
+    the conventional one (relu, linear output); returns the model, its assumptions and, when every reading
+    that fits has a sigmoid output (a Bernoulli decoder, refused for estimate), the undecided choice."""
+    unresolved = None
     acts = [options.activation] if options.activation else ["relu"] if pythae else list(ACTIVATIONS)
     outs = [options.output_activation] if options.output_activation else ["sigmoid"] if pythae else \
         list(OUTPUT_ACTIVATIONS)
@@ -362,6 +376,12 @@ def _read_mlp(state: dict[str, Tensor], layout: object, encoder: Finding, decode
         acts = acts[:1]  # no hidden layer: the activation never runs
     readings = [Reading(a, o, hd, e, dp) for a in acts for o in outs for hd in heads for e in enc_params
                 for dp in dec_params]
+    convention, usual = _convention(state, layout, decoder)
+    first = next((r for r in readings if all(getattr(r, k) == v for k, v in usual.items())), None)
+    if first is None:
+        convention = None  # the flags rule the convention's reading out
+    else:
+        readings = [first, *[r for r in readings if r != first]]
 
     def build(r: Reading) -> ShapesMLP:
         enc = replace(encoder, param=r.enc_param) if r.enc_param else encoder
@@ -374,7 +394,14 @@ def _read_mlp(state: dict[str, Tensor], layout: object, encoder: Finding, decode
         chosen, evidence = readings[0], ("not checked against data (pass --data to score the readings the weights "
                                          "leave open); the conventional reading")
     else:
-        chosen, _, evidence = choose(build, readings, torch.as_tensor(options.rows))
+        try:
+            chosen, _, evidence = choose(build, readings, torch.as_tensor(options.rows), convention)
+        except AmbiguousReading as err:  # all Bernoulli-looking: refused as such where a likelihood is needed
+            rows = options.rows
+            if (pythae or options.output_activation or decoder.kind != "fixed" or float(rows.min()) < 0
+                    or float(rows.max()) > 1 or any(c.output != "sigmoid" for c in err.candidates)):
+                raise
+            chosen, evidence, unresolved = err.candidates[0], "undecided", str(err)
     if split_param:
         encoder.param = chosen.enc_param
         encoder.evidence += f"; {chosen.enc_param}: {evidence}" if not options.encoder_var_param else ""
@@ -390,7 +417,30 @@ def _read_mlp(state: dict[str, Tensor], layout: object, encoder: Finding, decode
     if open_head or options.head_activation is not None:
         assumed.append((f"activation {'also' if chosen.head_activation else 'not'} applied after the encoder heads",
                         "given" if given["head"] else evidence, "--head-activation"))
-    return model, assumed
+    return model, assumed, unresolved
+
+
+AUTHORS_MAIN = {"encoder_hidden", "encoder_hidden2", "encoder_mu", "encoder_logvar", "decoder_hidden",
+                "decoder_hidden2", "decoder_out"}
+
+
+def _convention(state: dict[str, Tensor], layout: object, decoder: Finding) -> tuple[str | None, dict[str, object]]:
+    """A known codebase whose layer names the state_dict follows, and the reading it implies (readings.choose)."""
+    names = set(layer_names(state))
+    if names >= AUTHORS_MAIN:
+        return ("the paper authors' main.py/model.py layer names: LeakyReLU after every layer, both encoder heads "
+                "and the decoder output"), {"activation": "leaky_relu", "head_activation": True, "output": "leaky_relu"}
+    sequential = all(n.startswith(("encoder.", "decoder.")) or n in ("encoder", "decoder") for n in names)
+    if sequential and (decoder.name in ("noise_std", "sigma_param") or layout.dec_split):
+        usual: dict[str, object] = {"activation": "relu", "output": "linear"}
+        if layout.split:
+            usual["enc_param"] = "softplus_std"
+        if layout.dec_split:
+            usual["dec_param"] = "softplus_std"
+        return ("the paper authors' verification/VAE.py and streamingVAE convention (encoder/decoder Sequentials "
+                "with ReLU, a softplus std in the second half of a 2 x H or 2 x D output, softplus(noise_std))"), usual
+    return None, {"activation": "relu", "output": "linear", "head_activation": False, "enc_param": "logvar",
+                  "dec_param": "logvar"}
 
 
 def _variance_assumptions(intro: Introspection, has_methods: bool) -> None:

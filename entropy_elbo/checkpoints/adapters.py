@@ -159,7 +159,8 @@ class ShapesMLP(VAEBase):
                 self.weights[safe] = nn.Parameter(v.detach().clone().float(), requires_grad=False)
         self.dec_net = sub_layers(state, decoder.name) if decoder.kind == "network" and not layout.dec_split else []
         linear = (len(layout.trunk) == 1 and not layout.mean_head and not layout.split and len(layout.decoder) == 1
-                  and encoder is not None and encoder.kind == "constant" and decoder.kind == "scalar" and not output)
+                  and encoder is not None and encoder.kind == "constant" and decoder.kind == "scalar"
+                  and not self.output)
         self.ppca = self._ppca if linear else None  # a linear VAE defines a pPCA model (eq. 26)
 
     def _ppca(self) -> tuple[Tensor, Tensor, Tensor]:

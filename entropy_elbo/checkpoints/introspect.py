@@ -21,7 +21,8 @@ DECODER_VAR_NAMES: dict[str, str] = {
                      "log_sigma_sq", "logsigma_sq", "log_noise_var", "obs_logvar", "log_var_dec"), "logvar"),
     **dict.fromkeys(("log_scale", "log_sigma", "logsigma", "log_std", "logstd", "dec_log_std", "x_log_std",
                      "log_noise_std", "obs_log_std", "log_std_x"), "logstd"),
-    **dict.fromkeys(("noise_std", "dec_std", "x_std", "std_x", "sigma_x", "obs_std", "noise_sigma"), "softplus_std"),
+    **dict.fromkeys(("noise_std", "dec_std", "x_std", "std_x", "sigma_x", "obs_std", "noise_sigma", "sigma_param"),
+                    "softplus_std"),
     **dict.fromkeys(("sigma2", "noise_var", "var_x", "obs_var", "dec_var"), "var"),
 }
 DECODER_VAR_NETS: dict[str, str] = {
@@ -39,7 +40,7 @@ ENCODER_VAR_HEADS: dict[str, str] = {
 ENCODER_VAR_PARAMS: dict[str, str] = {
     **dict.fromkeys(("log_tau2", "logtau2", "q_z_logvar", "encoder_logvar", "enc_logvar", "log_tau_sq"), "logvar"),
     **dict.fromkeys(("log_tau", "q_z_log_std", "q_z_logstd"), "logstd"),
-    **dict.fromkeys(("q_z_std", "tau", "enc_std"), "softplus_std"),
+    **dict.fromkeys(("q_z_std", "tau", "enc_std", "tau_param"), "softplus_std"),
 }
 ENCODER_MEAN_HEADS = ("fc_mu", "fc_mean", "mu", "mean", "embedding", "enc_mu", "encoder_mu", "z_mean", "fc21",
                       "mu_head", "mean_head", "loc", "fc_loc", "q_mu", "z_mu")
@@ -111,6 +112,8 @@ class Introspection:
     notes: list[str] = field(default_factory=list)
     assumptions: list[Assumption] = field(default_factory=list)
     latent_shape: list[int] | None = None  # spatial latents (channels, h, w), flattened to H = channels x h x w
+    refusal: str | None = None  # why no decoder likelihood applies (a Bernoulli decoder); collapse still works
+    unresolved: str | None = None  # a reading the data could not decide, left open behind `refusal`
 
     def assume(self, what: str, evidence: str, override: str) -> None:
         """Record one assumption (peer readers call this too)."""

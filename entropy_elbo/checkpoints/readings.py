@@ -3,10 +3,14 @@
 Weights alone do not say the activation, the output activation, whether the activation also follows the
 encoder heads, or how a split head stores its variance. A trained model maximised its ELBO under its own
 reading, so each candidate is scored by its Monte Carlo ELBO on the rows (at the learned decoder variance,
-or at sigma*^2 = sigma^2 r when the variance is fixed), with the same noise for every candidate. The rule:
-the best candidate is taken when it beats every other by more than 4 standard errors of the paired
-per-row difference and by more than MARGIN nats per data point; candidates whose scores are identical on
-every row give identical numbers there and count as one. Otherwise the reading stops with the list.
+or at sigma*^2 = sigma^2 r when the variance is fixed), with the same noise for every candidate. One reading
+"clearly beats" another when its mean score is higher by more than 4 standard errors of the paired per-row
+difference and by more than MARGIN nats per data point; readings whose scores are identical on every row give
+identical numbers there and count as one. The rule:
+- when the layer names follow a known codebase's convention (the paper authors' repositories), its reading is
+  taken unless another reading clearly beats it (and then that one only if it clearly beats all others);
+- otherwise the best reading is taken when it clearly beats every other;
+- otherwise the reading stops, listing the candidates, their scores and the flags that pick each.
 """
 
 from __future__ import annotations
@@ -24,6 +28,14 @@ from entropy_elbo.errors import CheckpointError
 MARGIN = 0.01  # nats per data point
 SCORE_ROWS = 256
 SCORE_SAMPLES = 8
+
+
+class AmbiguousReading(CheckpointError):
+    """No reading clearly wins; `candidates` are those that fit about equally well, best first."""
+
+    def __init__(self, message: str, candidates: list[Reading]) -> None:
+        super().__init__(message)
+        self.candidates = candidates
 
 
 @dataclass(frozen=True)
@@ -82,9 +94,10 @@ def score(model: object, x: Tensor, eps: Tensor) -> tuple[Tensor, float, float] 
     return f, float(ratio.mean()) if d else 1.0, float((a - 1).abs().max())
 
 
-def choose(build: Callable[[Reading], object], readings: list[Reading], x: Tensor, seed: int = 0) -> tuple[
-        Reading, list[Scored], str]:
-    """The reading that clearly wins on rows `x` (module docstring), the scores, and the evidence sentence."""
+def choose(build: Callable[[Reading], object], readings: list[Reading], x: Tensor, convention: str | None = None,
+           seed: int = 0) -> tuple[Reading, list[Scored], str]:
+    """The reading the rule takes on rows `x` (module docstring), the scores, and the evidence sentence;
+    `convention` names the codebase whose reading is readings[0], if the layer names follow one."""
     x = x[:SCORE_ROWS].float().reshape(min(len(x), SCORE_ROWS), -1)
     scored: list[Scored] = []
     eps: Tensor | None = None
@@ -99,32 +112,46 @@ def choose(build: Callable[[Reading], object], readings: list[Reading], x: Tenso
             got = None
         scored.append(Scored(reading, -math.inf, math.nan, math.nan, None) if got is None else
                       Scored(reading, float(got[0].mean()), got[1], got[2], got[0]))
+    prior = scored[0]
     scored.sort(key=lambda c: c.score, reverse=True)
     best = scored[0]
     if best.rows is None:
         raise CheckpointError("no reading of the weights gives finite numbers on the data; pass --model FILE.py:NAME")
+    if convention is not None and prior.rows is not None and not _beats(best, prior)[0]:
+        best = prior  # the convention holds: nothing beats it clearly
     same, close = [], []
-    for other in scored[1:]:
-        if other.rows is None:
+    for other in scored:
+        if other is best or other.rows is None:
             continue
-        diff = best.rows - other.rows
-        if float(diff.abs().max()) <= 1e-9 * (1 + float(best.rows.abs().max())):
+        clear, identical = _beats(best, other)
+        if identical:
             same.append(other)
-            continue
-        se = float(diff.std()) / math.sqrt(len(diff)) if len(diff) > 1 else math.inf
-        if not float(diff.mean()) > max(4 * se, MARGIN):
+        elif not clear and (convention is None or best is not prior):
             close.append(other)
     if close:
         listed = "; ".join(f"{c.reading.label()}: ELBO {c.score:.4f}, r {c.r:.3g}, max|a_h-1| {c.a_far:.3g}"
                            for c in [best, *close][:6])
-        raise CheckpointError(f"several readings of the weights fit the data about equally well (Monte Carlo ELBO "
-                              f"in nats per data point on {len(x)} rows): {listed}; pick one with its flags")
-    runner = next((c for c in scored[1:] if c.rows is not None and c not in same), None)
-    evidence = (f"scored on {len(x)} data rows: Monte Carlo ELBO {best.score:.4f} nats per data point (r {best.r:.3g}, "
-                f"max|a_h-1| {best.a_far:.3g})")
+        raise AmbiguousReading(f"several readings of the weights fit the data about equally well (Monte Carlo ELBO "
+                               f"in nats per data point on {len(x)} rows): {listed}; pick one with its flags",
+                               [best.reading, *(c.reading for c in close)])
+    runner = next((c for c in scored if c is not best and c.rows is not None and c not in same), None)
+    evidence = "" if convention is None else (f"{convention}; " if best is prior else
+                                              f"not {convention}, which another reading clearly beats; ")
+    evidence += (f"scored on {len(x)} data rows: Monte Carlo ELBO {best.score:.4f} nats per data point "
+                 f"(r {best.r:.3g}, max|a_h-1| {best.a_far:.3g})")
     if runner is not None:
-        evidence += (f", ahead of the next reading ({runner.reading.label()}) at {runner.score:.4f}"
+        where = "ahead of" if runner.score <= best.score else "beside"
+        evidence += (f", {where} the next reading ({runner.reading.label()}) at {runner.score:.4f}"
                      f" of {len(scored)} candidates")
     if same:
         evidence += f"; identical on these rows: {', '.join(c.reading.label() for c in same[:3])}"
     return best.reading, scored, evidence
+
+
+def _beats(a: Scored, b: Scored) -> tuple[bool, bool]:
+    """(a clearly beats b, a and b score identically on every row)."""
+    diff = a.rows - b.rows
+    if float(diff.abs().max()) <= 1e-9 * (1 + float(a.rows.abs().max())):
+        return False, True
+    se = float(diff.std()) / math.sqrt(len(diff)) if len(diff) > 1 else math.inf
+    return float(diff.mean()) > max(4 * se, MARGIN), False
