@@ -411,3 +411,73 @@ def test_priors_other_than_n01_and_bce_losses_are_refused(tmp_path: Path) -> Non
     line = run("estimate", folder, "--data", data, "--decoder-variance", "1").stderr
     assert line.count("\n") == 1 and "reconstruction_loss 'bce'" in line and "Bernoulli" in line
     assert run("collapse", folder, "--data", data).exit_code == 0
+
+
+# ---------------------------------------------------------------------------------------------- user models' shapes
+
+SHAPES_MODELS = '''
+import torch
+from torch import nn
+
+
+class Isotropic(nn.Module):
+    """encode -> (mu (B, H), log_var (B, 1)): one variance per data point shared by the H latents."""
+
+    def __init__(self, d=5, h=3):
+        super().__init__()
+        self.enc, self.fc_mu, self.fc_s = nn.Linear(d, 8), nn.Linear(8, h), nn.Linear(8, 1)
+        self.dec = nn.Linear(h, d)
+        self.log_sigma2 = nn.Parameter(torch.tensor(-1.0))
+
+    def encode(self, x):
+        t = torch.tanh(self.enc(x))
+        return self.fc_mu(t), self.fc_s(t)
+
+    def decode(self, z):
+        return self.dec(z)
+
+
+class Shifty(Isotropic):
+    """Its encoder's outputs change shape with the batch: H latents for the probe, H - 1 for big batches."""
+
+    def encode(self, x):
+        mu, s = super().encode(x)
+        return (mu, s) if len(x) <= 2 else (mu[:, :-1], s)
+
+
+class TwoVariances(Isotropic):
+    """A `log_sigma2` parameter AND a decode() returning (mean, log-variance): two decoder-variance candidates."""
+
+    def decode(self, z):
+        return self.dec(z), torch.full((self.dec.out_features,), 0.3)
+'''
+
+
+def test_isotropic_encoder_variance_shape_changes_and_two_decoder_variances(tmp_path: Path) -> None:
+    source = tmp_path / "shapes_models.py"
+    source.write_text(SHAPES_MODELS)
+    namespace: dict[str, object] = {}
+    exec(compile(SHAPES_MODELS, str(source), "exec"), namespace)  # noqa: S102 -- the test's own model code
+    d, h = 5, 3
+    torch.manual_seed(2)
+    vae = namespace["Isotropic"]().eval()
+    path = tmp_path / "iso.pt"
+    torch.save(vae.state_dict(), path)
+    x = torch.randn(N_ROWS, d)
+    data = save_data(tmp_path, x)
+    spec = f"{source}:Isotropic"
+    info = run_json("inspect", path, "--model", spec)
+    assert "isotropic" in info["encoder"]["evidence"] and info["h"] == h
+    est = run_json("estimate", path, "--data", data, "--model", spec, "--samples", "0")
+    with torch.no_grad():
+        log_tau2 = vae.encode(x)[1].expand(-1, h)  # broadcast by hand: H latents with one tau each row
+    sigma2 = vae.log_sigma2.detach().exp()
+    assert est["entropy_elbo"] == pytest.approx(independent_entropy_elbo(log_tau2, sigma2, d), rel=1e-6)
+    line = run("estimate", path, "--data", data, "--model", f"{source}:Shifty", "--samples", "0").stderr
+    assert line.count("\n") == 1 and "change shape" in line
+    line = run("inspect", path, "--model", f"{source}:TwoVariances").stderr
+    assert line.count("\n") == 1 and "'log_sigma2'" in line and "decode()[1]" in line and "--decoder-var" in line
+    picked = run_json("inspect", path, "--model", f"{source}:TwoVariances", "--decoder-var", "decode()[1]")
+    assert picked["decoder"]["kind"] == "per-dim" and picked["decoder"]["value"] == pytest.approx([math.exp(0.3)] * d)
+    param = run_json("inspect", path, "--model", f"{source}:TwoVariances", "--decoder-var", "log_sigma2")
+    assert param["decoder"]["value"] == pytest.approx(math.exp(-1.0))

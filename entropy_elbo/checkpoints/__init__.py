@@ -233,6 +233,8 @@ def _probe_shape(raw: RawCheckpoint, options: LoadOptions) -> tuple[int, ...]:
 
 
 def _decoder_finding(state: dict[str, Tensor], options: LoadOptions, d: int | None, pythae: dict | None) -> Finding:
+    if options.decoder_var in ("decode()[1]", "decoder()[1]"):  # the method's second output, not a parameter
+        return Finding("fixed", None, "logvar", f"--decoder-var {options.decoder_var}", DEC_OVERRIDE)
     found = find_decoder_variance(state, name=options.decoder_var, param=options.decoder_var_param, d=d)
     if options.decoder_variance is not None and options.decoder_var is None:
         ignored = f"; the learned {found.name!r} was set aside" if found.kind != "fixed" else ""
@@ -302,7 +304,8 @@ def adapt(raw: RawCheckpoint, options: LoadOptions, source: str,
         if probe is None:
             probe = torch.rand(2, *(shape or _probe_shape(raw, options)))
         module.eval()
-        plan = plan_module(module, state, encoder, decoder, probe)
+        plan = plan_module(module, state, encoder, decoder, probe,
+                           explicit=options.decoder_var is not None or options.decoder_variance is not None)
         model: nn.Module = ModuleAdapter(module, plan)
         if plan.decoder.kind in ("scalar", "per-dim") and isinstance(plan.decoder.value, list) \
                 and len(plan.decoder.value) != plan.d:

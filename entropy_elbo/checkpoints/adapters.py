@@ -326,7 +326,17 @@ class ModuleAdapter(VAEBase):
                 raise ModelError(f"encoder variance head {enc.name!r} did not run during {self.plan.encode_via}()")
         else:
             raw = _field(out, enc.name) if enc.name == "log_covariance" else ts[self.plan.var_index]
-        return nu, to_log_var(raw, enc.param or "logvar")
+        h, via = self.plan.h, self.plan.encode_via
+        if nu.dim() != 2 or nu.shape[1] != h:
+            raise ModelError(f"{via}() returned a mean of shape {tuple(nu.shape)} on a batch of {len(x)} rows, not "
+                             f"(B, {h}) as on the probe batch; outputs that change shape cannot be read")
+        log_tau2 = to_log_var(raw, enc.param or "logvar")
+        if h > 1 and tuple(log_tau2.shape) == (nu.shape[0], 1):  # isotropic: one tau per data point
+            return nu, log_tau2.expand_as(nu)
+        if log_tau2.shape != nu.shape:
+            raise ModelError(f"{via}() returned a variance of shape {tuple(log_tau2.shape)} beside a mean of shape "
+                             f"{tuple(nu.shape)}; expected the same shape, or (B, 1) for one shared by all latents")
+        return nu, log_tau2
 
     @property
     def encoder_log_var_constant(self) -> Tensor | None:
@@ -376,8 +386,9 @@ def run_foreign(fn, batch: Tensor, via: str, hint: str = ""):  # noqa: ANN001, A
 
 
 def plan_module(module: nn.Module, state: dict[str, Tensor], encoder: Finding | None, decoder: Finding,
-                probe: Tensor) -> ModulePlan:
-    """Run the module once on `probe` to learn H, D, and where mean and variances come out."""
+                probe: Tensor, explicit: bool = False) -> ModulePlan:
+    """Run the module once on `probe` to learn H, D, and where mean and variances come out; `explicit`: the
+    decoder variance was given by a flag (else a named parameter beside a decode() variance is ambiguous)."""
     scripted = isinstance(module, torch.jit.ScriptModule)
     encode_via = "encode" if hasattr(module, "encode") else "encoder" if hasattr(module, "encoder") else "forward"
     decode_via = "decode" if hasattr(module, "decode") else "decoder" if hasattr(module, "decoder") else None
@@ -393,7 +404,10 @@ def plan_module(module: nn.Module, state: dict[str, Tensor], encoder: Finding | 
                               "of shape (B, H) or an object with embedding and log_covariance")
     h, d = int(nu.shape[1]), int(probe[0].numel())
     pythae_var = mean_field is not None and _field(out, "log_covariance") is not None
-    method_var = encode_via != "forward" and (pythae_var or (len(ts) > var_index and ts[var_index].shape == nu.shape))
+    second = ts[var_index] if len(ts) > var_index and mean_field is None else None
+    isotropic = second is not None and h > 1 and tuple(second.shape) == (nu.shape[0], 1)
+    fits = second is not None and (second.shape == nu.shape or isotropic)
+    method_var = encode_via != "forward" and (pythae_var or fits)
     if encoder is not None and encoder.kind == "head" and (scripted or method_var):
         why = ("TorchScript cannot be hooked" if scripted and not method_var else
                "the model's own method is authoritative: whatever it applies after that layer counts")
@@ -405,10 +419,12 @@ def plan_module(module: nn.Module, state: dict[str, Tensor], encoder: Finding | 
             encoder = Finding("output", "log_covariance", "logvar", f"{encode_via}() returns an object with "
                               "embedding and log_covariance (pythae convention: log-variance)",
                               "--encoder-var NAME --encoder-var-param P")
-        elif len(ts) > var_index and ts[var_index].shape == nu.shape:
+        elif fits:
+            shape = f"(B, 1): one log-variance per data point shared by all {h} latents (isotropic), broadcast " \
+                "over them" if isotropic else f"(B, {h})"
             encoder = Finding("output", f"{encode_via}()[{var_index}]", "logvar", f"{encode_via}() returns {len(ts)} "
-                              f"tensors, outputs {mean_index} and {var_index} of shape (B, {h}): [mean, log-variance] "
-                              "(PyTorch-VAE convention)", "--encoder-var NAME --encoder-var-param P")
+                              f"tensors, a mean of shape (B, {h}) and output {var_index} of shape {shape}: [mean, "
+                              "log-variance] (PyTorch-VAE convention)", "--encoder-var NAME --encoder-var-param P")
         else:
             raise CheckpointError(f"encoder variance: {encode_via}() returns {len(ts)} tensor(s) and no layer is "
                                   "named like a variance head; name it with --encoder-var NAME")
@@ -426,6 +442,11 @@ def plan_module(module: nn.Module, state: dict[str, Tensor], encoder: Finding | 
             raise CheckpointError(f"{decode_via}() returned {got}; expected {d} (the input's size)")
         if decoder.kind == "network" and scripted:
             dec_source = "output"
+        if decoder.kind in ("scalar", "per-dim") and not explicit and len(dts) >= 2 and mean_field is None \
+                and dts[1][0].numel() in (1, d):
+            raise CheckpointError(f"decoder variance: several candidates (parameter {decoder.name!r}, {decode_via}()'s "
+                                  f"second output of shape {tuple(dts[1].shape)}); pick one with --decoder-var NAME "
+                                  f"or --decoder-var '{decode_via}()[1]'")
         if decoder.kind == "fixed" and decoder.name is None and len(dts) >= 2 and mean_field is None:
             decoder, dec_source = _decoder_output(dfn, z, dts[1], decode_via, len(dts), d, decoder.override), "output"
     elif decoder.kind == "network" and scripted:
