@@ -13,6 +13,7 @@ import torch
 from test_checkpoints_wild import (
     N_ROWS,
     PythaeVAE,
+    PyTorchVAELayout,
     assert_within_4_se,
     independent_entropy_elbo,
     independent_mc_elbo,
@@ -481,3 +482,22 @@ def test_isotropic_encoder_variance_shape_changes_and_two_decoder_variances(tmp_
     assert picked["decoder"]["kind"] == "per-dim" and picked["decoder"]["value"] == pytest.approx([math.exp(0.3)] * d)
     param = run_json("inspect", path, "--model", f"{source}:TwoVariances", "--decoder-var", "log_sigma2")
     assert param["decoder"]["value"] == pytest.approx(math.exp(-1.0))
+
+
+def test_authors_celeba_vanilla_vae_with_logsigma2_needs_no_flags(tmp_path: Path) -> None:
+    """model_CelebA.py: PyTorch-VAE's VanillaVAE layout plus a learned scalar `logsigma2`, saved as `vae`."""
+    torch.manual_seed(4)
+    vae = PyTorchVAELayout().eval()
+    state = {**vae.state_dict(), "logsigma2": torch.tensor([-1.5])}
+    path = tmp_path / "vae"
+    torch.save(state, path)
+    x = torch.rand(N_ROWS, 3, 8, 8) * 2 - 1
+    data = save_data(tmp_path, x)
+    est = run_json("estimate", path, "--data", data, "--samples", "32")
+    with torch.no_grad():
+        log_var = vae.encode(x)[1]
+    sigma2 = torch.tensor(math.exp(-1.5))
+    assert "VanillaVAE" in est["extra"]["checkpoint"]["model_kind"]
+    assert est["entropy_elbo"] == pytest.approx(independent_entropy_elbo(log_var, sigma2, 192), rel=1e-6)
+    mine, se = independent_mc_elbo(vae.encode, vae.decode, sigma2, x, 32)
+    assert_within_4_se(est, mine, se)

@@ -13,6 +13,8 @@ import math
 
 from torch import Tensor, nn
 
+from entropy_elbo.checkpoints.introspect import DECODER_VAR_NAMES
+
 
 class VanillaLayout(nn.Module):
     """encode(x) -> [mu, log_var], decode(z) -> image in [-1, 1], as PyTorch-VAE's VanillaVAE."""
@@ -49,7 +51,10 @@ class VanillaLayout(nn.Module):
 
 
 def vanilla_from_shapes(state: dict[str, Tensor]) -> VanillaLayout | None:
-    """The VanillaVAE that `state` fits exactly (every key and shape), loaded with it; None when it fits none."""
+    """The VanillaVAE that `state` fits exactly (every key and shape), loaded with it; None when it fits none.
+    A top-level decoder variance beside it (the paper authors' model_CelebA.py `logsigma2`) is kept as a buffer."""
+    extra = {k: v for k, v in state.items() if "." not in k and k.lower() in DECODER_VAR_NAMES}
+    state = {k: v for k, v in state.items() if k not in extra}
     first = state.get("encoder.0.0.weight")
     if first is None or first.dim() != 4 or "fc_mu.weight" not in state or "final_layer.3.weight" not in state:
         return None
@@ -65,4 +70,6 @@ def vanilla_from_shapes(state: dict[str, Tensor]) -> VanillaLayout | None:
     if set(want) != set(state) or any(tuple(want[k].shape) != tuple(state[k].shape) for k in want):
         return None
     module.load_state_dict(state, strict=True)
+    for name, value in extra.items():
+        module.register_buffer(name, value.detach().clone())
     return module.eval()
