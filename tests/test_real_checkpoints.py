@@ -4,7 +4,6 @@ entropy form does not apply. Every number is compared with an independent comput
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -12,7 +11,6 @@ import pytest
 import torch
 from test_checkpoints_wild import (
     N_ROWS,
-    PythaeVAE,
     PyTorchVAELayout,
     assert_within_4_se,
     independent_entropy_elbo,
@@ -404,14 +402,13 @@ def test_priors_other_than_n01_and_bce_losses_are_refused(tmp_path: Path) -> Non
     for command in ("inspect", "collapse", "estimate"):
         line = run(command, path, *(["--data", data] if command != "inspect" else [])).stderr
         assert line.count("\n") == 1 and "'pseudo_inputs'" in line and "not N(0, I)" in line
-    folder = tmp_path / "pythae_bce"
-    folder.mkdir()
-    (folder / "model_config.json").write_text(json.dumps(
-        {"name": "VAEConfig", "input_dim": [d], "latent_dim": h, "reconstruction_loss": "bce"}))
-    torch.save({"model_state_dict": PythaeVAE(d, h).state_dict()}, folder / "model.pt")
-    line = run("estimate", folder, "--data", data, "--decoder-variance", "1").stderr
-    assert line.count("\n") == 1 and "reconstruction_loss 'bce'" in line and "Bernoulli" in line
-    assert run("collapse", folder, "--data", data).exit_code == 0
+    ckpt = tmp_path / "bce.ckpt"  # a Lightning checkpoint whose hyper_parameters name a BCE loss
+    torch.save({"state_dict": {f"model.{k}": v for k, v in vae.state_dict().items()}, "epoch": 1, "global_step": 9,
+                "pytorch-lightning_version": "2.6.6", "hyper_parameters": {"recon_loss": "bce"}}, ckpt)
+    reading = ["--activation", "relu", "--output-activation", "linear", "--no-head-activation"]
+    line = run("estimate", ckpt, "--data", data, "--decoder-variance", "1", *reading).stderr
+    assert line.count("\n") == 1 and "'bce'" in line and "Bernoulli" in line
+    assert run("collapse", ckpt, "--data", data, *reading).exit_code == 0
 
 
 # ---------------------------------------------------------------------------------------------- user models' shapes

@@ -32,11 +32,7 @@ def refuse_other_priors(state: dict[str, Tensor]) -> None:
 
 
 def loss_reason(meta: dict[str, object]) -> str | None:
-    """A Bernoulli loss named in a pythae config or a Lightning checkpoint's hyper_parameters, else None."""
-    config = meta.get("model_config")
-    if isinstance(config, dict) and str(config.get("reconstruction_loss", "")).lower() in BCE_WORDS:
-        return (f"pythae {config.get('name', 'model')} was trained with reconstruction_loss "
-                f"{config['reconstruction_loss']!r}: a Bernoulli decoder, {OUTSIDE}")
+    """A Bernoulli loss named in a Lightning checkpoint's hyper_parameters, else None (pythae configs: peers.py)."""
     text = json.dumps(meta.get("hyper_parameters"), default=str).lower() if meta.get("hyper_parameters") else ""
     for key in ("recon_loss", "reconstruction_loss", "loss", "likelihood"):
         for word in BCE_WORDS:
