@@ -10,14 +10,13 @@ stated or optimal sigma^2 applies. Images are (N, C, H, W) arrays scaled to [-1,
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from torch import Tensor, nn
 
 from entropy_elbo.checkpoints.introspect import ENC_OVERRIDE, Finding
 from entropy_elbo.checkpoints.user import load_strict
-from entropy_elbo.errors import CheckpointError, ModelError
+from entropy_elbo.errors import CheckpointError, ModelError, parse_json
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 AUTOENCODER_KL_DECODER = ("diffusers AutoencoderKL's decoder returns an image and no variance: it is trained with "
@@ -32,9 +31,10 @@ def folder_config(folder: Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        config = json.loads(path.read_text())
+        text = path.read_text()
     except (OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: not valid JSON ({err})") from None
+        raise CheckpointError(f"{path}: cannot be read ({err})") from None
+    config = parse_json(text, str(path))
     if not isinstance(config, dict) or config.get("_class_name") != "AutoencoderKL":
         return None
     return config
