@@ -227,6 +227,8 @@ def data(name: str, out: Path, n: int | None, seed: int) -> None:
               help="Fraction of rows held out (seeded split); their ELBO is logged each epoch.")
 @click.option("--image-size", type=int, default=64, show_default=True,
               help="Image folders: resize the shorter side and centre-crop to this many pixels.")
+@click.option("--crop", type=int, default=None,
+              help="Image folders: centre-crop this many pixels first, then resize (the celeba preset: 148).")
 @click.option("--preset", default=None, help=f"The paper's settings: {', '.join(PRESETS)}; flags override them.")
 @click.option("--latents", type=int, default=2, show_default=True, help="Number of latents H.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
@@ -290,7 +292,8 @@ def train_cmd(ctx: click.Context, model: str, data_spec: str | None, out: Path |
         settings = new_settings(model, given)
     prepared = prepare_data(str(settings["data"]), key=settings["key"], drop_column=settings["drop_column"],
                             scale=str(settings["scale"]), holdout=float(settings["holdout"]),
-                            image_size=int(settings["image_size"]), seed=int(settings["seed"]))
+                            image_size=int(settings["image_size"]), crop=settings.get("crop"),
+                            seed=int(settings["seed"]))
     x, held = prepared.train, prepared.heldout
     if model != "conv":  # the MLP models read flat rows
         x = x.reshape(len(x), -1)
@@ -348,8 +351,8 @@ RESUMABLE = ("epochs",)  # the only settings a resumed run may change (to extend
 def new_settings(model: str, given: dict[str, object]) -> dict[str, object]:
     """Built-in defaults < the model's defaults < --preset < flags given on the command line."""
     base: dict[str, object] = {"data": None, "key": None, "drop_column": None, "scale": "none", "holdout": 0.0,
-                               "image_size": 64, "latents": 2, "hidden": None, "init_log_sigma2": 0.0, "seed": 0,
-                               "activation": "leaky_relu" if model == "conv" else "relu"}
+                               "image_size": 64, "crop": None, "latents": 2, "hidden": None, "init_log_sigma2": 0.0,
+                               "seed": 0, "activation": "leaky_relu" if model == "conv" else "relu"}
     base.update(MODEL_DEFAULTS[model])
     name = given.get("preset")
     if name:

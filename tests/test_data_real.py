@@ -196,3 +196,13 @@ def test_conv_vae_trains_on_the_digits_as_one_channel_8x8_images(tmp_path):
         "--batch-size", "900", "--out", str(run), "--quiet")
     config = json.loads(json.loads((run / "run.json").read_text())["model_config"])
     assert config["data_dim"] == 64 and config["extra"]["in_channels"] == 1 and config["extra"]["image_size"] == 8
+
+
+def test_celeba_preset_crops_148_then_resizes(tmp_path):
+    folder = celeba_like(tmp_path / "img_align_celeba", count=4)
+    run = tmp_path / "celeba"
+    cli("train", "conv", "--preset", "celeba", "--data", str(folder), "--image-size", "8", "--hidden", "4",
+        "--latents", "2", "--epochs", "1", "--batch-size", "2", "--out", str(run), "--quiet")
+    stored = json.loads((run / "run.json").read_text())
+    assert stored["settings"]["crop"] == 148 and stored["settings"]["holdout"] == 0.4  # App. D.4's 60/40 split
+    assert stored["data"]["shape"] == [2, 3, 8, 8] and "centre 148x148 resized" in stored["data"]["source"]
