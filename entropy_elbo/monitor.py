@@ -89,6 +89,17 @@ def rank0_buffers(module: nn.Module, world: int) -> Iterator[None]:
                 b.copy_(s)
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The user's model inside DistributedDataParallel / DataParallel and torch.compile wrappers."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile's OptimizedModule
+            model = model._orig_mod
+        else:
+            return model
+
+
 def module_device(module: nn.Module) -> torch.device:
     """Where the module's first parameter (or buffer) lives; CPU for a module with neither."""
     for t in (*module.parameters(), *module.buffers()):
@@ -120,6 +131,7 @@ class Monitor:
         if samples < 0:
             raise EntropyElboError(f"samples: got {samples}; pass 0 (entropy figures only) or a positive count")
         check_settings(threshold, delta, active_threshold, lucas_epsilon, lucas_delta)
+        model = unwrap(model)
         self.module, self.samples, self.seed = model, samples, seed
         self.optimal_variance = options is not None and options.optimal_variance  # sigma^2 = sigma^2 r at each step
         if self.optimal_variance and samples < 1:
@@ -165,7 +177,9 @@ class Monitor:
     def measure(self) -> tuple[Estimate, CollapseResult]:
         """The estimate and the collapse metrics of the model as it is now, over the whole batch (all ranks)."""
         device = module_device(self.module)
-        x = self._rows.to(device)
+        if self._rows.device != device:  # moved once (the model may have moved since the monitor was made)
+            self._rows = self._rows.to(device)
+        x = self._rows
         samples = self.mc_samples
         kept: list[tuple[Tensor, Tensor]] = []
         prior = self.vae.prior_log_var

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import warnings
 from pathlib import Path
+from unittest.mock import ANY
 
 import numpy as np
 import pytest
@@ -111,6 +112,15 @@ def check_row(row: dict[str, object], est: object, col: object) -> None:
     active = {m: col.h - c for m, c in col.counts.items()}
     assert row["active_latents_by_metric"] == active and row["active_latents"] == active["entropy"]
     assert sum(row["latent_entropies"]) == pytest.approx(row["encoder_entropy"], abs=1e-9)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.compile's import of torch.jit internals
+def test_wrappers_are_seen_through(data: Tensor) -> None:
+    torch.manual_seed(0)
+    model = BNVAE()
+    plain = Monitor(model, data[:100], samples=2).step()
+    wrapped = Monitor(torch.compile(nn.DataParallel(model)), data[:100], samples=2)
+    assert wrapped.module is model and wrapped.step() == {**plain, "seconds": ANY, "wall_time": ANY}
 
 
 def test_warnings_come_once_each(data: Tensor) -> None:
