@@ -49,7 +49,7 @@ def check_row(row: dict[str, object], first: dict[str, object], where: str) -> N
     """A log row the figures can draw: epoch and elbo numbers, optional numbers or null, H latent entropies."""
     for name, optional in NUMBER_FIELDS.items():
         value = row.get(name)
-        if value is None and optional:
+        if value is None and (optional or (name == "elbo" and row.get("mc_samples") == 0)):  # a monitor row, S = 0
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             what = "is missing" if name not in row else f"is {value!r}, not a number"
@@ -69,7 +69,9 @@ def plot_run(rows: list[dict[str, object]], out: str | Path, threshold: float = 
     epochs = [r["epoch"] for r in rows]
     fig, ax = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)
     a = ax[0, 0]
-    a.plot(epochs, [r["elbo"] for r in rows], label="ELBO (sampled, training batches)")
+    if any(r["elbo"] is not None for r in rows):
+        where = "the monitor's fixed batch" if "mc_samples" in rows[0] else "training batches"
+        a.plot(epochs, [r["elbo"] for r in rows], label=f"ELBO (sampled, {where})")
     if any(r.get("heldout_elbo") is not None for r in rows):
         a.plot(epochs, [r.get("heldout_elbo") for r in rows], label="ELBO (held-out)")
     if any(r.get("entropy_elbo") is not None for r in rows):

@@ -189,10 +189,13 @@ def test_the_log_is_a_run_log_that_plot_draws(data: Tensor, tmp_path: Path) -> N
     log = tmp_path / "monitor.jsonl"
     rows = fit(model, data, 2, Monitor(model, data[:100], log=log))
     assert read_log(log) == rows
-    out = tmp_path / "fig.png"
-    result = CliRunner().invoke(main, ["plot", str(log), "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    assert out.stat().st_size > 10_000
+    entropy_only = tmp_path / "entropy_only.jsonl"  # samples=0: no Monte Carlo ELBO, still drawn
+    Monitor(model, data[:100], samples=0, log=entropy_only).step()
+    for path in (log, entropy_only):
+        out = path.with_suffix(".png")
+        result = CliRunner().invoke(main, ["plot", str(path), "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        assert out.read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.parametrize(("data", "kwargs", "message"), [
