@@ -15,9 +15,12 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from test_checkpoints_wild import assert_within_4_se, independent_mc_elbo, one_line_error, run, run_json
+from test_peers_pythae import Evil
 from torch import nn
 from torch.distributions import Normal
 from torch.utils.data import DataLoader, TensorDataset
+
+from entropy_elbo.checkpoints.peers import lightning_implied_variance
 
 C, S, H, N = 1, 8, 3, 256  # one channel, 8x8 images, 3 latents
 D = C * S * S
@@ -127,3 +130,25 @@ def test_pytorch_vae_lightning_checkpoint_no_flags(tmp_path: Path, params: dict,
     est = run_json("estimate", ckpt, "--data", data, "--decoder-variance", f"{implied!r}", "--samples", "64")
     want, se = independent_mc_elbo(model.encode, model.decode, torch.tensor(implied), x, 64)
     assert_within_4_se(est, want, se)
+
+
+@pytest.mark.parametrize(("hparams", "implied"), [
+    ({"params": {"M_N": 0.005, "LR": 0.001}}, D * 0.005 / 2),  # nested under save_hyperparameters' argument name
+    ({"kld_weight": 0.002, "beta": 10, "loss_type": "H"}, D * 0.002 * 10 / 2),
+    ({"kld_weight": 0.002, "beta": 10, "loss_type": "B", "gamma": 1000.0}, None),  # a KL capacity target
+])
+def test_implied_variance_from_hyper_parameters(hparams: dict, implied: float | None) -> None:
+    value, why = lightning_implied_variance(hparams, D)
+    assert value == (None if implied is None else pytest.approx(implied, rel=1e-12))
+    assert ("no single decoder variance is implied" in why) == (implied is None)
+    assert lightning_implied_variance({"LR": 0.001}, D) is None  # no KL weight: nothing to say
+
+
+def test_hyper_parameters_holding_objects_run_no_code(tmp_path: Path) -> None:
+    _, ckpt = trained(tmp_path, {"kld_weight": 0.00025, "LR": 0.005})
+    state = torch.load(ckpt, weights_only=True)
+    state["hyper_parameters"]["callback"] = Evil(tmp_path / "ran.txt")
+    torch.save(state, ckpt)
+    line = one_line_error(run("inspect", ckpt))
+    assert "--trust-code" in line and str(ckpt) in line
+    assert not (tmp_path / "ran.txt").exists()
