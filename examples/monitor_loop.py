@@ -53,8 +53,9 @@ def loss(model: MyVAE, x: Tensor) -> Tensor:
     return -(loglik - kl).mean()
 
 
-def main(argv: list[str] | None = None) -> tuple[MyVAE, Monitor]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def setup(argv: list[str] | None, description: str) -> tuple[argparse.Namespace, Tensor, Tensor]:
+    """Command line, one torch thread, seeds, the output folder, pPCA rows: (N, 10) to train, (1000, 10) held out."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--rows", type=int, default=10_000, help="training rows of the pPCA data (D=10, 2 true latents)")
     p.add_argument("--out", type=Path, default=Path("figures"))
@@ -63,12 +64,20 @@ def main(argv: list[str] | None = None) -> tuple[MyVAE, Monitor]:
     torch.manual_seed(0)
     args.out.mkdir(parents=True, exist_ok=True)
     x = torch.as_tensor(ppca(args.rows + 1_000, seed=0))
-    train, held_out = x[: args.rows], x[args.rows :]  # (N, 10), (1000, 10)
-    model = MyVAE()
-    # ln sigma^2 must travel several nats to the residual variance; at the networks' lr it lags behind (r << 1, and
-    # the monitor warns); its own larger lr lets it follow (the ELBO is concave in ln sigma^2 given the rest)
+    return args, x[: args.rows], x[args.rows :]
+
+
+def optimizer(model: MyVAE) -> torch.optim.Optimizer:
+    """Adam; ln sigma^2 must travel several nats to the residual variance, and at the networks' lr it lags behind
+    (r << 1, and the monitor warns), so it gets its own larger lr (the ELBO is concave in ln sigma^2 given the rest)."""
     nets = [p for name, p in model.named_parameters() if name != "log_sigma2"]
-    opt = torch.optim.Adam([{"params": nets}, {"params": [model.log_sigma2], "lr": 3e-2}], lr=3e-3)
+    return torch.optim.Adam([{"params": nets}, {"params": [model.log_sigma2], "lr": 3e-2}], lr=3e-3)
+
+
+def main(argv: list[str] | None = None) -> tuple[MyVAE, Monitor]:
+    args, train, held_out = setup(argv, __doc__.splitlines()[0])
+    model = MyVAE()
+    opt = optimizer(model)
     monitor = Monitor(model, data=held_out, log=args.out / "monitor.jsonl")  # 1,000 fixed rows, 1 MC sample
     for epoch in range(1, args.epochs + 1):
         model.train()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import importlib
+import importlib.util
 import sys
 import warnings
 from pathlib import Path
@@ -18,11 +19,12 @@ from torch import Tensor, nn
 
 from entropy_elbo.checkpoints import LoadOptions, load_model
 from entropy_elbo.collapse import collapse
-from entropy_elbo.data import make_synthetic
+from entropy_elbo.data import make_synthetic, ppca
 from entropy_elbo.errors import EntropyElboError
 from entropy_elbo.estimate import estimate
 from entropy_elbo.lightning import EntropyMonitor, find_vae
 from entropy_elbo.monitor import Monitor
+from entropy_elbo.runs import read_log
 
 H = 3
 
@@ -139,3 +141,20 @@ def test_ddp_two_processes_log_the_one_process_figures(data: Tensor, tmp_path: P
         assert float(last[f"entropy_elbo/a/{h}"]) == pytest.approx(est.stationarity["a"][h], abs=1e-9)
     # Monte Carlo: rank r samples with seed + r, another valid draw of the same figure
     assert abs(float(last["entropy_elbo/mc_elbo"]) - est.mc_elbo) < 5 * est.mc_stderr
+
+
+def test_the_lightning_example_logs_the_final_models_figures(tmp_path: Path) -> None:
+    examples = Path(__file__).parents[1] / "examples"
+    spec = importlib.util.spec_from_file_location("monitor_lightning", examples / "monitor_lightning.py")
+    example = importlib.util.module_from_spec(spec)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        spec.loader.exec_module(example)
+        model, callback, _ = example.main(["--epochs", "2", "--rows", "500", "--out", str(tmp_path)])
+    logged = csv_rows(tmp_path)
+    assert [int(r["epoch"]) for r in logged] == [0, 1]
+    assert read_log(tmp_path / "monitor_lightning.jsonl") == callback.rows
+    held_out = torch.as_tensor(ppca(1500, seed=0)[500:])  # the example's 1,000 held-out rows
+    est, col = Monitor(model.vae, held_out, samples=0).measure()
+    assert float(logged[-1]["entropy_elbo/elbo"]) == pytest.approx(est.entropy_elbo, abs=1e-9)
+    assert float(logged[-1]["entropy_elbo/active_latents"]) == col.h - col.counts["entropy"]
