@@ -180,3 +180,23 @@ def test_loading_runs_no_pickle(tmp_path: Path) -> None:
     line = one_line_error(run("inspect", folder))
     assert "--trust-code" in line
     assert not (tmp_path / "ran.txt").exists()
+
+
+def test_training_pipeline_output_dir(tmp_path: Path) -> None:
+    """pythae's TrainingPipeline writes output_dir/<Model>_training_<date>/final_model: the output_dir is enough."""
+    from pythae.pipelines import TrainingPipeline
+    from pythae.trainers import BaseTrainerConfig
+
+    torch.manual_seed(0)
+    x = torch.rand(N, D)
+    config = BaseTrainerConfig(output_dir=str(tmp_path / "runs"), num_epochs=2, per_device_train_batch_size=100,
+                               no_cuda=True)
+    model = pm.VAE(pm.VAEConfig(input_dim=(D,), latent_dim=H))
+    TrainingPipeline(training_config=config, model=model)(train_data=x.numpy())
+    got = run_json("collapse", tmp_path / "runs", "--data", save_data(tmp_path, x))
+    trained = pm.AutoModel.load_from_folder(str(next((tmp_path / "runs").glob("VAE_training_*/final_model")))).eval()
+    with torch.no_grad():
+        log_tau2 = pythae_encode(trained)(x)[1].double()
+    mine = Normal(0.0, (0.5 * log_tau2).exp()).entropy().mean(0)
+    rows = sorted(got["latents"], key=lambda r: r["latent"])
+    assert [r["mean_encoder_entropy"] for r in rows] == pytest.approx(mine.tolist(), rel=1e-4)

@@ -224,10 +224,21 @@ def _strip_prefix(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], str]:
     return state, prefix
 
 
+def _pythae_model_folder(path: Path) -> Path:
+    """The folder, its final_model/, or the one <Model>_training_<date>/final_model/ of a pipeline's output_dir."""
+    if (path / "model_config.json").is_file():
+        return path
+    runs = sorted(p.parent for p in [*path.glob("final_model/model_config.json"),
+                                     *path.glob("*_training_*/final_model/model_config.json")])
+    if len(runs) > 1:
+        raise CheckpointError(f"{path}: holds {len(runs)} pythae runs ({', '.join(str(r) for r in runs[:4])}); "
+                              "pass the final_model folder of the one to read")
+    return runs[0] if runs else path
+
+
 def _read_pythae(path: Path, trusted: bool, model_given: bool = False) -> RawCheckpoint:
     """A pythae model folder: model_config.json, model.pt ({"model_state_dict": ...}), maybe pickled nets."""
-    if not (path / "model_config.json").is_file() and (path / "final_model" / "model_config.json").is_file():
-        path = path / "final_model"
+    path = _pythae_model_folder(path)
     config_file = path / "model_config.json"
     if not config_file.is_file():
         raise CheckpointError(f"{path}: a folder without model_config.json; pass a pythae model folder or a file")
