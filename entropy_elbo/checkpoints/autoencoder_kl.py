@@ -15,6 +15,7 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from entropy_elbo.checkpoints.introspect import ENC_OVERRIDE, Finding
+from entropy_elbo.checkpoints.peers import quiet_logger
 from entropy_elbo.checkpoints.user import load_strict
 from entropy_elbo.errors import CheckpointError, ModelError, parse_json
 
@@ -130,7 +131,8 @@ def build_autoencoder_kl(config: dict, state: dict[str, Tensor], input_shape: tu
         state = convert_ldm_vae_checkpoint(state, config)
     fields = {k: v for k, v in config.items() if not k.startswith("_")}
     try:
-        vae = AutoencoderKL.from_config(fields)
+        with quiet_logger("diffusers"):  # it warns about config keys it ignores: inspect lists what was read
+            vae = AutoencoderKL.from_config(fields)
     except Exception as err:  # noqa: BLE001 -- diffusers validating a config from the wild
         raise CheckpointError(f"{source}: diffusers cannot build AutoencoderKL from its config "
                               f"({type(err).__name__}: {str(err).strip().splitlines()[0][:160]})") from None

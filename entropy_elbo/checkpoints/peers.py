@@ -101,7 +101,7 @@ def build_pythae(config: dict, state: dict[str, Tensor], source: str) -> nn.Modu
     if model_cls is None or config_cls is None:
         return None
     fields = {k: v for k, v in config.items() if k != "name"}
-    with _quiet("pythae"):
+    with quiet_logger("pythae"):
         try:
             model = model_cls(config_cls.from_dict(fields))
         except Exception as err:  # noqa: BLE001 -- pythae validating a config from the wild
@@ -112,17 +112,18 @@ def build_pythae(config: dict, state: dict[str, Tensor], source: str) -> nn.Modu
     return model
 
 
-class _quiet:
-    """Silence a peer library's logger while it builds a model."""
+class quiet_logger:
+    """Raise a peer library's logger to ERROR while it builds a model (its children inherit the level)."""
 
     def __init__(self, name: str) -> None:
         self.logger = logging.getLogger(name)
 
     def __enter__(self) -> None:
-        self.level, self.logger.disabled = self.logger.disabled, True
+        self.level = self.logger.level
+        self.logger.setLevel(logging.ERROR)
 
     def __exit__(self, *exc: object) -> None:
-        self.logger.disabled = self.level
+        self.logger.setLevel(self.level)
 
 
 # ---------------------------------------------------------------------------------------------- PyTorch-VAE
