@@ -136,6 +136,7 @@ def test_pytorch_vae_lightning_checkpoint_no_flags(tmp_path: Path, params: dict,
     ({"params": {"M_N": 0.005, "LR": 0.001}}, D * 0.005 / 2),  # nested under save_hyperparameters' argument name
     ({"kld_weight": 0.002, "beta": 10, "loss_type": "H"}, D * 0.002 * 10 / 2),
     ({"kld_weight": 0.002, "beta": 10, "loss_type": "B", "gamma": 1000.0}, None),  # a KL capacity target
+    ({"kld_weight": 0.002, "beta": 4}, None),  # BetaVAE's default loss_type is 'B'
 ])
 def test_implied_variance_from_hyper_parameters(hparams: dict, implied: float | None) -> None:
     value, why = lightning_implied_variance(hparams, D)

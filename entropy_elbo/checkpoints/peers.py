@@ -149,7 +149,8 @@ def lightning_implied_variance(hparams: object, d: int) -> tuple[float | None, s
     weight = next((found[k] for k in ("kld_weight", "M_N") if isinstance(found.get(k), (int, float))), None)
     if weight is None or not weight > 0:
         return None
-    loss_type, beta = found.get("loss_type"), found.get("beta")
+    beta = found.get("beta")
+    loss_type = found.get("loss_type", "B" if beta is not None else None)  # PyTorch-VAE's BetaVAE defaults to 'B'
     if loss_type == "B":
         return None, (f"hyper_parameters: kld_weight {weight:g} with loss_type 'B' (a KL capacity target): "
                       "no single decoder variance is implied")
