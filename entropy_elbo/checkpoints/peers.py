@@ -143,12 +143,20 @@ def _items(obj: object) -> Iterator[tuple[str, object]]:
             stack.append(iter(item[1].items()))
 
 
+# PyTorch-VAE models whose reconstruction loss is not the MSE (so not a Gaussian log-likelihood)
+PYTORCH_VAE_OTHER_LOSS = {"LogCoshVAE": "a log-cosh reconstruction loss", "MSSIMVAE": "an MS-SSIM reconstruction loss",
+                          "DFCVAE": "a perceptual (VGG feature) reconstruction loss"}
+
+
 def lightning_implied_variance(hparams: object, d: int) -> tuple[float | None, str] | None:
     """PyTorch-VAE: loss = MSE(mean over D) + kld_weight * KL implies sigma^2 = D * kld_weight / 2 (x beta)."""
     found = {k: v for k, v in _items(hparams) if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
     weight = next((found[k] for k in ("kld_weight", "M_N") if isinstance(found.get(k), (int, float))), None)
     if weight is None or not weight > 0:
         return None
+    other = PYTORCH_VAE_OTHER_LOSS.get(str(found.get("name")))
+    if other:
+        return None, f"hyper_parameters: PyTorch-VAE {found['name']} trains with {other}: no sigma^2 is implied"
     beta = found.get("beta")
     loss_type = found.get("loss_type", "B" if beta is not None else None)  # PyTorch-VAE's BetaVAE defaults to 'B'
     if loss_type == "B":
