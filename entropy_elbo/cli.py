@@ -29,14 +29,14 @@ from entropy_elbo.data import (
     synthetic_chunks,
 )
 from entropy_elbo.devices import resolve_device
-from entropy_elbo.entropies import LOG_VAR_LIMIT
 from entropy_elbo.errors import EntropyElboError
 from entropy_elbo.estimate import at_optimal_variance, estimate, with_iwae
-from entropy_elbo.models import MODELS, ModelConfig, build_model, check_model_size, model_config
+from entropy_elbo.launch import parse_ints, train_run
+from entropy_elbo.models import MODELS, ModelConfig, build_model
 from entropy_elbo.models.config import ACTIVATIONS
 from entropy_elbo.montecarlo import iwae_bound
-from entropy_elbo.presets import PRESETS, preset
-from entropy_elbo.train import MODEL_DEFAULTS, TrainConfig, prepare_data, train
+from entropy_elbo.presets import PRESETS
+from entropy_elbo.train import MODEL_DEFAULTS, TrainConfig, train
 
 SEED = click.IntRange(0, 2**63 - 1)  # numpy and torch both take these seeds
 
@@ -70,7 +70,8 @@ def one_line(text: str) -> str:
     return " / ".join(line.strip() for line in text.strip().splitlines() if line.strip())
 
 
-@click.group(cls=Group)
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="entropy-elbo", message="entropy-elbo %(version)s")
 @click.option("--debug", is_flag=True, help="Show the full traceback of an error (for bug reports).")
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:
@@ -97,6 +98,32 @@ def data_options(f):  # noqa: ANN001, ANN201
 
 def device_option(f):  # noqa: ANN001, ANN201
     return click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")(f)
+
+
+def seed_option(what: str):  # noqa: ANN201
+    """--seed, one range for every command (numpy and torch both take it)."""
+    return click.option("--seed", type=SEED, default=0, show_default=True, help=f"Seed of {what}.")
+
+
+def activation_option(default: str | None, what: str):  # noqa: ANN201
+    """--activation, one choice list for every command."""
+    return click.option("--activation", type=click.Choice(list(ACTIVATIONS)), default=default,
+                        show_default=default is not None, help=what)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+quiet_option = click.option("--quiet", is_flag=True, help="No progress bar.")
+
+
+def plot_option(what: str):  # noqa: ANN201
+    """--plot FILE: an extra figure beside the command's output; the extension (.png, .pdf, .svg) picks the format."""
+    return click.option("--plot", type=click.Path(path_type=Path), default=None, callback=_plot_folder,
+                        help=f"Also draw {what} to this image file (.png, .pdf or .svg; needs matplotlib).")
+
+
+def _plot_folder(ctx: click.Context, param: click.Parameter, plot: Path | None) -> Path | None:
+    check_plot_folder(plot)
+    return plot
 
 
 CHECKPOINT_FLAGS = ("model", "model_kwargs", "decoder_var", "decoder_var_param", "encoder_var", "encoder_var_param",
@@ -126,9 +153,8 @@ def checkpoint_options(f):  # noqa: ANN001, ANN201
         click.option("--decoder-variance", default=None, metavar="VALUE|optimal",
                      help="sigma^2 of a model whose decoder variance was never learned (MSE-trained), or 'optimal': "
                           "sigma*^2 = sigma^2 r, the value that maximises the Monte Carlo ELBO given the rest."),
-        click.option("--activation", type=click.Choice(list(ACTIVATIONS)), default=None,
-                     help="Activation between the Linear layers of a plain MLP state_dict [default: scored on the "
-                          "data]."),
+        activation_option(None, "Activation between the Linear layers of a plain MLP state_dict [default: scored "
+                                "on the data]."),
         click.option("--output-activation", type=click.Choice(list(OUTPUT_ACTIVATIONS)), default=None,
                      help="After a plain MLP's decoder output [default: scored on the data]; 'sigmoid' also states "
                           "that a sigmoid output is a Gaussian mean, not Bernoulli probabilities."),
@@ -149,8 +175,8 @@ def checkpoint_options(f):  # noqa: ANN001, ANN201
 @data_options
 @click.option("--samples", type=int, default=100, show_default=True,
               help="Monte Carlo samples per data point (0: entropy ELBO only).")
-@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the Monte Carlo samples.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@seed_option("the Monte Carlo samples")
+@json_option
 @click.option("--iwae", type=int, default=0, show_default=True,
               help="Also the importance-weighted bound on log p(x) with K samples per point (0: off).")
 @device_option
@@ -207,7 +233,7 @@ def check_shape(model: object, x: np.ndarray, source: str) -> None:
 @click.argument("name", type=click.Choice(sorted(SYNTHETIC)))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output .npy or .csv file.")
 @click.option("-n", "--n", "n", type=int, default=None, help="Number of points (default: the paper's).")
-@click.option("--seed", type=SEED, default=0, show_default=True)
+@seed_option("the data")
 def data(name: str, out: Path, n: int | None, seed: int) -> None:
     """Write one of the paper's synthetic data sets (seeded) to --out."""
     shape, chunks = synthetic_chunks(name, n=n, seed=seed)
@@ -216,7 +242,7 @@ def data(name: str, out: Path, n: int | None, seed: int) -> None:
 
 
 @main.command(name="train")
-@click.argument("model", type=click.Choice(sorted(MODELS)))
+@click.argument("model", type=click.Choice(sorted(MODELS)), required=False)
 @click.option("--data", "data_spec", default=None,
               help="A synthetic set's name (ppca, ring, manifold, stream), a .npy/.npz/.csv file or an image folder.")
 @click.option("--key", default=None, help="Array name inside a .npz file.")
@@ -241,162 +267,32 @@ def data(name: str, out: Path, n: int | None, seed: int) -> None:
 @click.option("--lr", type=float, default=None, help="Adam learning rate (default per model or preset).")
 @click.option("--samples", type=int, default=None, help="Samples of z per point in the training ELBO.")
 @click.option("--hidden", default=None, help="Hidden layer sizes of the MLPs (conv: channels per layer).")
-@click.option("--activation", default=None, help="relu, leaky_relu, tanh, elu or softplus (default per model).")
+@activation_option(None, "Activation of the hidden layers (default per model).")
 @click.option("--init-log-sigma2", type=float, default=0.0, show_default=True, help="Initial ln sigma^2.")
-@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the weights, split, batches, samples.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@seed_option("the weights, split, batches, samples")
+@quiet_option
 @device_option
 @click.pass_context
-def train_cmd(ctx: click.Context, model: str, data_spec: str | None, out: Path | None, resume: Path | None,
+def train_cmd(ctx: click.Context, model: str | None, data_spec: str | None, out: Path | None, resume: Path | None,
               quiet: bool, device: str, **flags: object) -> None:
-    """Train MODEL on --data with the sampled ELBO, ending with a decaying learning rate.
+    """Train MODEL (or the --preset's) on --data with the sampled ELBO, ending with a decaying learning rate.
+
+    `--resume RUN` needs no MODEL: the run folder holds it.
 
     Every epoch appends a row to <run>/log.jsonl and writes the checkpoint and the resume state atomically.
     Under torchrun every process trains on its own block of rows with --batch-size rows per step
     (DistributedDataParallel averages the gradients); process 0 alone writes and reports.
     """
-    from entropy_elbo.runs import fingerprint, read_settings, run_for_out, run_for_resume, write_settings
-
-    dev = resolve_device(device)
-    ranks = distributed.context_from_env()  # under torchrun: DDP over blocks of rows, rank 0 alone writes
-    if ranks is not None and ranks.world_size > 1:
-        if resume is not None:
-            raise EntropyElboError("--resume under torchrun is not supported; resume the run in one process")
-        dev = distributed.setup(ranks, dev)
-        ctx.call_on_close(distributed.teardown)
-    else:
-        ranks = None
-    main_rank = ranks is None or ranks.is_main
     given = {k: v for k, v in flags.items() if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
-    if data_spec is not None:
-        given["data"] = data_spec
-    if resume is not None:
-        if out is not None:
-            raise EntropyElboError("--resume continues a run where it was written; drop --out")
-        run = run_for_resume(resume)
-        ctx.call_on_close(run.claim())  # one process at a time carries a run on
-        stored = check_stored(read_settings(run.folder), run.settings)
-        settings = resumed_settings(stored, model, given, resume)
-        done = check_resume_epochs(run, int(settings["epochs"]), resume)
-        check_same_data(stored, str(settings["data"]), resume)
-    else:
-        if out is None:
-            raise EntropyElboError("train: pass --out RUN_FOLDER or --out CHECKPOINT.safetensors")
-        run, done = run_for_out(out), 0
-        if run.settings.exists():
-            read_settings(run.folder)  # an empty run.json (a run stopped before it started) says so
-            raise EntropyElboError(f"--out {out}: {run.folder} already holds a run; --resume {out} continues it, "
-                                   "or remove it or choose another --out")
-        run.check_fresh(out)
-        check_writable(run.checkpoint if run.checkpoint.parent.is_dir() else run.folder)
-        settings = new_settings(model, given)
-    prepared = prepare_data(str(settings["data"]), key=settings["key"], drop_column=settings["drop_column"],
-                            scale=str(settings["scale"]), holdout=float(settings["holdout"]),
-                            image_size=int(settings["image_size"]), crop=settings.get("crop"),
-                            seed=int(settings["seed"]))
-    x, held = prepared.train, prepared.heldout
-    if model != "conv":  # the MLP models read flat rows
-        x = x.reshape(len(x), -1)
-        held = None if held is None else held.reshape(len(held), -1)
-    x = training_data(x, str(settings["data"]), int(settings["latents"]), float(settings["init_log_sigma2"]))
-    if resume is not None:
-        config = ModelConfig.from_json(str(stored["model_config"]))
-        if config.data_dim != int(np.prod(x.shape[1:])):
-            raise EntropyElboError(f"--resume {resume}: the data has {int(np.prod(x.shape[1:]))} values per row but "
-                                   f"the run's model expects {config.data_dim}; pass the run's --data")
-        was = stored["data"].get("shape") if isinstance(stored.get("data"), dict) else None
-        if was is not None and list(was) != list(x.shape):
-            raise EntropyElboError(f"--resume {resume}: the data {settings['data']} now gives training rows of shape "
-                                   f"{tuple(x.shape)}, the run started on {tuple(was)}; the data changed, start a new "
-                                   "run")
-    else:
-        config = model_config(model, tuple(x.shape[1:]), int(settings["latents"]), **model_settings(model, settings))
-    check_model_size(config, copies=4, source=f"train {model}")
-    training = TrainConfig(**{k: settings[k] for k in ("epochs", "batch_size", "lr", "samples", "seed")})
-    meta = {"source": prepared.source, "shape": list(x.shape), "scale": prepared.scale,
-            "heldout_rows": 0 if held is None else len(held), "fingerprint": fingerprint(str(settings["data"]))}
-    if ranks is not None:
-        per_rank = distributed.rows_per_rank(len(x), ranks)
-        meta.update(processes=ranks.world_size, rows_per_process=per_rank)
-        if main_rank:
-            left = len(x) - per_rank * ranks.world_size
-            report.message(f"torchrun: {ranks.world_size} processes, {per_rank} training rows and batches of "
-                           f"{training.batch_size} rows each (gradients averaged over processes)"
-                           + (f"; the last {left} of {len(x)} rows left out, so that all take the same steps"
-                              if left else ""))
-    distributed.barrier(ranks)  # every rank has checked --out before rank 0 writes there
-    if resume is None and main_rank:
-        ctx.call_on_close(run.create().claim())
-        write_settings(run, {"settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
-                             "model_config": config.to_json(), "data": meta})
-    torch.manual_seed(training.seed)
-    net = build_model(config)
-    trainer = train if ranks is None else distributed.sharded_trainer(ranks)
-    with report.epoch_progress(training.epochs, quiet or not main_rank, done) as progress:
-        history = trainer(net, x, training, device=dev, on_epoch=progress, heldout=held, run=run,
-                          resume=resume is not None, metadata=meta)
-    if not main_rank:
+    result = train_run(model, out=out, resume=resume, device=device, progress=not quiet, data=data_spec, **given)
+    if not result.main_process:
         return
-    last = history[-1]
+    last = result.history[-1]
     gap = last["relative_gap"]
-    report.message(f"wrote {run.checkpoint} (epoch {last['epoch']}) and {run.folder}/log.jsonl: sampled ELBO "
-                   f"{last['elbo']:.4f}, entropy ELBO {report._fmt(last['entropy_elbo'])} nats per data point, gap "
-                   f"{'n/a' if gap is None else f'{100 * gap:+.2f}%'}, {last['active_latents']} active latents "
+    report.message(f"wrote {result.run.checkpoint} (epoch {last['epoch']}) and {result.run.folder}/log.jsonl: sampled "
+                   f"ELBO {last['elbo']:.4f}, entropy ELBO {report._fmt(last['entropy_elbo'])} nats per data point, "
+                   f"gap {'n/a' if gap is None else f'{100 * gap:+.2f}%'}, {last['active_latents']} active latents "
                    "(averages over the last epoch's batches; `entropy-elbo estimate` gives the checkpoint's own)")
-
-
-RESUMABLE = ("epochs",)  # the only settings a resumed run may change (to extend it)
-
-
-def new_settings(model: str, given: dict[str, object]) -> dict[str, object]:
-    """Built-in defaults < the model's defaults < --preset < flags given on the command line."""
-    base: dict[str, object] = {"data": None, "key": None, "drop_column": None, "scale": "none", "holdout": 0.0,
-                               "image_size": 64, "crop": None, "latents": 2, "hidden": None, "init_log_sigma2": 0.0,
-                               "seed": 0, "activation": "leaky_relu" if model == "conv" else "relu"}
-    base.update(MODEL_DEFAULTS[model])
-    name = given.get("preset")
-    if name:
-        chosen = preset(str(name))
-        if chosen.get("model") != model:
-            report.message(f"note: preset {name} is for {chosen.get('model')}; its settings apply to {model}")
-        base.update({k: v for k, v in chosen.items() if k not in ("model", "note")})
-        if chosen.get("note") and "data" not in given and chosen.get("data") is None:
-            raise EntropyElboError(f"--preset {name}: {chosen['note']}")
-    base.update(given)
-    if base["data"] is None:
-        raise EntropyElboError("train: pass --data NAME_OR_FILE (a synthetic set, a data file or an image folder)")
-    if isinstance(base["hidden"], str):
-        base["hidden"] = parse_ints(str(base["hidden"]), "--hidden")
-    return base
-
-
-def resumed_settings(stored: dict[str, object], model: str, given: dict[str, object], path: Path) -> dict[str, object]:
-    """The stored run's settings; a flag that would change them (other than --epochs) is an error."""
-    settings = dict(stored.get("settings", {}))  # type: ignore[arg-type]
-    kind = ModelConfig.from_json(str(stored["model_config"])).kind
-    if kind != model:
-        raise EntropyElboError(f"--resume {path}: the run trains {kind}, not {model}; run `train {kind} --resume`")
-    for key, value in given.items():
-        if key == "hidden" and isinstance(value, str):
-            value = list(parse_ints(value, "--hidden"))
-        if key not in RESUMABLE and settings.get(key) != value:
-            raise EntropyElboError(f"--resume {path}: --{key.replace('_', '-')} {value} differs from the run's "
-                                   f"{settings.get(key)}; a resumed run keeps its settings (only --epochs may grow)")
-    settings.update({k: v for k, v in given.items() if k in RESUMABLE})
-    return settings
-
-
-def model_settings(model: str, settings: dict[str, object]) -> dict[str, object]:
-    """ModelConfig fields from the merged settings (conv: --hidden gives the channels)."""
-    out: dict[str, object] = {"activation": settings["activation"],
-                              "init_log_sigma2": float(settings["init_log_sigma2"])}
-    hidden = settings.get("hidden")
-    if model == "conv":
-        if hidden:
-            out["extra"] = {"channels": list(hidden)}
-    elif hidden:
-        out["hidden"] = tuple(hidden)
-    return out
 
 
 def fit(config: ModelConfig, x: np.ndarray, settings: TrainConfig, dev: torch.device, out: Path, source: str,
@@ -411,25 +307,15 @@ def fit(config: ModelConfig, x: np.ndarray, settings: TrainConfig, dev: torch.de
     return history
 
 
-def parse_ints(text: str, flag: str) -> tuple[int, ...]:
-    """'50,50' -> (50, 50)."""
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise EntropyElboError(f"{flag}: {text!r} is not a comma-separated list of integers") from None
-    if not values or min(values) < 1:
-        raise EntropyElboError(f"{flag}: {text!r} needs at least one positive size")
-    return values
-
-
 @main.command()
-@click.option("--out-dir", type=click.Path(path_type=Path), default=None, help="Keep the files here.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Keep the files in this folder.")
+@click.option("--out-dir", "out_dir", type=click.Path(path_type=Path), default=None, hidden=True)  # its old name
 @device_option
-def demo(out_dir: Path | None, device: str) -> None:
+def demo(out: Path | None, out_dir: Path | None, device: str) -> None:
     """Train a small VAE-1 on bundled synthetic data, then estimate its ELBO both ways (under a minute)."""
     dev = resolve_device(device)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = out_dir or Path(tmp)
+        folder = out or out_dir or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         x = make_synthetic("ppca", n=5000, seed=0)
         ckpt = folder / "demo.safetensors"
@@ -496,7 +382,7 @@ def check_wild(loaded: LoadedModel, x: np.ndarray, source: str) -> None:
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--data", "data", default=None, help="Data file whose rows give the input shape (to run the model once).")
 @click.option("--key", default=None, help="Array name inside a .npz file.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@json_option
 @checkpoint_options
 def inspect_cmd(checkpoint: Path, data: str | None, key: str | None, as_json: bool, load_options: LoadOptions) -> None:
     """What CHECKPOINT holds: model kind, H, D, both variances, the evidence, and the flags that override them."""
@@ -522,9 +408,8 @@ def inspect_cmd(checkpoint: Path, data: str | None, key: str | None, as_json: bo
               help="Lucas et al. 2019 (eq. 71): KL in nats below which a data point counts as collapsed.")
 @click.option("--lucas-delta", type=float, default=LUCAS_DELTA, show_default=True,
               help="Lucas et al. 2019: collapsed when a fraction >= 1 - DELTA of the data has KL < epsilon.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-@click.option("--plot", type=click.Path(path_type=Path), default=None,
-              help="Also write a PNG bar chart of the per-latent entropies (needs matplotlib).")
+@json_option
+@plot_option("a bar chart of the per-latent entropies")
 @device_option
 @checkpoint_options
 def collapse_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int | None, threshold: float | None,
@@ -538,7 +423,6 @@ def collapse_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int |
     Under torchrun every process reads its own block of rows; the statistics are merged across processes.
     """
     check_settings(threshold, delta, active_threshold, lucas_epsilon, lucas_delta)
-    check_plot_folder(plot)
     ranks, dev = join_ranks(device)
     settings = {"threshold": threshold, "delta": delta, "active_threshold": active_threshold,
                 "lucas_epsilon": lucas_epsilon, "lucas_delta": lucas_delta}
@@ -567,17 +451,6 @@ def collapse_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int |
     if plot is not None:
         report.plot_collapse(result, str(plot), checkpoint.name)
         report.message(f"wrote the per-latent entropy chart to {plot}")
-
-
-def training_data(x: np.ndarray, source: str, latents: int, init_log_sigma2: float) -> np.ndarray:
-    """The data as float32 in memory, checked finite (row and column named), with 1 <= H <= D and a sane sigma^2."""
-    d = int(np.prod(x.shape[1:]))
-    if not 1 <= latents <= d:
-        raise EntropyElboError(f"--latents {latents}: {source} has D={d} values per row; pass 1 <= --latents <= {d}")
-    if not abs(init_log_sigma2) < LOG_VAR_LIMIT:
-        raise EntropyElboError(f"--init-log-sigma2 {init_log_sigma2}: exp of it is 0 or infinite in float32; "
-                               f"pass a value in (-{LOG_VAR_LIMIT:.1f}, {LOG_VAR_LIMIT:.1f})")
-    return np.concatenate(list(iter_batches(x, 65_536, source=source)))
 
 
 @main.command()
@@ -609,13 +482,11 @@ def plot(run_path: Path, out: Path, threshold: float) -> None:
               help="Batches per summarized window when --phases is not given.")
 @click.option("--tail", type=int, default=1000, show_default=True,
               help="Summarize the last TAIL batches of each phase or window (at most half of them).")
-@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the initial weights and the samples.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-@click.option("--plot", "plot", type=click.Path(path_type=Path), default=None,
-              help="Write Fig. 3(a), BIC over the stream, to this image file (needs matplotlib).")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-@click.option("--device", default="cpu", show_default=True,
-              help="cpu, cuda, cuda:N or auto; each step is a few hundred numbers, so the CPU is usually fastest.")
+@seed_option("the initial weights and the samples")
+@json_option
+@plot_option("Fig. 3(a), BIC over the stream,")
+@quiet_option
+@device_option
 def select_cmd(data: str, key: str | None, latents: str, batch_size: int, lr: float, samples: int,
                phases: str | None, true_dims: str | None, window: int, tail: int, seed: int, as_json: bool,
                plot: Path | None, quiet: bool, device: str) -> None:
@@ -632,8 +503,6 @@ def select_cmd(data: str, key: str | None, latents: str, batch_size: int, lr: fl
     candidates = parse_ints(latents, "--latents")
     if plot is not None:
         report.import_pyplot()
-        if not plot.parent.is_dir():
-            raise EntropyElboError(f"--plot {plot}: folder {plot.parent} does not exist; create it first")
     x = open_array(data, key=key)
     check_latents(candidates, x, data)
     total = len(x)
@@ -676,10 +545,9 @@ def select_cmd(data: str, key: str | None, latents: str, batch_size: int, lr: fl
                    "[default: 10,100,1000,10000 up to the number of rows].")
 @click.option("--repeats", type=int, default=10, show_default=True, help="Random subsets drawn per size.")
 @click.option("--mc-samples", default="1,100", show_default=True, help="Monte Carlo sample counts to compare.")
-@click.option("--plot", type=click.Path(path_type=Path), default=None,
-              help="Draw the paper's Fig. 2(b)/6 (estimates and std vs n) to this image file (needs matplotlib).")
-@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the subsets and the samples.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@plot_option("the paper's Fig. 2(b)/6 (estimates and std vs n)")
+@seed_option("the subsets and the samples")
+@json_option
 @device_option
 @checkpoint_options
 def compare_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int | None, sizes: str | None, repeats: int,
@@ -711,55 +579,3 @@ def check_latents(candidates: tuple[int, ...], x: np.ndarray, source: str) -> No
     if max(candidates) > d:
         raise EntropyElboError(f"--latents {max(candidates)}: {source} has D={d} values per row; "
                                f"pass candidates 1 <= H <= {d}")
-
-
-RUN_KEYS = ("data", "key", "drop_column", "scale", "holdout", "image_size", "latents", "init_log_sigma2", "seed",
-            "epochs", "batch_size", "lr", "samples")
-
-
-def check_stored(stored: dict[str, object], path: Path) -> dict[str, object]:
-    """A run.json from disk: its settings and model config must be whole before a resume trusts them."""
-    settings = stored.get("settings")
-    if not isinstance(settings, dict):
-        raise EntropyElboError(f"{path}: no 'settings' object; the run folder is damaged, start a new run")
-    missing = [k for k in RUN_KEYS if k not in settings]
-    if missing:
-        raise EntropyElboError(f"{path}: settings lack {', '.join(missing)}; the run folder is damaged, start a new "
-                               "run")
-    try:
-        kind = ModelConfig.from_json(str(stored["model_config"])).kind
-    except (KeyError, ValueError, TypeError, EntropyElboError) as err:
-        raise EntropyElboError(f"{path}: its model_config is missing or damaged ({err}); start a new run") from None
-    if kind not in MODELS:
-        raise EntropyElboError(f"{path}: its model_config names the unknown model {kind!r}; start a new run")
-    return stored
-
-
-def check_same_data(stored: dict[str, object], spec: str, path: Path) -> None:
-    """A resumed run's data file must be the one it started on (size and the hashes of its ends; mtime: a note)."""
-    from entropy_elbo.runs import data_changes, fingerprint
-
-    data = stored.get("data")
-    old = data.get("fingerprint") if isinstance(data, dict) else None
-    if not isinstance(old, dict):  # a synthetic set, or a run written before fingerprints
-        return
-    changed, touched = data_changes(old, fingerprint(spec))
-    if changed:
-        raise EntropyElboError(f"--resume {path}: the data {spec} changed since the run started "
-                               f"({', '.join(changed)}); restore it, or start a new run on the new data")
-    if touched:
-        report.message(f"note: {spec} was modified since the run started, but its size and the hashes of its first and "
-                       "last MiB are unchanged; resuming")
-
-
-def check_resume_epochs(run: object, epochs: int, path: Path) -> int:
-    """The epochs already trained (the run state must be readable); --epochs cannot go below them."""
-    from entropy_elbo.runs import state_epoch
-
-    if not run.state.exists():  # stopped before its first epoch was saved: it starts from scratch
-        return 0
-    done = state_epoch(run.state)
-    if epochs < done:
-        raise EntropyElboError(f"--resume {path}: --epochs {epochs} is fewer than the {done} epochs already "
-                               f"trained; pass --epochs {done} or more")
-    return done

@@ -1,0 +1,89 @@
+"""Starting and resuming runs from Python (`train_run`) the same way as `entropy-elbo train`; the shared flags."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+from entropy_elbo.cli import main
+from entropy_elbo.data import make_synthetic, save_array
+from entropy_elbo.errors import EntropyElboError
+from entropy_elbo.launch import train_run
+from entropy_elbo.presets import PRESETS
+from entropy_elbo.runs import read_log
+
+SMALL = {"epochs": 2, "batch_size": 100, "samples": 2, "latents": 2, "seed": 5}
+
+
+@pytest.fixture()
+def data(tmp_path: Path) -> str:
+    save_array(make_synthetic("ppca", n=300, seed=2), tmp_path / "x.npy")
+    return str(tmp_path / "x.npy")
+
+
+def test_the_api_and_the_cli_start_and_resume_a_run_the_same_way(tmp_path: Path, data: str) -> None:
+    api = train_run("vae1", data=data, out=tmp_path / "api", progress=False, **SMALL)
+    assert [r["epoch"] for r in api.history] == [1, 2] and api.settings["lr"] == 3e-3  # vae1's default lr
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items()]
+    res = CliRunner().invoke(main, ["train", "vae1", "--data", data, *flags, "--quiet", "--out", str(tmp_path / "cli")])
+    assert res.exit_code == 0, res.output
+    a, c = load_file(tmp_path / "api" / "model.safetensors"), load_file(tmp_path / "cli" / "model.safetensors")
+    assert a.keys() == c.keys() and all(torch.equal(a[k], c[k]) for k in a)
+    stored = json.loads((tmp_path / "api" / "run.json").read_text())["settings"]
+    assert stored == json.loads((tmp_path / "cli" / "run.json").read_text())["settings"]
+    more = train_run(resume=tmp_path / "api", epochs=3, progress=False)  # no model: the run holds it
+    assert [r["epoch"] for r in read_log(more.run.log)] == [1, 2, 3] and more.settings["seed"] == 5
+    res = CliRunner().invoke(main, ["train", "--resume", str(tmp_path / "cli"), "--epochs", "3", "--quiet"])
+    assert res.exit_code == 0, res.output
+    a, c = load_file(tmp_path / "api" / "model.safetensors"), load_file(tmp_path / "cli" / "model.safetensors")
+    assert all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_a_resume_keeps_its_settings_and_model(tmp_path: Path, data: str) -> None:
+    train_run("linear", data=data, out=tmp_path / "r", progress=False, **SMALL)
+    with pytest.raises(EntropyElboError, match=r"--lr 0.5 differs from the run's 0.01"):
+        train_run(resume=tmp_path / "r", lr=0.5)
+    with pytest.raises(EntropyElboError, match=r"the run trains linear, not vae1; run `train linear --resume`"):
+        train_run("vae1", resume=tmp_path / "r")
+    with pytest.raises(EntropyElboError, match=r"unknown setting 'learning_rate'"):
+        train_run("linear", out=tmp_path / "s", learning_rate=0.1)
+
+
+def test_a_preset_belongs_to_its_model() -> None:
+    runner = CliRunner()
+    res = runner.invoke(main, ["train", "vae1", "--preset", "fig1a", "--out", "never"])
+    assert res.exit_code == 1
+    assert res.output == ("Error: --preset fig1a trains linear, not vae1; run `train linear --preset fig1a` "
+                          "(or drop MODEL)\n")
+    assert PRESETS["fig1a"]["model"] == "linear"
+    res = runner.invoke(main, ["train", "--out", "never"])
+    assert res.exit_code == 1
+    assert res.output == "Error: train: name the MODEL (conv, linear, vae1, vae2, vae3) or a --preset\n"
+
+
+def test_version_short_help_and_shared_checks() -> None:
+    from importlib.metadata import version
+
+    runner = CliRunner()
+    res = runner.invoke(main, ["--version"])
+    assert res.exit_code == 0 and res.output == f"entropy-elbo {version('entropy-elbo')}\n"
+    assert runner.invoke(main, ["estimate", "-h"]).output == runner.invoke(main, ["estimate", "--help"]).output
+    for command in ("estimate", "data", "train", "select", "compare"):  # one --seed check everywhere
+        res = runner.invoke(main, [command, "--seed", "-1"])
+        assert res.exit_code == 2 and "Invalid value for '--seed': -1 is not in the range" in res.output, command
+    for command in ("train", "estimate", "inspect", "collapse", "compare"):  # one --activation check everywhere
+        res = runner.invoke(main, [command, "--activation", "sigmoid"])
+        assert res.exit_code == 2 and "Invalid value for '--activation': 'sigmoid' is not one of" in res.output
+    for command in ("estimate", "train", "select", "collapse", "compare", "demo"):  # one --device default
+        option = next(p for p in main.commands[command].params if p.name == "device")
+        assert option.default == "auto", command
+    for command in ("collapse", "select", "compare"):
+        res = runner.invoke(main, [command, *(["ckpt"] if command != "select" else []), "--data", "x.npy",
+                                   "--plot", "/no/such/folder/f.png"])
+        assert res.output == ("Error: --plot /no/such/folder/f.png: folder /no/such/folder does not exist; "
+                              "create it first\n")
