@@ -183,7 +183,7 @@ CASES = [  # (id, command line, exit code, what the error line must name)
     ("init-sigma2-nan", T + " --init-log-sigma2 nan", 1, ["--init-log-sigma2"]),
     ("hidden-words", T + " --hidden a,b", 1, ["--hidden", "'a,b'"]),
     ("hidden-zero", T + " --hidden 0", 1, ["--hidden", "'0'"]),
-    ("activation-unknown", T + " --activation foo", 1, ["activation 'foo'"]),
+    ("activation-unknown", T + " --activation foo", 2, ["--activation", "'foo' is not one of"]),
     ("model-unknown", T.replace("train vae1", "train vae9"), 2, ["'vae9'"]),
     ("train-data-nan", T.replace("{k}/x.npy", "{b}/nan.npy"), 1, ["nan.npy", "row 2, column 1"]),
     ("train-data-0-rows", T.replace("{k}/x.npy", "{b}/rows0.npy"), 1, ["rows0.npy", "0 rows"]),
