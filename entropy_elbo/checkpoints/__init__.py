@@ -161,13 +161,13 @@ def wrap_module(module: nn.Module, example: Tensor, options: LoadOptions | None 
 
 
 def check_finite(state: dict[str, Tensor], path: Path) -> None:
-    """Refuse tensors that are not dense real numbers in memory (sparse, meta, quantized, complex), integer layer
-    weights, and floating tensors holding NaN or Inf, naming the tensor and its shape."""
+    """Refuse tensors that are not dense real numbers in memory (sparse, meta, quantized, complex, 8-bit float),
+    integer layer weights, and floating tensors holding NaN or Inf, naming the tensor and its shape."""
     for name, tensor in state.items():
         odd = odd_tensor(tensor)
         if odd:
-            raise CheckpointError(f"{path}: tensor {name!r} of shape {tuple(tensor.shape)} is {odd}, not a dense "
-                                  "tensor of real numbers; save the model's weights as ordinary dense float tensors")
+            raise CheckpointError(f"{path}: tensor {name!r} of shape {tuple(tensor.shape)} is {odd}; entropy-elbo "
+                                  "reads dense float64/32/16 or bfloat16 tensors, save the weights as those")
         if name.rsplit(".", 1)[-1] == "weight" and not tensor.is_floating_point():
             raise CheckpointError(f"{path}: layer weight {name!r} of shape {tuple(tensor.shape)} is of dtype "
                                   f"{str(tensor.dtype).replace('torch.', '')}, not floating point; save a float model")
@@ -190,6 +190,8 @@ def odd_tensor(tensor: Tensor) -> str | None:
         return f"quantized ({str(tensor.dtype).replace('torch.', '')})"
     if tensor.is_complex():
         return f"complex ({str(tensor.dtype).replace('torch.', '')})"
+    if tensor.is_floating_point() and tensor.element_size() == 1:
+        return f"in an 8-bit float format ({str(tensor.dtype).replace('torch.', '')})"
     logical, stored = tensor.numel() * tensor.element_size(), tensor.untyped_storage().nbytes()
     if logical > max(stored, VIEW_SLACK):  # strides of 0 (expand) or overlapping: every use would copy it out
         return (f"a view over {size_text(stored)} of storage whose strides {tuple(tensor.stride())} spread it to "

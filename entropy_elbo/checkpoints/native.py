@@ -139,7 +139,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
     except RuntimeError as err:
         first = str(err).splitlines()[0]
         raise CheckpointError(f"{path}: weights do not fit the saved architecture ({first})") from None
-    for name, tensor in state.items():
+    for name, tensor in model.state_dict().items():  # as loaded into the model's dtype (a float8 file's too)
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise CheckpointError(f"{path}: tensor {name!r} holds NaN or Inf; use an earlier checkpoint")
     check_variances(model, path)

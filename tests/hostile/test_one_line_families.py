@@ -75,7 +75,20 @@ ODD = {  # a weight made unusable by its layout, device or dtype, as torch.save 
     "sparse_csr": (lambda t: t.to_sparse_csr(), "layout sparse_csr"),
     "meta": (lambda t: torch.empty_like(t, device="meta"), "meta device"),
     "complex": (lambda t: t.to(torch.complex64), "complex"),
+    "float8": (lambda t: t.to(torch.float8_e4m3fn), "8-bit float format"),  # torch.isfinite has no kernel for it
 }
+
+
+def test_a_native_checkpoint_stored_in_float8_reads_as_its_values(kit: Path, tmp_path: Path) -> None:
+    """Our own format loads into the model's float32 first, so an 8-bit file is read at the values it holds."""
+    from safetensors.torch import save_file
+
+    from entropy_elbo.checkpoints import load_model
+    from entropy_elbo.checkpoints.native import read_metadata
+    state = {k: v.to(torch.float8_e4m3fn) for k, v in state_dict(kit).items()}
+    save_file(state, tmp_path / "f8.safetensors", metadata=read_metadata(kit / "vae1.safetensors"))
+    loaded = load_model(tmp_path / "f8.safetensors").model.state_dict()
+    assert all(torch.equal(loaded[k], v.float()) for k, v in state.items())
 
 
 @pytest.mark.parametrize("kind", sorted(ODD))
