@@ -72,6 +72,9 @@ def test_idx_errors_are_one_line(tmp_path):
     assert error_of(p) == f"{p}: idx dims (0, 28, 28) hold no data; pass a non-empty file"
     write_idx(p, bytes(0), 0x08, (2**32 - 1, 2**32 - 1, 2**16), gz=False)
     assert error_of(p).startswith(f"{p}: idx dims (4294967295, 4294967295, 65536) needs ")
+    write_idx(p, bytes(16), 0x08, (1, 4, 4), gz=True)  # gzipped under the unzipped name
+    assert error_of(p) == (f"{p}: gzip-compressed, but its name does not end in .gz; rename it to "
+                           "train-images-idx3-ubyte.gz")
     labels = tmp_path / "train-labels-idx1-ubyte.gz"
     write_idx(labels, bytes(range(10)), 0x08, (10,), gz=True)
     assert error_of(labels) == (f"{labels}: an idx1 file holds 10 labels, not images; pass the images file "

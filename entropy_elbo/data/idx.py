@@ -30,6 +30,8 @@ def is_idx(path: Path) -> bool:
 
 def _header(head: bytes, path: Path) -> tuple[np.dtype, tuple[int, ...], int]:
     """dtype, dims and header length from the first bytes of an idx file."""
+    if head[:2] == b"\x1f\x8b":
+        raise DataError(f"{path}: gzip-compressed, but its name does not end in .gz; rename it to {path.name}.gz")
     if len(head) < 4 or head[:2] != b"\x00\x00" or head[2] not in IDX_TYPES or not 1 <= head[3] <= 4:
         raise DataError(f"{path}: not an idx file (magic bytes {head[:4].hex()}, expected 0000 then a type code "
                         "08/09/0b/0c/0d/0e and 1-4 dims); pass MNIST's unmodified idx file")
