@@ -31,6 +31,7 @@ from entropy_elbo.data import (
 from entropy_elbo.devices import resolve_device
 from entropy_elbo.errors import EntropyElboError
 from entropy_elbo.estimate import at_optimal_variance, estimate, with_iwae
+from entropy_elbo.forecast import forecast_message
 from entropy_elbo.launch import parse_ints, train_run
 from entropy_elbo.models import MODELS, ModelConfig, build_model
 from entropy_elbo.models.config import ACTIVATIONS
@@ -196,6 +197,8 @@ def estimate_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int |
             est = distributed.estimate_sharded(loaded.model, x, ctx, batch_size=rows, samples=samples, seed=seed,
                                                device=dev, source=data)
         else:
+            if (ahead := forecast_message(loaded.model, x, samples=samples, iwae=iwae, device=dev)) is not None:
+                report.message(ahead)
             gen = torch.Generator(device=dev).manual_seed(seed)
             est = estimate(loaded.model, iter_batches(x, rows, source=data), samples=samples, generator=gen,
                            device=dev)

@@ -118,15 +118,24 @@ def hostile(tmp_path_factory) -> tuple[Path, dict[str, list[str]]]:
     return d, {k: [str(a) for a in v] for k, v in cases.items()}
 
 
+# the peak resident set of this process alone: /proc's VmHWM starts afresh at exec, where getrusage's ru_maxrss
+# keeps the peak of the forked parent (pytest, which may hold far more)
 RUNNER = """
-import json, resource, sys
+import json, re, resource, sys
 from click.testing import CliRunner
 from entropy_elbo.cli import main
+
+def peak_mb():
+    try:
+        with open("/proc/self/status") as f:
+            return int(re.search(r"VmHWM:\\s+(\\d+) kB", f.read())[1]) / 1024
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
 out = {}
 for name, args in json.loads(sys.argv[1]).items():
     r = CliRunner().invoke(main, args)
-    out[name] = {"code": r.exit_code, "stderr": r.stderr, "stdout": r.stdout,
-                 "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    out[name] = {"code": r.exit_code, "stderr": r.stderr, "stdout": r.stdout, "peak_mb": peak_mb()}
 print(json.dumps(out))
 """
 
@@ -235,3 +244,48 @@ def _np_save_bytes(x: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, x)
     return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------- long estimates
+
+
+def test_the_forecast_of_a_monte_carlo_pass_is_near_its_measured_time(kit):
+    import time
+
+    from entropy_elbo.checkpoints import load_model
+    from entropy_elbo.estimate import estimate
+    from entropy_elbo.forecast import mc_forecast
+
+    model = load_model(kit / "vae1.safetensors").model
+    x = np.random.default_rng(0).normal(size=(256, 4)).astype(np.float32)
+    forecast = mc_forecast(model, x, samples=600, iwae=0, device="cpu")
+    start = time.perf_counter()
+    estimate(model, [x], samples=600, generator=torch.Generator().manual_seed(0))
+    took = time.perf_counter() - start
+    assert took / 6 < forecast < 6 * took, (forecast, took)  # a busy shared machine: the order of magnitude
+
+
+def test_estimate_says_how_long_it_will_take_before_it_starts(kit, monkeypatch):
+    from hostile_helpers import invoke
+
+    from entropy_elbo import forecast
+
+    monkeypatch.setattr(forecast, "SAY_AFTER_S", 0.0)  # every pass is 'long' here, so the line shows
+    result = invoke(["estimate", kit / "vae1.safetensors", "--data", kit / "x.npy", "--samples", 2500, "--iwae",
+                     500, "--json"])
+    assert result.exit_code == 0, result.output
+    line = result.stderr.strip().splitlines()[0]
+    assert line.startswith("estimate: this will take about ") and " s (" in line, line
+    assert "50 rows x 2,500 Monte Carlo samples and 500 IWAE samples per row" in line, line
+    got = json.loads(result.stdout)
+    assert (got["mc_samples"], got["iwae_samples"]) == (2500, 500)
+    quiet = invoke(["estimate", kit / "vae1.safetensors", "--data", kit / "x.npy", "--samples", 10, "--json"])
+    assert quiet.exit_code == 0 and "will take" not in quiet.stderr  # too small to be worth a probe
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(45, "45 s"), (600, "10 min"), (3 * 3600, "3.0 h"),
+                                               (41 * 86400, "41 days"), (3e9, "95.1 years")])
+def test_durations_are_said_in_the_unit_that_fits(seconds, text):
+    from entropy_elbo.forecast import duration_text
+
+    assert duration_text(seconds) == text
