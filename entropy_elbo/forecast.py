@@ -1,7 +1,7 @@
 """How long a Monte Carlo pass will take, said before it starts: one small batch is timed and scaled.
 
 The Monte Carlo ELBO and the IWAE bound cost one decoder pass per sample and row, so their time grows linearly
-in rows x samples; a probe of PROBE_ROWS rows x PROBE_SAMPLES samples (after one warm-up) gives the rate.
+in rows x samples; probes of PROBE_ROWS rows at two sample counts give the rate (their slope).
 """
 
 from __future__ import annotations
@@ -21,11 +21,21 @@ SAY_AFTER_S = 30.0  # forecasts shorter than this are not worth a line
 
 
 def seconds_per_draw(run: Callable[[list[np.ndarray], int], object], batch: np.ndarray) -> float:
-    """Seconds per (row x sample) of `run(batches, samples)`, timed on `batch` after one warm-up call."""
+    """Seconds per (row x sample) of `run(batches, samples)` on `batch`: the slope between PROBE_SAMPLES and
+    4 x PROBE_SAMPLES samples (each the best of two, after a warm-up), so that a call's fixed cost is left out."""
     run([batch], 1)  # first calls pay for allocation and kernels' set-up
-    start = time.perf_counter()
-    run([batch], PROBE_SAMPLES)
-    return (time.perf_counter() - start) / (len(batch) * PROBE_SAMPLES)
+
+    def best(samples: int) -> float:
+        times = []
+        for _ in range(2):
+            start = time.perf_counter()
+            run([batch], samples)
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    few, many = best(PROBE_SAMPLES), best(4 * PROBE_SAMPLES)
+    slope = max(many - few, 0.25 * many)  # timing noise can hide the slope; never below a quarter of the total
+    return slope / (len(batch) * 3 * PROBE_SAMPLES)
 
 
 def mc_forecast(model: GaussianVAE, x: np.ndarray, *, samples: int, iwae: int,
@@ -47,14 +57,14 @@ def mc_forecast(model: GaussianVAE, x: np.ndarray, *, samples: int, iwae: int,
 def forecast_message(model: GaussianVAE, x: np.ndarray, *, samples: int, iwae: int,
                      device: torch.device | str) -> str | None:
     """A line saying how long the pass will take, or None when it is short (or too small to be worth a probe)."""
-    if len(x) * (samples + iwae) < 100 * PROBE_ROWS * PROBE_SAMPLES:
+    if len(x) * (samples + iwae) < 100 * PROBE_ROWS * 4 * PROBE_SAMPLES:
         return None
     seconds = mc_forecast(model, x, samples=samples, iwae=iwae, device=device)
     if seconds < SAY_AFTER_S:
         return None
     what = " and ".join(f"{k:,} {name} samples" for name, k in (("Monte Carlo", samples), ("IWAE", iwae)) if k)
     return (f"estimate: this will take about {duration_text(seconds)} ({len(x):,} rows x {what} per row, timed on "
-            f"{PROBE_ROWS} rows x {PROBE_SAMPLES} samples); the time grows linearly with --samples and --iwae")
+            f"{PROBE_ROWS} rows); the time grows linearly with --samples and --iwae")
 
 
 def duration_text(seconds: float) -> str:

@@ -257,12 +257,12 @@ def test_the_forecast_of_a_monte_carlo_pass_is_near_its_measured_time(kit):
     from entropy_elbo.forecast import mc_forecast
 
     model = load_model(kit / "vae1.safetensors").model
-    x = np.random.default_rng(0).normal(size=(256, 4)).astype(np.float32)
-    forecast = mc_forecast(model, x, samples=600, iwae=0, device="cpu")
+    x = np.random.default_rng(0).normal(size=(512, 4)).astype(np.float32)
+    forecast = mc_forecast(model, x, samples=1000, iwae=0, device="cpu")
     start = time.perf_counter()
-    estimate(model, [x], samples=600, generator=torch.Generator().manual_seed(0))
+    estimate(model, [x], samples=1000, generator=torch.Generator().manual_seed(0))
     took = time.perf_counter() - start
-    assert took / 6 < forecast < 6 * took, (forecast, took)  # a busy shared machine: the order of magnitude
+    assert took / 8 < forecast < 8 * took, (forecast, took)  # a busy shared machine: the order of magnitude
 
 
 def test_estimate_says_how_long_it_will_take_before_it_starts(kit, monkeypatch):
@@ -271,14 +271,14 @@ def test_estimate_says_how_long_it_will_take_before_it_starts(kit, monkeypatch):
     from entropy_elbo import forecast
 
     monkeypatch.setattr(forecast, "SAY_AFTER_S", 0.0)  # every pass is 'long' here, so the line shows
-    result = invoke(["estimate", kit / "vae1.safetensors", "--data", kit / "x.npy", "--samples", 2500, "--iwae",
-                     500, "--json"])
+    result = invoke(["estimate", kit / "vae1.safetensors", "--data", kit / "x.npy", "--samples", 8000, "--iwae",
+                     2000, "--json"])
     assert result.exit_code == 0, result.output
     line = result.stderr.strip().splitlines()[0]
     assert line.startswith("estimate: this will take about ") and " s (" in line, line
-    assert "50 rows x 2,500 Monte Carlo samples and 500 IWAE samples per row" in line, line
+    assert "50 rows x 8,000 Monte Carlo samples and 2,000 IWAE samples per row" in line, line
     got = json.loads(result.stdout)
-    assert (got["mc_samples"], got["iwae_samples"]) == (2500, 500)
+    assert (got["mc_samples"], got["iwae_samples"]) == (8000, 2000)
     quiet = invoke(["estimate", kit / "vae1.safetensors", "--data", kit / "x.npy", "--samples", 10, "--json"])
     assert quiet.exit_code == 0 and "will take" not in quiet.stderr  # too small to be worth a probe
 
