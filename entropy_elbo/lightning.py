@@ -89,11 +89,21 @@ class EntropyMonitor(pl.Callback):
         self.val_batch, self.every_n_epochs, self.attribute, self.log_path = val_batch, every_n_epochs, module, log
         self.monitor_kwargs = monitor_kwargs
         self.monitor: Monitor | None = None
+        self._resumed: dict[str, object] = {}  # the monitor's state from a checkpoint, until the monitor is built
 
     @property
     def rows(self) -> list[dict[str, object]]:
         """Every row measured so far (the same on every rank)."""
         return [] if self.monitor is None else self.monitor.rows
+
+    def state_dict(self) -> dict[str, object]:
+        """Saved in the Trainer's checkpoints: a run resumed from one warns nothing twice."""
+        return self._resumed if self.monitor is None else self.monitor.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, object]) -> None:
+        self._resumed = dict(state_dict)
+        if self.monitor is not None:
+            self.monitor.load_state_dict(self._resumed)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs:
@@ -101,6 +111,7 @@ class EntropyMonitor(pl.Callback):
         if self.monitor is None:  # built here: the model is on its device and the process group is up
             self.monitor = Monitor(find_vae(pl_module, self.attribute), self.val_batch, log=self.log_path,
                                    **self.monitor_kwargs)
+            self.monitor.load_state_dict(self._resumed)
         row = self.monitor.step(trainer.current_epoch + 1)
         # Every rank holds the same, already reduced figures; Lightning's mean over ranks of equal float64 values
         # ((a + a) / 2 = a exactly) keeps them, and spares the user its warning about unsynced epoch metrics.

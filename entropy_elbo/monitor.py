@@ -157,7 +157,7 @@ class Monitor:
         with untouched(model, device):
             self.vae, self.introspection = wrap_module(model, self._rows.to(device), options)
         self.rows: list[dict[str, object]] = []
-        self._warned: set[object] = set()
+        self._warned: set[str] = set()  # "fixed", "r", "collapse:k"
         self._ever_active: set[int] = set()
         self._r_out = 0
 
@@ -200,6 +200,16 @@ class Monitor:
             result = summarize_collapse(sums, prior_log_var=prior, **self.collapse_settings)
         return est, result
 
+    def state_dict(self) -> dict[str, object]:
+        """What the warnings remember (so that a resumed run does not warn twice), JSON-friendly."""
+        return {"warned": sorted(self._warned), "ever_active": sorted(self._ever_active), "r_out": self._r_out}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        """Carry on from `state_dict()` of an earlier run."""
+        self._warned = set(state.get("warned", ()))
+        self._ever_active = set(state.get("ever_active", ()))
+        self._r_out = int(state.get("r_out", 0))
+
     def step(self, epoch: int | None = None) -> dict[str, object]:
         """Measure now; returns (and logs) the row: entropy ELBO and its three entropies, MC ELBO, r, a_h,
         per-latent entropies, active latents by the three metrics, and the warnings first raised at this step."""
@@ -238,7 +248,7 @@ class Monitor:
             if not collapsed:
                 self._ever_active.add(k)
             elif k in self._ever_active:
-                new.append((("collapse", k), f"epoch {epoch}: latent {k} collapsed: its mean encoder entropy "
+                new.append((f"collapse:{k}", f"epoch {epoch}: latent {k} collapsed: its mean encoder entropy "
                             f"{result.mean_entropy[k]:.4f} nats exceeds {result.entropy_threshold[k]:.4f} (eq. 24), "
                             "after being active at an earlier step"))
         r = est.stationarity.get("r")

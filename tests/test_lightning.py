@@ -14,6 +14,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from monitor_helpers import BNVAE, user_loss
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from torch import Tensor, nn
 
@@ -23,7 +24,7 @@ from entropy_elbo.data import make_synthetic, ppca
 from entropy_elbo.errors import EntropyElboError
 from entropy_elbo.estimate import estimate
 from entropy_elbo.lightning import EntropyMonitor, find_vae
-from entropy_elbo.monitor import Monitor
+from entropy_elbo.monitor import Monitor, MonitorWarning
 from entropy_elbo.runs import read_log
 
 H = 3
@@ -54,16 +55,17 @@ def data() -> Tensor:
     return torch.as_tensor(make_synthetic("ppca", n=400, seed=5))
 
 
-def fit(data: Tensor, callbacks: list[pl.Callback], folder: Path, **trainer_kwargs: object) -> LitVAE:
+def fit(data: Tensor, callbacks: list[pl.Callback], folder: Path, ckpt_path: Path | None = None,
+        **trainer_kwargs: object) -> LitVAE:
     pl.seed_everything(0, verbose=False)
     model = LitVAE()
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data), batch_size=100, shuffle=True)
-    settings = {"accelerator": "cpu", "devices": 1, "max_epochs": 3, **trainer_kwargs}
-    trainer = pl.Trainer(logger=CSVLogger(folder), callbacks=callbacks, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1, **settings)
+    settings = {"accelerator": "cpu", "devices": 1, "max_epochs": 3, "enable_checkpointing": False, **trainer_kwargs}
+    trainer = pl.Trainer(logger=CSVLogger(folder), callbacks=callbacks, enable_progress_bar=False,
+                         enable_model_summary=False, log_every_n_steps=1, **settings)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(does not have many workers|LeafSpec|litlogger).*")
-        trainer.fit(model, loader)
+        trainer.fit(model, loader, ckpt_path=ckpt_path)
     model.trainer_ = trainer  # for the test to save a checkpoint from
     return model
 
@@ -118,6 +120,21 @@ def test_every_n_epochs_and_where_the_vae_is(data: Tensor, tmp_path: Path) -> No
         find_vae(nn.Sequential(nn.Linear(2, 2)))
     with pytest.raises(EntropyElboError, match="every_n_epochs: got 0"):
         EntropyMonitor(data, every_n_epochs=0)
+
+
+def test_a_resumed_run_does_not_warn_twice(data: Tensor, tmp_path: Path) -> None:
+    options = LoadOptions(decoder_variance=0.5)  # the learned sigma^2 set aside: a fixed variance, warned at once
+    first = EntropyMonitor(data[:100], samples=1, options=options)
+    saver = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    with pytest.warns(MonitorWarning, match="fixed"):
+        fit(data, [first, saver], tmp_path / "a", max_epochs=2, enable_checkpointing=True)
+    assert [len(r["warnings"]) for r in first.rows] == [1, 0]
+    resumed = EntropyMonitor(data[:100], samples=1, options=options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MonitorWarning)
+        fit(data, [resumed, ModelCheckpoint(dirpath=tmp_path / "ckpt2")], tmp_path / "b", max_epochs=3,
+            ckpt_path=tmp_path / "ckpt" / "last.ckpt", enable_checkpointing=True)
+    assert [r["epoch"] for r in resumed.rows] == [3] and resumed.rows[0]["warnings"] == []
 
 
 def test_without_pytorch_lightning_the_import_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
