@@ -258,6 +258,8 @@ def data(name: str, out: Path, n: int | None, seed: int) -> None:
               help="Image folders: resize the shorter side and centre-crop to this many pixels.")
 @click.option("--crop", type=int, default=None,
               help="Image folders: centre-crop this many pixels first, then resize (the celeba preset: 148).")
+@click.option("--rows", type=int, default=None,
+              help="Use only the first ROWS rows of the data, before the split (the susy preset: 2,500,000).")
 @click.option("--preset", default=None, help=f"The paper's settings: {', '.join(PRESETS)}; flags override them.")
 @click.option("--latents", type=int, default=2, show_default=True, help="Number of latents H.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,

@@ -34,7 +34,7 @@ from entropy_elbo.train import MODEL_DEFAULTS, TrainConfig, prepare_data, train
 
 RUN_KEYS = ("data", "key", "drop_column", "scale", "holdout", "image_size", "latents", "init_log_sigma2", "seed",
             "epochs", "batch_size", "lr", "samples")
-SETTINGS = (*RUN_KEYS, "crop", "hidden", "activation", "preset")  # what `train_run` takes as settings
+SETTINGS = (*RUN_KEYS, "crop", "rows", "hidden", "activation", "preset")  # what `train_run` takes as settings
 RESUMABLE = ("epochs",)  # the only settings a resumed run may change (to extend it)
 
 
@@ -108,7 +108,7 @@ def _train_run(model: str | None, out: str | Path | None, resume: str | Path | N
     prepared = prepare_data(str(settings["data"]), key=settings["key"], drop_column=settings["drop_column"],
                             scale=str(settings["scale"]), holdout=float(settings["holdout"]),
                             image_size=int(settings["image_size"]), crop=settings.get("crop"),
-                            seed=int(settings["seed"]))
+                            rows=settings.get("rows"), seed=int(settings["seed"]))
     x, held = prepared.train, prepared.heldout
     if model != "conv":  # the MLP models read flat rows
         x = x.reshape(len(x), -1)
@@ -172,8 +172,9 @@ def model_for(model: str | None, preset_name: object) -> str:
 def new_settings(model: str, given: dict[str, object]) -> dict[str, object]:
     """Built-in defaults < the model's defaults < the preset < the settings given."""
     base: dict[str, object] = {"data": None, "key": None, "drop_column": None, "scale": "none", "holdout": 0.0,
-                               "image_size": 64, "crop": None, "latents": 2, "hidden": None, "init_log_sigma2": 0.0,
-                               "seed": 0, "activation": "leaky_relu" if model == "conv" else "relu"}
+                               "image_size": 64, "crop": None, "rows": None, "latents": 2, "hidden": None,
+                               "init_log_sigma2": 0.0, "seed": 0,
+                               "activation": "leaky_relu" if model == "conv" else "relu"}
     base.update(MODEL_DEFAULTS[model])
     name = given.get("preset")
     if name:

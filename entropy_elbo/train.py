@@ -293,7 +293,8 @@ class TrainingData:
 
 
 def prepare_data(spec: str, *, key: str | None = None, drop_column: int | None = None, scale: str = "none",
-                 holdout: float = 0.0, image_size: int = 64, crop: int | None = None, seed: int = 0) -> TrainingData:
+                 holdout: float = 0.0, image_size: int = 64, crop: int | None = None, rows: int | None = None,
+                 seed: int = 0) -> TrainingData:
     """A synthetic set, an array file or an image folder, split (seeded) and scaled, as float32 arrays."""
     from pathlib import Path
 
@@ -307,6 +308,11 @@ def prepare_data(spec: str, *, key: str | None = None, drop_column: int | None =
         source = f"image folder {spec} ({x.shape[0]} images, {x.shape[1]}x{x.shape[2]}x{x.shape[3]}{cropped})"
     else:
         x, source = resolve_data(spec, key=key, drop_column=drop_column, seed=seed)
+    if rows is not None:
+        if rows < 1:
+            raise EntropyElboError(f"--rows {rows}: pass a positive number of rows")
+        if rows < len(x):
+            x, source = x[:rows], f"{source}, its first {rows} of {len(x)} rows"
     train_idx, held_idx = split_indices(len(x), holdout, seed)
     scaler = fit_scaler(x, scale, indices=train_idx, source=spec)  # type: ignore[arg-type]
     transform = None if scale == "none" else scaler

@@ -209,3 +209,21 @@ def test_celeba_preset_crops_148_then_resizes(tmp_path):
     stored = json.loads((run / "run.json").read_text())
     assert stored["settings"]["crop"] == 148 and stored["settings"]["holdout"] == 0.4  # App. D.4's 60/40 split
     assert stored["data"]["shape"] == [2, 3, 8, 8] and "centre 148x148 resized" in stored["data"]["source"]
+
+
+def test_susy_preset_trains_on_the_first_rows_without_the_label(tmp_path):
+    rng = np.random.default_rng(4)
+    table = np.column_stack([rng.integers(0, 2, 40), rng.normal(size=(40, 18))])
+    path = tmp_path / "SUSY.csv.gz"
+    with gzip.open(path, "wt") as f:
+        np.savetxt(f, table, delimiter=",", fmt="%.18e")
+    run = tmp_path / "susy"
+    cli("train", "vae1", "--preset", "susy", "--data", str(path), "--rows", "30", "--hidden", "8,4", "--epochs", "1",
+        "--out", str(run), "--quiet")
+    stored = json.loads((run / "run.json").read_text())
+    assert stored["data"]["shape"] == [15, 18]  # the first 30 rows, label dropped, split 50/50 as App. D.4
+    assert "its first 30 of 40 rows" in stored["data"]["source"] and stored["settings"]["scale"] == "minmax"
+    run2 = tmp_path / "all"
+    cli("train", "vae1", "--preset", "susy", "--data", str(path), "--hidden", "8,4", "--epochs", "1",
+        "--out", str(run2), "--quiet")  # the preset's 2.5 million rows: this file's 40 are all of them
+    assert json.loads((run2 / "run.json").read_text())["data"]["shape"] == [20, 18]
