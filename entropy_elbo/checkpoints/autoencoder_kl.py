@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from entropy_elbo.checkpoints.introspect import ENC_OVERRIDE, Finding
 from entropy_elbo.checkpoints.peers import quiet_logger
-from entropy_elbo.checkpoints.user import load_strict
+from entropy_elbo.checkpoints.user import build_to_fit
 from entropy_elbo.errors import CheckpointError, ModelError, parse_json
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
@@ -130,14 +130,17 @@ def build_autoencoder_kl(config: dict, state: dict[str, Tensor], input_shape: tu
         from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
         state = convert_ldm_vae_checkpoint(state, config)
     fields = {k: v for k, v in config.items() if not k.startswith("_")}
-    try:
-        with quiet_logger("diffusers"):  # it warns about config keys it ignores: inspect lists what was read
-            vae = AutoencoderKL.from_config(fields)
-    except Exception as err:  # noqa: BLE001 -- diffusers validating a config from the wild
-        raise CheckpointError(f"{source}: diffusers cannot build AutoencoderKL from its config "
-                              f"({type(err).__name__}: {str(err).strip().splitlines()[0][:160]})") from None
-    load_strict(vae, state, "", source, "its weights do not fit the AutoencoderKL its config describes ({}); "
-                "put the model's own config.json beside the weights")
+
+    def build() -> nn.Module:
+        try:
+            with quiet_logger("diffusers"):  # it warns about config keys it ignores: inspect lists what was read
+                return AutoencoderKL.from_config(fields)
+        except Exception as err:  # noqa: BLE001 -- diffusers validating a config from the wild
+            raise CheckpointError(f"{source}: diffusers cannot build AutoencoderKL from its config "
+                                  f"({type(err).__name__}: {str(err).strip().splitlines()[0][:160]})") from None
+
+    vae = build_to_fit(build, state, source, "its weights do not fit the AutoencoderKL its config describes ({}); "
+                       "put the model's own config.json beside the weights")
     size = config.get("sample_size", 32)
     shape = input_shape or (int(config.get("in_channels", 3)), *(size if isinstance(size, list) else [size, size]))
     if len(shape) != 3 or shape[0] != vae.config.in_channels:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 from torch import Tensor, nn
 
-from entropy_elbo.checkpoints.user import load_strict
+from entropy_elbo.checkpoints.user import build_to_fit
 from entropy_elbo.errors import CheckpointError
 
 # pythae models with a diagonal Gaussian encoder and an N(0, I) prior -> the KL weight that sets the implied sigma^2
@@ -101,15 +101,17 @@ def build_pythae(config: dict, state: dict[str, Tensor], source: str) -> nn.Modu
     if model_cls is None or config_cls is None:
         return None
     fields = {k: v for k, v in config.items() if k != "name"}
-    with quiet_logger("pythae"):
-        try:
-            model = model_cls(config_cls.from_dict(fields))
-        except Exception as err:  # noqa: BLE001 -- pythae validating a config from the wild
-            raise CheckpointError(f"{source}: pythae cannot build {name} from model_config.json "
-                                  f"({type(err).__name__}: {str(err).strip().splitlines()[0][:160]})") from None
-    load_strict(model, state, "", f"{source}: model.pt", f"its weights do not fit pythae's default {name} networks "
-                f"({{}}); a model built with custom networks needs them: {custom_route(config)}")
-    return model
+
+    def build() -> nn.Module:
+        with quiet_logger("pythae"):
+            try:
+                return model_cls(config_cls.from_dict(fields))
+            except Exception as err:  # noqa: BLE001 -- pythae validating a config from the wild
+                raise CheckpointError(f"{source}: pythae cannot build {name} from model_config.json "
+                                      f"({type(err).__name__}: {str(err).strip().splitlines()[0][:160]})") from None
+
+    return build_to_fit(build, state, f"{source}: model.pt", f"its weights do not fit pythae's default {name} "
+                        f"networks ({{}}); a model built with custom networks needs them: {custom_route(config)}")
 
 
 class quiet_logger:

@@ -6,9 +6,11 @@ import importlib
 import importlib.util
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
+import torch
 from torch import Tensor, nn
 
 from entropy_elbo.errors import CheckpointError, first_line, parse_json
@@ -72,9 +74,29 @@ def build_user_model(spec: str, kwargs: dict[str, object]) -> nn.Module:
     return model
 
 
+MODEL_ADVICE = "the weights do not fit the --model class: {}; check --model and --model-kwargs"
+
+
 def load_strict(model: nn.Module, state: dict[str, Tensor], prefix: str, source: str,
-                advice: str = "the weights do not fit the --model class: {}; check --model and --model-kwargs") -> None:
+                advice: str = MODEL_ADVICE) -> None:
     """Load `state` into `model` strictly, with or without the stripped wrapper prefix; a mismatch names keys."""
+    model.load_state_dict(fitting_state(model, state, prefix, source, advice), strict=True)
+
+
+def build_to_fit(build: Callable[[], nn.Module], state: dict[str, Tensor], source: str, advice: str) -> nn.Module:
+    """build() a peer library's model from a config from the wild, and load `state` into it strictly; the model is
+    first built on the meta device (shapes only, no memory) and checked against `state`, so a tiny config asking
+    for huge layers is refused, naming the mismatch, before anything is allocated."""
+    with torch.device("meta"):
+        fitting_state(build(), state, "", source, advice)
+    model = build()
+    load_strict(model, state, "", source, advice)
+    return model
+
+
+def fitting_state(model: nn.Module, state: dict[str, Tensor], prefix: str, source: str, advice: str) -> dict:
+    """`state` (or it with the wrapper prefix put back) when its keys and shapes are exactly `model`'s, else a
+    CheckpointError naming the missing, unexpected and misshapen keys; reads only shapes (meta models work)."""
     want = model.state_dict()
     variants = [state]
     if prefix:
@@ -93,4 +115,4 @@ def load_strict(model: nn.Module, state: dict[str, Tensor], prefix: str, source:
         if shapes:
             parts.append(f"shape (file vs model) {'; '.join(shapes[:3])}")
         raise CheckpointError(f"{source}: {advice.format('; '.join(parts))}")
-    model.load_state_dict(best, strict=True)
+    return best

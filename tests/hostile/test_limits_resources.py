@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 import torch
 from hostile_helpers import config_with, resave
-from safetensors.torch import save_file
 
 from entropy_elbo.checkpoints import save_checkpoint
 from entropy_elbo.models import ModelConfig, build_model
@@ -100,8 +99,13 @@ def hostile(tmp_path_factory) -> tuple[Path, dict[str, list[str]]]:
     from PIL import Image
 
     Image.new("RGB", (16, 16), (10, 200, 30)).save(d / "images" / "a.png")
-    # 6. safetensors whose header declares a huge tensor the file does not hold
-    save_file({"w": torch.zeros(2)}, d / "sfs.safetensors")
+    # 6. a pythae folder (written by pythae itself) whose model_config.json asks for 4096 x 4096 inputs: pythae's
+    #    default networks would hold 8.6e9 weights; its 4-input weights are what the file has
+    import pythae.models as pm
+
+    pm.VAE(pm.VAEConfig(input_dim=(4,), latent_dim=2)).save(str(d / "pythae"))
+    config = json.loads((d / "pythae" / "model_config.json").read_text())
+    (d / "pythae" / "model_config.json").write_text(json.dumps({**config, "input_dim": [4096, 4096]}))
     cases = {
         "config-16x4096": ["estimate", d / "wide.safetensors", "--data", d / "x.npy"],
         "conv-2048-channels": ["inspect", d / "convwide.safetensors"],
@@ -114,6 +118,7 @@ def hostile(tmp_path_factory) -> tuple[Path, dict[str, list[str]]]:
         "train-hidden-1e9": ["train", "vae1", "--data", d / "x.npy", "--hidden", "1000000000", "--out", d / "r3",
                              "--quiet"],
         "data-n-1e12": ["data", "ppca", "-n", "1000000000000", "--out", d / "big.npy"],
+        "pythae-4096x4096-input": ["inspect", d / "pythae"],
     }
     return d, {k: [str(a) for a in v] for k, v in cases.items()}
 
@@ -149,6 +154,7 @@ EXPECT = {
     "image-size-100000": ["--image-size 100000", "needs .* GiB of memory"],
     "train-hidden-1e9": ["--hidden", "1000000000", "GiB of memory"],
     "data-n-1e12": ["-n 1000000000000", "TiB"],
+    "pythae-4096x4096-input": ["pythae", "do not fit pythae's default VAE networks", r"16777216\)"],
 }
 
 
@@ -289,3 +295,23 @@ def test_durations_are_said_in_the_unit_that_fits(seconds, text):
     from entropy_elbo.forecast import duration_text
 
     assert duration_text(seconds) == text
+
+
+def test_a_peer_model_is_checked_against_the_weights_before_it_is_built():
+    from torch import nn
+
+    from entropy_elbo.checkpoints.user import build_to_fit
+    from entropy_elbo.errors import CheckpointError
+
+    built = []
+
+    def huge() -> nn.Module:  # 40 GB of float32 weights if it were ever built for real
+        built.append(torch.empty(0).device.type)
+        return nn.Linear(100_000, 100_000)
+
+    with pytest.raises(CheckpointError, match=r"^crafted: no fit \(shape \(file vs model\) weight \(4, 4\) vs "
+                                              r"\(100000, 100000\)"):
+        build_to_fit(huge, nn.Linear(4, 4).state_dict(), "crafted", "no fit ({})")
+    assert built == ["meta"]  # built once, on the meta device only
+    small = build_to_fit(lambda: nn.Linear(4, 4), nn.Linear(4, 4).state_dict(), "fine", "no fit ({})")
+    assert small.weight.device.type == "cpu"
