@@ -38,6 +38,7 @@ from entropy_elbo.collapse import (
     stream_sums,
     summarize_collapse,
 )
+from entropy_elbo.distributed import Context, all_or_none, all_reduce_sums, merge_over_ranks, shard_rows
 from entropy_elbo.errors import EntropyElboError
 from entropy_elbo.estimate import (
     FIXED_NOTE,
@@ -107,6 +108,20 @@ def module_device(module: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def rank_block(rows: Tensor, distributed: bool | None) -> tuple[int, int, Tensor]:
+    """This process's rank, the number of ranks, and its contiguous block of the batch (all of it in one process);
+    `distributed` None means: whenever a torch.distributed group of several processes is up."""
+    if distributed is None:
+        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    if not distributed:
+        return 0, 1, rows
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if rows.shape[0] < world:
+        raise EntropyElboError(f"data: {rows.shape[0]} rows for {world} processes; pass at least one row per process")
+    block = shard_rows(rows.shape[0], rank, world)
+    return rank, world, rows[int(block[0]) : int(block[-1]) + 1]
+
+
 def as_rows(data: object) -> Tensor:
     """The monitor's fixed batch as a float32 tensor (B, ...), or a one-line error naming what to pass."""
     if isinstance(data, np.ndarray):
@@ -145,14 +160,7 @@ class Monitor:
             raise EntropyElboError(f"log {self.log}: folder {self.log.parent} does not exist; create it first")
         rows = as_rows(data)
         self.d = int(np.prod(rows.shape[1:]))
-        if distributed is None:
-            distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-        self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-        if rows.shape[0] < self.world:
-            raise EntropyElboError(f"data: {rows.shape[0]} rows for {self.world} processes; pass at least one row "
-                                   "per process")
-        start, stop = self.rank * rows.shape[0] // self.world, (self.rank + 1) * rows.shape[0] // self.world
-        self._rows = rows[start:stop]  # this rank's contiguous block (all rows in one process)
+        self.rank, self.world, self._rows = rank_block(rows, distributed)
         device = module_device(model)
         with untouched(model, device):
             self.vae, self.introspection = wrap_module(model, self._rows.to(device), options)
@@ -190,8 +198,6 @@ class Monitor:
             prior = None if prior is None else prior.detach()
             sums = stream_sums(kept, prior_log_var=prior, epsilon=self.lucas_epsilon)
             if self.world > 1:
-                from entropy_elbo.distributed import all_reduce_sums, merge_over_ranks
-
                 acc = all_reduce_sums(acc)
                 sums = merge_over_ranks(sums, self._context(), device, self.lucas_epsilon)
             est = check_finite_estimate(summarize(self.vae, acc, samples=samples, d=self.d))
@@ -226,17 +232,11 @@ class Monitor:
 
     # ------------------------------------------------------------------------------------------ internals
 
-    def _context(self):  # noqa: ANN202
-        from entropy_elbo.distributed import Context
-
+    def _context(self) -> Context:
         return Context(self.rank, self.world, self.rank)
 
     def _all_or_none(self, device: torch.device, fn):  # noqa: ANN001, ANN202
-        if self.world == 1:
-            return fn()
-        from entropy_elbo.distributed import all_or_none
-
-        return all_or_none(self._context(), device, fn)
+        return fn() if self.world == 1 else all_or_none(self._context(), device, fn)
 
     def _warnings(self, epoch: int, est: Estimate, result: CollapseResult) -> list[str]:
         """Each kind of trouble once (once per latent for collapse), as a MonitorWarning on the main rank."""
