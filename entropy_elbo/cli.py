@@ -23,7 +23,6 @@ from entropy_elbo.data import (
     SYNTHETIC,
     iter_batches,
     make_synthetic,
-    open_array,
     resolve_data,
     save_chunks,
     synthetic_chunks,
@@ -392,7 +391,7 @@ def check_wild(loaded: LoadedModel, x: np.ndarray, source: str) -> None:
 def inspect_cmd(checkpoint: Path, data: str | None, key: str | None, as_json: bool, load_options: LoadOptions) -> None:
     """What CHECKPOINT holds: model kind, H, D, both variances, the evidence, and the flags that override them."""
     if data is not None:
-        x = open_array(data, key=key)
+        x, _ = resolve_data(data, key=key)
         load_options.input_shape = tuple(x.shape[1:])
         load_options.rows = score_rows(x)
     report.print_inspection(inspect_checkpoint(checkpoint, load_options), as_json)
@@ -508,7 +507,7 @@ def select_cmd(data: str, key: str | None, latents: str, batch_size: int, lr: fl
     candidates = parse_ints(latents, "--latents")
     if plot is not None:
         report.import_pyplot()
-    x = open_array(data, key=key)
+    x, _ = resolve_data(data, key=key)
     check_latents(candidates, x, data)
     total = len(x)
     if phases == "stream":

@@ -227,3 +227,16 @@ def test_susy_preset_trains_on_the_first_rows_without_the_label(tmp_path):
     cli("train", "vae1", "--preset", "susy", "--data", str(path), "--hidden", "8,4", "--epochs", "1",
         "--out", str(run2), "--quiet")  # the preset's 2.5 million rows: this file's 40 are all of them
     assert json.loads((run2 / "run.json").read_text())["data"]["shape"] == [20, 18]
+
+
+def test_select_and_inspect_read_a_bundled_set_as_its_array_saved_by_hand(tmp_path):
+    npy = tmp_path / "diabetes.npy"
+    np.save(npy, datasets.load_diabetes().data.astype(np.float32))  # scikit-learn's rows, written by hand
+    args = ["--latents", "1,2", "--samples", "2", "--batch-size", "50", "--window", "3", "--tail", "2", "--json"]
+    by_name, by_file = (json.loads(cli("select", "--data", d, *args)) for d in ("diabetes", str(npy)))
+    assert by_name["rows"] == 442 and by_name["segments"] == by_file["segments"]
+    run = tmp_path / "d"
+    cli("train", "vae1", "--data", "diabetes", "--hidden", "8", "--epochs", "1", "--out", str(run), "--quiet")
+    ckpt = str(run / "model.safetensors")
+    assert json.loads(cli("inspect", ckpt, "--data", "diabetes", "--json")) == json.loads(
+        cli("inspect", ckpt, "--data", str(npy), "--json"))
