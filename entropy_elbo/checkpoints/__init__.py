@@ -332,7 +332,8 @@ def adapt(raw: RawCheckpoint, options: LoadOptions, source: str,
         if layout.dec_split:
             decoder = Finding("network", "second half of the decoder's output", options.decoder_var_param or "logvar",
                               layout.notes[-1], "--decoder-var-param P")
-        model, reading, unresolved = _read_mlp(state, layout, encoder, decoder, options, pythae, split_param)
+        model, reading, unresolved = _read_mlp(state, layout, encoder, decoder, options, pythae, split_param,
+                                               None if prior is None else prior.name)
         h, d = layout.h, layout.d
         kind = f"pythae {pythae.get('name')} (default MLP networks)" if pythae else "plain MLP from the weights' shapes"
         notes.append(f"architecture read from shapes: encoder {len(layout.trunk)} + head, decoder "
@@ -362,7 +363,8 @@ def adapt(raw: RawCheckpoint, options: LoadOptions, source: str,
 
 
 def _read_mlp(state: dict[str, Tensor], layout: object, encoder: Finding, decoder: Finding, options: LoadOptions,
-              pythae: dict | None, split_param: bool) -> tuple[ShapesMLP, list[tuple[str, str, str]], str | None]:
+              pythae: dict | None, split_param: bool,
+              prior_key: str | None = None) -> tuple[ShapesMLP, list[tuple[str, str, str]], str | None]:
     """The plain MLP under the reading the flags give, the data's scores pick (readings.py), or, without rows,
     the conventional one (relu, linear output); returns the model, its assumptions and, when every reading
     that fits has a sigmoid output (a Bernoulli decoder, refused for estimate), the undecided choice."""
@@ -391,7 +393,9 @@ def _read_mlp(state: dict[str, Tensor], layout: object, encoder: Finding, decode
     def build(r: Reading) -> ShapesMLP:
         enc = replace(encoder, param=r.enc_param) if r.enc_param else encoder
         dec = replace(decoder, param=r.dec_param) if r.dec_param else decoder
-        return ShapesMLP(state, layout, enc, dec, r.activation, r.output, r.head_activation)
+        mlp = ShapesMLP(state, layout, enc, dec, r.activation, r.output, r.head_activation)
+        mlp.prior_key = prior_key  # VAE-2's learned prior enters every reading's score
+        return mlp
 
     if len(readings) == 1:
         chosen, evidence = readings[0], "given by the flags"

@@ -8,7 +8,8 @@ or at sigma*^2 = sigma^2 r when the variance is fixed), with the same noise for 
 difference and by more than MARGIN nats per data point; readings whose scores are identical on every row give
 identical numbers there and count as one. The rule:
 - when the layer names follow a known codebase's convention (the paper authors' repositories), its reading is
-  taken unless another reading clearly beats it (and then that one only if it clearly beats all others);
+  taken unless another reading clearly beats it; then the nearest reading that clearly beats it (fewest changed
+  choices, best-scored among those) is taken when no reading clearly beats that one;
 - otherwise the best reading is taken when it clearly beats every other;
 - otherwise the reading stops, listing the candidates, their scores and the flags that pick each.
 """
@@ -73,6 +74,7 @@ def score(model: object, x: Tensor, eps: Tensor) -> tuple[Tensor, float, float] 
     None when the reading gives non-finite numbers (e.g. a log of a negative std)."""
     nu, log_tau2 = model.encode(x)
     nu, log_tau2 = nu.double(), log_tau2.double().expand_as(nu)
+    prior_log_var = model.prior_log_var  # VAE-2's learned diagonal A, else None for N(0, I)
     if not (torch.isfinite(nu).all() and torch.isfinite(log_tau2).all()):
         return None
     s, b, h = eps.shape
@@ -87,8 +89,10 @@ def score(model: object, x: Tensor, eps: Tensor) -> tuple[Tensor, float, float] 
         log_sigma2 = torch.log(sq.mean()).reshape(())
     ratio = sq * (-log_sigma2).exp()
     ll = -0.5 * (LOG_2PI + log_sigma2 + ratio).expand_as(sq).sum(-1).mean(0)  # (B,)
-    f = ll - kl_to_prior(nu, log_tau2)
+    f = ll - kl_to_prior(nu, log_tau2, prior_log_var)
     a = (nu.pow(2) + log_tau2.exp()).mean(0)
+    if prior_log_var is not None:
+        a = a / prior_log_var.detach().double().exp()
     if not torch.isfinite(f).all():
         return None
     return f, float(ratio.mean()) if d else 1.0, float((a - 1).abs().max())
@@ -117,8 +121,8 @@ def choose(build: Callable[[Reading], object], readings: list[Reading], x: Tenso
     best = scored[0]
     if best.rows is None:
         raise CheckpointError("no reading of the weights gives finite numbers on the data; pass --model FILE.py:NAME")
-    if convention is not None and prior.rows is not None and not _beats(best, prior)[0]:
-        best = prior  # the convention holds: nothing beats it clearly
+    anchor = _anchor(scored, prior) if convention is not None else None
+    best = anchor or best
     same, close = [], []
     for other in scored:
         if other is best or other.rows is None:
@@ -126,7 +130,7 @@ def choose(build: Callable[[Reading], object], readings: list[Reading], x: Tenso
         clear, identical = _beats(best, other)
         if identical:
             same.append(other)
-        elif not clear and (convention is None or best is not prior):
+        elif not clear and anchor is None:
             close.append(other)
     if close:
         listed = "; ".join(f"{c.reading.label()}: ELBO {c.score:.4f}, r {c.r:.3g}, max|a_h-1| {c.a_far:.3g}"
@@ -135,7 +139,11 @@ def choose(build: Callable[[Reading], object], readings: list[Reading], x: Tenso
                                f"in nats per data point on {len(x)} rows): {listed}; pick one with its flags",
                                [best.reading, *(c.reading for c in close)])
     runner = next((c for c in scored if c is not best and c.rows is not None and c not in same), None)
+    changed = [f for f in ("activation", "output", "head_activation", "enc_param", "dec_param")
+               if getattr(best.reading, f) != getattr(prior.reading, f)]
     evidence = "" if convention is None else (f"{convention}; " if best is prior else
+                                              f"{convention}, but the data clearly prefer another {', '.join(changed)}"
+                                              f" ({best.reading.label()}); " if anchor is not None else
                                               f"not {convention}, which another reading clearly beats; ")
     evidence += (f"scored on {len(x)} data rows: Monte Carlo ELBO {best.score:.4f} nats per data point "
                  f"(r {best.r:.3g}, max|a_h-1| {best.a_far:.3g})")
@@ -146,6 +154,25 @@ def choose(build: Callable[[Reading], object], readings: list[Reading], x: Tenso
     if same:
         evidence += f"; identical on these rows: {', '.join(c.reading.label() for c in same[:3])}"
     return best.reading, scored, evidence
+
+
+def _distance(a: Reading, b: Reading) -> int:
+    return sum(getattr(a, f) != getattr(b, f) for f in ("activation", "output", "head_activation", "enc_param",
+                                                         "dec_param"))
+
+
+def _anchor(scored: list[Scored], prior: Scored) -> Scored | None:
+    """The convention's reading, amended only where the data insist: itself when nothing clearly beats it, else
+    the nearest reading (fewest changed choices) that clearly beats it, when nothing clearly beats that one."""
+    if prior.rows is None:
+        return None
+    live = [c for c in scored if c.rows is not None]
+    better = [c for c in live if c is not prior and _beats(c, prior)[0]]
+    if not better:
+        return prior
+    nearest = min(_distance(c.reading, prior.reading) for c in better)
+    candidate = next(c for c in better if _distance(c.reading, prior.reading) == nearest)  # the best-scored one
+    return None if any(_beats(o, candidate)[0] for o in live if o is not candidate) else candidate
 
 
 def _beats(a: Scored, b: Scored) -> tuple[bool, bool]:
