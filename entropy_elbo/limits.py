@@ -16,6 +16,8 @@ from pathlib import Path
 from entropy_elbo.errors import EntropyElboError
 
 MEMORY_FRACTION = 0.5  # of the available memory, for one allocation the command cannot stream
+INFLATE_RATIO = 100  # real data compresses 1-10 fold (MNIST's idx.gz 4.7, floats 1-3); deflate's ceiling is ~1000
+INFLATE_FREE = 100 * 2**20  # this much may always be inflated, whatever the ratio
 LIMIT_ENV = "ENTROPY_ELBO_MEMORY_LIMIT"
 
 
@@ -59,6 +61,20 @@ def check_memory(nbytes: float, what: str, hint: str, error: type[EntropyElboErr
     if nbytes > budget:
         raise error(f"{what} needs {size_text(nbytes)} of memory, more than the {size_text(budget)} this machine "
                     f"can spare (half its available memory); {hint}")
+
+
+def inflation_limit(compressed: int) -> int:
+    """Bytes a compressed member or file of `compressed` bytes may inflate to before it counts as a bomb."""
+    return max(INFLATE_RATIO * compressed, INFLATE_FREE)
+
+
+def check_inflation(inflated: float, compressed: int, what: str, hint: str,
+                    error: type[EntropyElboError] = EntropyElboError) -> None:
+    """Refuse compressed data that inflates more than INFLATE_RATIO-fold (beyond INFLATE_FREE): only a compression
+    bomb or near-constant data does, and either would take memory far beyond what the file suggests."""
+    if inflated > inflation_limit(compressed):
+        raise error(f"{what} inflates from {size_text(compressed)} to {size_text(inflated)}, more than "
+                    f"{INFLATE_RATIO}-fold, as only a compression bomb or near-constant data does; {hint}")
 
 
 def check_disk(nbytes: float, folder: Path, what: str, hint: str) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from entropy_elbo.errors import DataError
-from entropy_elbo.limits import check_memory
+from entropy_elbo.limits import check_inflation, check_memory
 
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 IDX_NAME = re.compile(r"[.-]idx\d-[a-z]+$|\.idx\d?$", re.IGNORECASE)  # train-images-idx3-ubyte, x.idx3-ubyte, x.idx
@@ -63,6 +63,8 @@ def open_idx(path: str | Path) -> np.ndarray:
         with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as f:
             dtype, dims, offset = _header(f.read(20), path)
             size = _check_dims(dtype, dims, path)
+            if gzipped:
+                check_inflation(size, path.stat().st_size, f"{path}: idx dims {dims}", "check the file", DataError)
             f.seek(offset)
             raw = f.read(size)
             trailing = len(f.read(1))

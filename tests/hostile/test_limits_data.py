@@ -128,3 +128,45 @@ def test_fifos_and_devices_are_refused_before_reading_as_data_and_as_checkpoints
                      ["estimate", path, "--data", kit / "x.npy"], ["inspect", path],
                      ["collapse", path, "--data", kit / "x.npy"]):
             assert_user_error(invoke(args), 1, str(path), kind, "not a regular file")
+
+
+# ---------------------------------------------------------------------------------------------- compressed input
+
+
+@pytest.fixture
+def small_free(monkeypatch):
+    """Inflation is judged from 256 KiB on (instead of 100 MiB), so that small bombs show the mechanism fast."""
+    from entropy_elbo import limits
+
+    monkeypatch.setattr(limits, "INFLATE_FREE", 2**18)
+
+
+def gz(path: Path, head: bytes, zeros: bytes, repeats: int) -> Path:
+    import gzip
+
+    with gzip.open(path, "wb") as f:
+        f.write(head)
+        for _ in range(repeats):
+            f.write(zeros)
+    return path
+
+
+def test_a_gzipped_csv_that_inflates_like_a_bomb_is_refused_while_reading(tmp_path, small_free):
+    path = gz(tmp_path / "zeros.csv.gz", b"", b"0,0,0,0\n" * 8192, 128)  # 8 MiB of text from about 20 KiB
+    with pytest.raises(DataError, match=r"zeros\.csv\.gz: the gzipped text inflates from .* KiB to .* more than "
+                                        r"100-fold"):
+        open_array(path)
+    rows = np.random.default_rng(0).normal(size=(4000, 4)).astype(np.float32)  # real data: 2-3 fold
+    text = "\n".join(",".join(f"{v:.9g}" for v in r) for r in rows).encode()
+    np.testing.assert_array_equal(open_array(gz(tmp_path / "real.csv.gz", text, b"", 0)), rows)
+
+
+def test_a_gzipped_idx_file_whose_dims_inflate_like_a_bomb_is_refused_before_reading(tmp_path, small_free):
+    import struct
+
+    n = 2048  # 2048 images of 64 x 64 ubyte: 8 MiB of zeros from about 8 KiB
+    path = gz(tmp_path / "train-images-idx3-ubyte.gz", struct.pack(">BBBBIII", 0, 0, 8, 3, n, 64, 64), bytes(2**20),
+              8)
+    with pytest.raises(DataError, match=r"idx dims \(2048, 64, 64\) inflates from .* KiB to 8.0 MiB, more than "
+                                        "100-fold"):
+        open_array(path)
