@@ -34,7 +34,8 @@ from entropy_elbo.train import MODEL_DEFAULTS, TrainConfig, prepare_data, train
 
 RUN_KEYS = ("data", "key", "drop_column", "scale", "holdout", "image_size", "latents", "init_log_sigma2", "seed",
             "epochs", "batch_size", "lr", "samples")
-SETTINGS = (*RUN_KEYS, "crop", "rows", "hidden", "activation", "preset")  # what `train_run` takes as settings
+SETTINGS = (*RUN_KEYS, "crop", "rows", "hidden", "activation", "preset", "decay_fraction",
+            "variance_lr_factor")  # what `train_run` takes as settings
 RESUMABLE = ("epochs",)  # the only settings a resumed run may change (to extend it)
 
 
@@ -127,7 +128,7 @@ def _train_run(model: str | None, out: str | Path | None, resume: str | Path | N
     else:
         config = model_config(model, tuple(x.shape[1:]), int(settings["latents"]), **model_settings(model, settings))
     check_model_size(config, copies=4, source=f"train {model}")
-    training = TrainConfig(**{k: settings[k] for k in ("epochs", "batch_size", "lr", "samples", "seed")})
+    training = TrainConfig.from_settings(settings)
     meta = {"source": prepared.source, "shape": list(x.shape), "scale": prepared.scale,
             "heldout_rows": 0 if held is None else len(held), "fingerprint": fingerprint(str(settings["data"]))}
     if ranks is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
@@ -47,7 +47,9 @@ class TrainConfig:
         if not self.lr > 0 or not math.isfinite(self.lr):
             raise EntropyElboError(f"--lr: got {self.lr}; it must be a positive number")
         if not 0 <= self.decay_fraction <= 1:
-            raise EntropyElboError(f"decay_fraction: got {self.decay_fraction}; it must lie in [0, 1]")
+            raise EntropyElboError(f"--decay-fraction: got {self.decay_fraction}; it must lie in [0, 1]")
+        if not self.variance_lr_factor > 0 or not math.isfinite(self.variance_lr_factor):
+            raise EntropyElboError(f"--variance-lr-factor: got {self.variance_lr_factor}; it must be a positive number")
 
     def lr_at(self, epoch: int) -> float:
         """Constant lr, then a cosine decay over the last `decay_fraction` of the epochs."""
@@ -59,6 +61,11 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, object]) -> TrainConfig:
+        """The config from a merged settings dict (defaults < model < preset < flags); other keys are ignored."""
+        return cls(**{f.name: settings[f.name] for f in fields(cls) if f.name in settings})
 
 
 def sampled_elbo(model: VAEBase, x: Tensor, samples: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:

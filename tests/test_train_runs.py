@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from entropy_elbo.checkpoints import load_model
+from entropy_elbo.checkpoints.native import read_metadata
 from entropy_elbo.cli import main
 from entropy_elbo.data import make_synthetic, save_array
 from entropy_elbo.models import build_model, model_config
@@ -143,6 +144,19 @@ def test_preset_settings_and_flag_overrides(tmp_path: Path) -> None:
     assert settings["epochs"] == 1 and settings["samples"] == 1 and settings["batch_size"] == 20000
     assert stored["data"]["shape"] == [10000, 10] and stored["data"]["heldout_rows"] == 10000
     assert json.loads(stored["model_config"])["decoder_variance"] == "network"
+    training = json.loads(read_metadata(tmp_path / "ring" / "model.safetensors")["training"])
+    assert training["decay_fraction"] == 0.0 and training["variance_lr_factor"] == 1.0  # the paper's constant lr
+    rows = [json.loads(line) for line in (tmp_path / "ring" / "log.jsonl").read_text().splitlines()]
+    assert rows[-1]["lr"] == fig1c["lr"]  # no decay at the last epoch
+    res = CliRunner().invoke(main, ["train", "vae3", "--preset", "fig1c", "--epochs", "2", "--samples", "1",
+                                    "--batch-size", "20000", "--decay-fraction", "0.5", "--quiet",
+                                    "--out", str(tmp_path / "ours")])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in (tmp_path / "ours" / "log.jsonl").read_text().splitlines()]
+    assert rows[-1]["lr"] == pytest.approx(fig1c["lr"] * 0.01)  # the cosine decay ends at lr / 100
+    res = CliRunner().invoke(main, ["train", "linear", "--data", "ppca", "--variance-lr-factor", "0",
+                                    "--out", str(tmp_path / "bad")])
+    assert res.exit_code == 1 and "--variance-lr-factor: got 0.0" in res.output
     res = CliRunner().invoke(main, ["train", "vae1", "--preset", "susy", "--out", str(tmp_path / "s")])
     assert res.exit_code == 1 and "SUSY" in res.output
 
