@@ -63,16 +63,12 @@ def check_memory(nbytes: float, what: str, hint: str, error: type[EntropyElboErr
                     f"can spare (half its available memory); {hint}")
 
 
-def inflation_limit(compressed: int) -> int:
-    """Bytes a compressed member or file of `compressed` bytes may inflate to before it counts as a bomb."""
-    return max(INFLATE_RATIO * compressed, INFLATE_FREE)
-
-
 def check_inflation(inflated: float, compressed: int, what: str, hint: str,
-                    error: type[EntropyElboError] = EntropyElboError) -> None:
-    """Refuse compressed data that inflates more than INFLATE_RATIO-fold (beyond INFLATE_FREE): only a compression
-    bomb or near-constant data does, and either would take memory far beyond what the file suggests."""
-    if inflated > inflation_limit(compressed):
+                    error: type[EntropyElboError] = EntropyElboError, free: int | None = None) -> None:
+    """Refuse compressed data that inflates more than INFLATE_RATIO-fold (beyond `free` bytes, INFLATE_FREE unless
+    given): only a compression bomb or near-constant data does, and either would take memory far beyond what the
+    file suggests."""
+    if inflated > max(INFLATE_RATIO * compressed, INFLATE_FREE if free is None else free):
         raise error(f"{what} inflates from {size_text(compressed)} to {size_text(inflated)}, more than "
                     f"{INFLATE_RATIO}-fold, as only a compression bomb or near-constant data does; {hint}")
 

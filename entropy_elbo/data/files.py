@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from tokenize import TokenError
 from types import ModuleType
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Literal, TextIO
 
 import numpy as np
 
@@ -36,7 +36,6 @@ from entropy_elbo.limits import (
     check_inflation,
     check_memory,
     check_regular,
-    inflation_limit,
     memory_budget,
     size_text,
 )
@@ -230,15 +229,23 @@ def _open_text(path: Path) -> np.ndarray:
     return x
 
 
-def _bounded(lines: Iterable[str], path: Path, compressed: int) -> Iterator[str]:
-    """The lines of a gzipped text, refused once they inflate beyond `inflation_limit` or the memory budget:
-    the gzip header cannot be trusted to say how large it inflates, so the count is kept while reading."""
-    limit, total = min(inflation_limit(compressed), memory_budget() // 2), 0
-    for line in lines:
+TEXT_CHECK = 8 * 2**20  # a gzipped text's inflation is checked after every 8 MiB of its lines
+
+
+def _bounded(f: TextIO, path: Path, compressed: int) -> Iterator[str]:
+    """The lines of a gzipped text, refused as soon as they inflate more than INFLATE_RATIO-fold from the
+    compressed bytes read so far (the gzip trailer cannot be trusted to say how large it inflates), or when their
+    float32 table would not fit in memory."""
+    raw = getattr(getattr(f, "buffer", None), "fileobj", None)  # the compressed file under gzip's reader
+    total, check_at = 0, TEXT_CHECK
+    for line in f:
         total += len(line)
-        if total > limit:
-            check_inflation(total, compressed, f"{path}: the gzipped text", "save the table as .npy", DataError)
+        if total > check_at:
+            read = raw.tell() if raw is not None else compressed
+            check_inflation(total, read, f"{path}: the gzipped text read so far", "save the table as .npy", DataError,
+                            free=TEXT_CHECK)
             check_memory(2 * total, f"{path}: its text table", "save it as .npy, which is memory-mapped", DataError)
+            check_at += TEXT_CHECK
         yield line
 
 
