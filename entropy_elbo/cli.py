@@ -22,6 +22,7 @@ from entropy_elbo.collapse import ACTIVE_THRESHOLD, LUCAS_DELTA, LUCAS_EPSILON, 
 from entropy_elbo.data import (
     SYNTHETIC,
     iter_batches,
+    load_image_folder,
     make_synthetic,
     resolve_data,
     save_chunks,
@@ -348,6 +349,15 @@ def join_ranks(device: str) -> tuple[distributed.Context | None, torch.device]:
     return ctx, distributed.setup(ctx, dev)
 
 
+def images_as_trained(data: str, loaded: LoadedModel, x: np.ndarray) -> np.ndarray:
+    """An image folder read again at the size and centre crop its checkpoint was trained on (from its metadata)."""
+    recorded = loaded.metadata.get("data") if Path(data).is_dir() else None
+    images = recorded.get("images") if isinstance(recorded, dict) else None
+    if not isinstance(images, dict) or (images.get("image_size"), images.get("crop")) == (x.shape[-1], None):
+        return x
+    return load_image_folder(data, int(images["image_size"]), images.get("crop"))
+
+
 def open_inputs(checkpoint: Path, data: str, key: str | None, options: LoadOptions, dev: torch.device, *,
                 batch_size: int | None, samples: int, needs_variance: bool) -> tuple[LoadedModel, np.ndarray, int]:
     """--data (a file, memory-mapped, or a named set), CHECKPOINT's model checked on its rows, the rows per batch."""
@@ -355,6 +365,7 @@ def open_inputs(checkpoint: Path, data: str, key: str | None, options: LoadOptio
     options.input_shape = tuple(x.shape[1:])
     options.rows = score_rows(x)
     loaded = load_model(checkpoint, device=dev, options=options)
+    x = images_as_trained(data, loaded, x)
     check_shape(loaded.model, x, data)
     intro = loaded.introspection
     if intro is not None and intro.unresolved and not (needs_variance and intro.refusal):

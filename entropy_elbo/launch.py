@@ -131,6 +131,8 @@ def _train_run(model: str | None, out: str | Path | None, resume: str | Path | N
     training = TrainConfig.from_settings(settings)
     meta = {"source": prepared.source, "shape": list(x.shape), "scale": prepared.scale,
             "heldout_rows": 0 if held is None else len(held), "fingerprint": fingerprint(str(settings["data"]))}
+    if Path(str(settings["data"])).is_dir():  # how estimate/collapse/compare must read the folder again
+        meta["images"] = {"image_size": int(settings["image_size"]), "crop": settings.get("crop")}
     if ranks is not None:
         per_rank = distributed.rows_per_rank(len(x), ranks)
         meta.update(processes=ranks.world_size, rows_per_process=per_rank)

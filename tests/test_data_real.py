@@ -240,3 +240,18 @@ def test_select_and_inspect_read_a_bundled_set_as_its_array_saved_by_hand(tmp_pa
     ckpt = str(run / "model.safetensors")
     assert json.loads(cli("inspect", ckpt, "--data", "diabetes", "--json")) == json.loads(
         cli("inspect", ckpt, "--data", str(npy), "--json"))
+
+
+def test_estimate_reads_an_image_folder_with_the_crop_and_size_it_was_trained_on(tmp_path):
+    folder = celeba_like(tmp_path / "img_align_celeba", count=4)
+    run = tmp_path / "celeba"
+    cli("train", "conv", "--preset", "celeba", "--data", str(folder), "--image-size", "8", "--hidden", "4",
+        "--latents", "2", "--epochs", "1", "--batch-size", "2", "--out", str(run), "--quiet")
+    npy = tmp_path / "cropped.npy"
+    np.save(npy, load_image_folder(folder, 8, crop=148))
+    ckpt = str(run / "model.safetensors")
+    ours, theirs = (json.loads(cli("estimate", ckpt, "--data", str(d), "--samples", "3", "--json"))
+                    for d in (folder, npy))
+    assert ours["n"] == 4 and ours["d"] == 3 * 8 * 8
+    assert ours["entropy_elbo"] == pytest.approx(theirs["entropy_elbo"], rel=1e-9)
+    assert ours["mc_elbo"] == pytest.approx(theirs["mc_elbo"], rel=1e-9)
