@@ -384,7 +384,7 @@ def _read_mlp(state: dict[str, Tensor], layout: object, encoder: Finding, decode
     readings = [Reading(a, o, hd, e, dp) for a in acts for o in outs for hd in heads for e in enc_params
                 for dp in dec_params]
     convention, usual = _convention(state, layout, decoder)
-    first = next((r for r in readings if all(getattr(r, k) == v for k, v in usual.items())), None)
+    first = next((r for r in readings if all(getattr(r, k) in (v, None) for k, v in usual.items())), None)
     if first is None:
         convention = None  # the flags rule the convention's reading out
     else:
@@ -433,8 +433,9 @@ AUTHORS_MAIN = {"encoder_hidden", "encoder_hidden2", "encoder_mu", "encoder_logv
                 "decoder_hidden2", "decoder_out"}
 
 
-def _convention(state: dict[str, Tensor], layout: object, decoder: Finding) -> tuple[str | None, dict[str, object]]:
-    """A known codebase whose layer names the state_dict follows, and the reading it implies (readings.choose)."""
+def _convention(state: dict[str, Tensor], layout: object, decoder: Finding) -> tuple[str, dict[str, object]]:
+    """The convention whose reading comes first (readings.choose): a known codebase whose layer names the
+    state_dict follows, else the common default."""
     names = set(layer_names(state))
     if names >= AUTHORS_MAIN:
         return ("the paper authors' main.py/model.py layer names: LeakyReLU after every layer, both encoder heads "
@@ -448,8 +449,9 @@ def _convention(state: dict[str, Tensor], layout: object, decoder: Finding) -> t
             usual["dec_param"] = "softplus_std"
         return ("the paper authors' verification/VAE.py and streamingVAE convention (encoder/decoder Sequentials "
                 "with ReLU, a softplus std in the second half of a 2 x H or 2 x D output, softplus(noise_std))"), usual
-    return None, {"activation": "relu", "output": "linear", "head_activation": False, "enc_param": "logvar",
-                  "dec_param": "logvar"}
+    return ("no known codebase's names, so the common default (ReLU between layers, a linear output, no activation "
+            "after the heads, log-variances)"), {"activation": "relu", "output": "linear", "head_activation": False,
+                                                 "enc_param": "logvar", "dec_param": "logvar"}
 
 
 def _variance_assumptions(intro: Introspection, has_methods: bool) -> None:

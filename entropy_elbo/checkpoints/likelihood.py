@@ -51,9 +51,10 @@ def sigmoid_reason(model: object, rows: Tensor, output: str | None) -> str | Non
         return None
     if output is not None:
         sigmoid = output == "sigmoid"
-    else:
+    else:  # a Tanh output (PyTorch-VAE) on [0, 1] data can stay in [0, 1] too: only a model without one counts
         mu = model.decode(model.encode(x)[0])[0]
-        sigmoid = bool(((mu >= 0) & (mu <= 1)).all()) and mu.numel() >= 100  # float32 sigmoids reach 1.0
+        tanh = isinstance(model, torch.nn.Module) and any(isinstance(m, torch.nn.Tanh) for m in model.modules())
+        sigmoid = not tanh and bool(((mu >= 0) & (mu <= 1)).all()) and mu.numel() >= 100  # float32 reaches 1.0
     if not sigmoid:
         return None
     return ("its decoder has no learned variance and a sigmoid output on data in [0, 1]: Bernoulli probabilities "

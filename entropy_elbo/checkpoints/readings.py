@@ -7,9 +7,10 @@ or at sigma*^2 = sigma^2 r when the variance is fixed), with the same noise for 
 "clearly beats" another when its mean score is higher by more than 4 standard errors of the paired per-row
 difference and by more than MARGIN nats per data point; readings whose scores are identical on every row give
 identical numbers there and count as one. The rule:
-- when the layer names follow a known codebase's convention (the paper authors' repositories), its reading is
-  taken unless another reading clearly beats it; then the nearest reading that clearly beats it (fewest changed
-  choices, best-scored among those) is taken when no reading clearly beats that one;
+- a convention comes first: a known codebase's when the layer names follow one (the paper authors'
+  repositories), else the common default (ReLU, linear output, no activation after the heads, log-variances);
+- its reading is taken unless another reading clearly beats it; then the nearest reading that clearly beats it
+  (fewest changed choices) is taken when it clearly beats the other nearest ones and no reading clearly beats it;
 - otherwise the best reading is taken when it clearly beats every other;
 - otherwise the reading stops, listing the candidates, their scores and the flags that pick each.
 """
@@ -171,7 +172,10 @@ def _anchor(scored: list[Scored], prior: Scored) -> Scored | None:
     if not better:
         return prior
     nearest = min(_distance(c.reading, prior.reading) for c in better)
-    candidate = next(c for c in better if _distance(c.reading, prior.reading) == nearest)  # the best-scored one
+    near = [c for c in better if _distance(c.reading, prior.reading) == nearest]
+    candidate = near[0]  # the best-scored of the nearest
+    if any(not _beats(candidate, o)[0] and not _beats(candidate, o)[1] for o in near[1:]):
+        return None  # two amendments fit about equally well
     return None if any(_beats(o, candidate)[0] for o in live if o is not candidate) else candidate
 
 
