@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -44,7 +45,7 @@ from entropy_elbo.checkpoints.readings import AmbiguousReading, Reading, choose
 from entropy_elbo.checkpoints.user import build_user_model, load_strict, parse_kwargs
 from entropy_elbo.checkpoints.vanilla import VanillaLayout, vanilla_from_shapes
 from entropy_elbo.errors import CheckpointError, ModelError
-from entropy_elbo.limits import check_regular, size_text
+from entropy_elbo.limits import check_memory, check_regular, size_text
 from entropy_elbo.models.config import ACTIVATIONS
 from entropy_elbo.models.protocol import GaussianVAE, VAEBase
 
@@ -304,7 +305,10 @@ def adapt(raw: RawCheckpoint, options: LoadOptions, source: str,
         decoder = _decoder_finding(state, options, None, pythae)
         shape = getattr(module, "input_shape", None) if options.input_shape is None else None
         if probe is None:
-            probe = torch.rand(2, *(shape or _probe_shape(raw, options)))
+            shape = tuple(shape or _probe_shape(raw, options))
+            check_memory(8 * math.prod(shape), f"{source}: a probe of 2 inputs of shape {shape}",
+                         "pass --data whose rows are the model's real inputs", CheckpointError)
+            probe = torch.rand(2, *shape)
         module.eval()
         plan = plan_module(module, state, encoder, decoder, probe,
                            explicit=options.decoder_var is not None or options.decoder_variance is not None)

@@ -315,3 +315,34 @@ def test_a_peer_model_is_checked_against_the_weights_before_it_is_built():
     assert built == ["meta"]  # built once, on the meta device only
     small = build_to_fit(lambda: nn.Linear(4, 4), nn.Linear(4, 4).state_dict(), "fine", "no fit ({})")
     assert small.weight.device.type == "cpu"
+
+
+def test_a_model_declaring_a_huge_input_shape_is_not_probed(tmp_path):
+    from hostile_helpers import assert_user_error, invoke
+
+    (tmp_path / "wide.py").write_text('''
+import torch
+from torch import nn
+
+
+class VAE(nn.Module):
+    input_shape = (100_000, 100_000)  # a probe of two such inputs would take 80 GB
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Linear(4, 4)
+        self.dec = nn.Linear(2, 4)
+
+    def encode(self, x):
+        mu, log_var = self.enc(x.reshape(len(x), -1)[:, :4]).chunk(2, dim=1)
+        return mu, log_var
+
+    def decode(self, z):
+        return self.dec(z)
+''')
+    torch.manual_seed(0)
+    state = {"enc.weight": torch.randn(4, 4), "enc.bias": torch.zeros(4), "dec.weight": torch.randn(4, 2),
+             "dec.bias": torch.zeros(4)}
+    torch.save(state, tmp_path / "w.pt")
+    result = invoke(["inspect", tmp_path / "w.pt", "--model", f"{tmp_path / 'wide.py'}:VAE"])
+    assert_user_error(result, 1, "w.pt", r"a probe of 2 inputs of shape \(100000, 100000\)", "74.5 GiB")
