@@ -261,6 +261,21 @@ class VerificationLinearVAE(nn.Module):
         return gaussian_bound(x, *self.encode(x), self.decode)
 
 
+class StreamingLinearVAE(VerificationLinearVAE):
+    """streamingVAE/linearVAE.py: the same linear VAE, its softplus parameters named sigma_param and tau_param."""
+
+    def __init__(self, d: int, h: int) -> None:
+        super().__init__(d, h)
+        del self.noise_std, self.q_z_std
+        self.sigma_param, self.tau_param = nn.Parameter(torch.zeros(1)), nn.Parameter(torch.zeros(h))
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encoder(x), nn.functional.softplus(self.tau_param).expand(len(x), -1)
+
+    def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.decoder(z), nn.functional.softplus(self.sigma_param)
+
+
 class MainPyVAE(nn.Module):
     """main.py + model.py: log-variances, LeakyReLU after both heads and after the decoder output."""
 
@@ -294,6 +309,7 @@ AUTHORS = {
     "verification VAE1": lambda d, h: VerificationVAE1(d, h, [16, 16]),
     "verification VAE3": lambda d, h: VerificationVAE3(d, h, [16, 16]),
     "verification LinearVAE": VerificationLinearVAE,
+    "streamingVAE LinearVAE": StreamingLinearVAE,
     "main.py VAE-1": MainPyVAE,
 }
 
@@ -325,7 +341,7 @@ def test_authors_checkpoints_read_right_with_no_flags(tmp_path: Path, family: st
     entropies = Normal(0.0, (0.5 * log_tau2).exp()).entropy().mean(0)
     assert col["mean_entropy"] == pytest.approx(entropies.tolist(), abs=1e-4)
     assert all("evidence" in a and "override" in a for a in col["assumptions"])
-    if family == "verification LinearVAE":  # eq. 26 with W, mu0 the decoder's weight and bias, as the authors do
+    if "LinearVAE" in family:  # eq. 26 with W, mu0 the decoder's weight and bias, as the authors do
         w, mu0 = vae.decoder.weight.detach().double(), vae.decoder.bias.detach().double()
         c = w @ w.T + float(sigma2) * torch.eye(d, dtype=torch.float64)
         centred = x.double() - mu0
