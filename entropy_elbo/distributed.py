@@ -37,6 +37,7 @@ from entropy_elbo.data import iter_batches
 from entropy_elbo.errors import EntropyElboError
 from entropy_elbo.estimate import Estimate, accumulate, summarize
 from entropy_elbo.models.protocol import GaussianVAE, VAEBase
+from entropy_elbo.montecarlo import RowSeed
 from entropy_elbo.runs import RunFolder
 from entropy_elbo.train import StepHooks, TrainConfig, sampled_elbo_parts, train
 
@@ -127,15 +128,15 @@ def accumulate_sharded(
     device: torch.device,
     source: str = "data",
 ) -> dict[str, Tensor]:
-    """This rank's float64 sums over its block of rows, added over all ranks (Monte Carlo seed: seed + rank)."""
+    """This rank's float64 sums over its block of rows, added over all ranks (each row's samples from its own
+    stream, `RowSeed(seed)`: the same as in one process)."""
     rows = shard_rows(len(x), ctx.rank, ctx.world_size)
-    generator = torch.Generator(device=device).manual_seed(seed + ctx.rank)
     if len(rows):
         batches = iter_batches(x, batch_size, source=source, indices=rows)
     else:  # more ranks than rows: an empty batch still yields every sum, as zeros
         batches = iter([np.zeros((0, *x.shape[1:]), dtype=np.float32)])
-    acc = all_or_none(ctx, device, lambda: accumulate(model, batches, samples=samples, generator=generator,
-                                                       device=device))
+    acc = all_or_none(ctx, device, lambda: accumulate(model, batches, samples=samples, generator=RowSeed(seed),
+                                                       device=device, first_row=int(rows[0]) if len(rows) else 0))
     return all_reduce_sums(acc)
 
 
@@ -292,7 +293,8 @@ def sharded_trainer(ctx: Context) -> Callable[..., list[dict[str, object]]]:
     def train_sharded(model: VAEBase, x: np.ndarray, config: TrainConfig, *, device: torch.device,
                       on_epoch: Callable[[dict[str, object]], None] | None = None,
                       heldout: np.ndarray | None = None, run: RunFolder | None = None, resume: bool = False,
-                      metadata: dict[str, object] | None = None) -> list[dict[str, object]]:
+                      metadata: dict[str, object] | None = None, progress: bool | None = None
+                      ) -> list[dict[str, object]]:
         if resume:
             raise EntropyElboError("--resume under torchrun is not supported; resume the run in one process")
         per_rank = rows_per_rank(len(x), ctx)
@@ -309,7 +311,8 @@ def sharded_trainer(ctx: Context) -> Callable[..., list[dict[str, object]]]:
                 # writes the last epoch, and a failed write stops every rank.
                 return all_or_none(ctx, device, lambda: train(
                     model, block, rank_config, device=device, on_epoch=on_epoch if main else None,
-                    heldout=heldout if main else None, run=run if main else None, metadata=metadata))
+                    heldout=heldout if main else None, run=run if main else None, metadata=metadata,
+                    progress=progress if main else False))
         finally:
             del ddp  # DDP's reducer holds the process group: free it before teardown destroys the group
             gc.collect()

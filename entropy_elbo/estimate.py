@@ -17,13 +17,22 @@ from torch import Tensor
 from entropy_elbo import entropies
 from entropy_elbo.errors import EntropyElboError
 from entropy_elbo.models.protocol import GaussianVAE
-from entropy_elbo.montecarlo import sampled_terms
+from entropy_elbo.montecarlo import RowSeed, sampled_terms
 
 FIXED_NOTE = (
     "the decoder variance was never learned (fixed), so the entropy form (Thm. 1) does not hold: "
     "only the Monte Carlo ELBO at the stated variance applies"
 )
 UNITS = "nats per data point"
+OTHER_UNITS = {  # the JSON figures that are not in nats per data point
+    "relative_difference": "fraction of |mc_elbo| (the table shows it x100, in %)",
+    "stationarity.r": "ratio (1 at a stationary point)", "stationarity.r_per_dim": "ratio per observed dimension",
+    "stationarity.a": "ratio per latent (1 at a stationary point)",
+    "stationarity.sigma2": "variance, in squared data units",
+    "stationarity.sigma2_optimal": "variance, in squared data units",
+    "n": "data points", "d": "values per data point", "h": "latents",
+    "mc_samples": "samples per data point", "iwae_samples": "samples per data point",
+}
 
 
 @dataclass
@@ -62,6 +71,7 @@ class Estimate:
     def to_dict(self) -> dict[str, object]:
         out = asdict(self)
         out["relative_difference"] = self.relative_difference
+        out["other_units"] = OTHER_UNITS
         return out
 
 
@@ -87,13 +97,16 @@ def accumulate(
     batches: Iterable[np.ndarray | Tensor],
     *,
     samples: int,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | RowSeed | None = None,
     device: torch.device | str = "cpu",
     encodings: list[tuple[Tensor, Tensor]] | None = None,
+    first_row: int = 0,
 ) -> dict[str, Tensor]:
     """Float64 sums over the data of every per-point quantity that `summarize` needs (mergeable by adding).
 
     With `encodings`, each batch's encoder outputs (nu, log tau^2) are appended to it, for `collapse` to reuse.
+    With a `RowSeed` the samples of each row come from its own stream; `first_row` is the index of the
+    first row of `batches` in the whole data set (a process's block under torchrun).
     """
     device = torch.device(device)
     acc: dict[str, Tensor] = {}
@@ -112,7 +125,8 @@ def accumulate(
             _add(acc, "scatter", centered.T @ centered)
         if samples > 0:  # the entropy ELBO needs nothing below: no KL, no decoder pass
             kl = entropies.kl_to_prior(nu.double(), log_tau2.double(), model.prior_log_var)
-            terms = sampled_terms(model, x, nu, log_tau2, samples, generator)
+            index = torch.arange(first_row + rows - x.shape[0], first_row + rows, device=device)
+            terms = sampled_terms(model, x, nu, log_tau2, samples, generator, index)
             f = terms.loglik - kl  # (B,) per-point MC ELBO
             _add(acc, "f", f.sum())
             _add(acc, "f_sq", f.pow(2).sum())
@@ -180,7 +194,9 @@ def summarize(model: GaussianVAE, acc: dict[str, Tensor], *, samples: int, d: in
     stationarity: dict[str, object] = {"a": a.cpu().tolist()}
     if r_d is not None:
         r = float(r_d.mean())
-        stationarity.update(r=r, gap=entropies.gap_to_elbo(r_d, a.cpu()))
+        stationarity["r"] = r
+        if kind != "fixed":  # the gap is to the entropy ELBO, which a fixed sigma^2 does not have
+            stationarity["gap"] = entropies.gap_to_elbo(r_d, a.cpu())
         if kind == "per-dim":
             stationarity["r_per_dim"] = r_d.tolist()
             stationarity["sigma2_optimal"] = (torch.tensor(sigma2, dtype=torch.float64) * r_d).tolist()
@@ -297,8 +313,13 @@ def estimate(
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
     d: int | None = None,
+    seed: int | None = None,
 ) -> Estimate:
-    """Entropy ELBO and Monte Carlo ELBO (S samples) of `model` over `batches`, in nats per data point."""
+    """Entropy ELBO and Monte Carlo ELBO (S samples) of `model` over `batches`, in nats per data point.
+
+    `seed` draws each data row's samples from its own stream (`RowSeed`): the same number for any batch size
+    and any number of processes; `generator` instead draws them in order from one torch generator.
+    """
     if samples < 0:
         raise EntropyElboError(f"--samples: got {samples}; pass 0 (no Monte Carlo) or a positive count")
     it = iter(batches)
@@ -311,7 +332,8 @@ def estimate(
         yield first
         yield from it
 
-    acc = accumulate(model, chained(), samples=samples, generator=generator, device=device)
+    draws = generator if seed is None else RowSeed(seed)
+    acc = accumulate(model, chained(), samples=samples, generator=draws, device=device)
     return check_finite_estimate(summarize(model, acc, samples=samples, d=dim))
 
 

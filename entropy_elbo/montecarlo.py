@@ -27,14 +27,71 @@ class SampledTerms:
     decoder_entropy: Tensor  # (B,) mean_s sum_d 0.5 log(2 pi e sigma_d^2(z_s))
 
 
-def sample_latents(nu: Tensor, log_tau2: Tensor, samples: int, generator: torch.Generator | None) -> Tensor:
-    """Reparameterized z = nu + tau * eps, eps ~ N(0, I): (B, H) -> (S, B, H)."""
-    eps = torch.randn((samples, *nu.shape), generator=generator, device=nu.device, dtype=nu.dtype)
+def _signed(value: int) -> int:
+    """A 64-bit pattern as the int64 that holds it."""
+    value &= (1 << 64) - 1
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+_GAMMA = _signed(0x9E3779B97F4A7C15)  # SplitMix64's increment (Steele, Lea and Flood 2014)
+_M1, _M2 = _signed(0xBF58476D1CE4E5B9), _signed(0x94D049BB133111EB)
+
+
+def _mix64(x: Tensor) -> Tensor:
+    """SplitMix64's output function on int64 tensors (wrapping products; logical right shifts by masking)."""
+    x = (x ^ ((x >> 30) & ((1 << 34) - 1))).mul_(_M1)
+    x.bitwise_xor_((x >> 27).bitwise_and_((1 << 37) - 1)).mul_(_M2)
+    return x.bitwise_xor_((x >> 31).bitwise_and_((1 << 33) - 1))
+
+
+@dataclass(frozen=True)
+class RowSeed:
+    """Counter-based draws: eps[s, row, h] is a function of (seed, stream, data row, sample s, latent h) alone.
+
+    Each data row has its own SplitMix64 stream, so an estimate is the same for any batch size, any number
+    of processes and any device memory. `stream` keeps the Monte Carlo ELBO, the IWAE bound and the sampled
+    decoder entropy independent of each other.
+    """
+
+    seed: int
+    stream: int = 0
+
+    def normals(self, rows: Tensor, first_sample: int, samples: int, h: int, dtype: torch.dtype) -> Tensor:
+        """Standard normal draws (S, B, H) for the data rows `rows` (B,) and samples first_sample...+S."""
+        key = _mix64(torch.tensor(_signed(self.seed * _GAMMA + self.stream + 1), dtype=torch.int64,
+                                  device=rows.device))
+        row_key = _mix64(key + rows.to(torch.int64) * _GAMMA)  # (B,)
+        counter = torch.arange(first_sample * h, (first_sample + samples) * h, dtype=torch.int64,
+                               device=rows.device).reshape(samples, 1, h) + 1
+        bits = _mix64(row_key.reshape(1, -1, 1) + counter * _GAMMA)  # (S, B, H)
+        return torch.special.ndtri(uniform23(bits)).to(dtype)
+
+
+def uniform23(bits: Tensor) -> Tensor:
+    """Uniforms in (0, 1) from the top 23 of 64 random bits, (k + 1/2) / 2^23: exact in float32, so never 0 or 1
+    (24 bits would round the largest up to 1.0, whose normal quantile is infinite); |ndtri| <= 5.3."""
+    return (bits >> 41).bitwise_and_((1 << 23) - 1).float().add_(0.5).mul_(2.0**-23)
+
+
+def sample_latents(nu: Tensor, log_tau2: Tensor, samples: int, generator: torch.Generator | RowSeed | None,
+                   rows: Tensor | None = None, first_sample: int = 0) -> Tensor:
+    """Reparameterized z = nu + tau * eps, eps ~ N(0, I): (B, H) -> (S, B, H).
+
+    With a `RowSeed`, eps comes from each data row's own stream: `rows` (B,) are the rows' indices in the
+    whole data set and `first_sample` the index of the first of these S samples.
+    """
+    if isinstance(generator, RowSeed):
+        if rows is None:
+            raise ValueError("sample_latents: a RowSeed needs the data rows' indices")
+        eps = generator.normals(rows, first_sample, samples, nu.shape[-1], nu.dtype)
+    else:
+        eps = torch.randn((samples, *nu.shape), generator=generator, device=nu.device, dtype=nu.dtype)
     return nu + (0.5 * log_tau2).exp() * eps
 
 
 def sampled_terms(
-    model: GaussianVAE, x: Tensor, nu: Tensor, log_tau2: Tensor, samples: int, generator: torch.Generator | None
+    model: GaussianVAE, x: Tensor, nu: Tensor, log_tau2: Tensor, samples: int,
+    generator: torch.Generator | RowSeed | None, rows: Tensor | None = None,
 ) -> SampledTerms:
     """Decoder log-likelihood, residual ratios and decoder entropy averaged over S samples (eq. 2, eq. 22)."""
     b = x.shape[0]
@@ -48,7 +105,7 @@ def sampled_terms(
     done = 0
     while done < samples:
         s = min(block, samples - done)
-        z = sample_latents(nu, log_tau2, s, generator)  # (s, B, H)
+        z = sample_latents(nu, log_tau2, s, generator, rows, done)  # (s, B, H)
         mu, log_sigma2 = model.decode(z.reshape(s * b, nu.shape[-1]))
         log_sigma2 = log_sigma2.double()
         if log_sigma2.dim() > 0 and log_sigma2.shape[0] == s * b:
@@ -88,7 +145,8 @@ def _diag_normal_log_prob(z: Tensor, mean: Tensor, log_var: Tensor) -> Tensor:
 
 
 def iwae_terms(
-    model: GaussianVAE, x: Tensor, nu: Tensor, log_tau2: Tensor, samples: int, generator: torch.Generator | None
+    model: GaussianVAE, x: Tensor, nu: Tensor, log_tau2: Tensor, samples: int,
+    generator: torch.Generator | RowSeed | None, rows: Tensor | None = None,
 ) -> Tensor:
     """Per-point log (1/K) sum_k p(x, z_k)/q(z_k|x), z_k ~ q(z|x) (Burda et al. 2016), log-sum-exp in float64: (B,)."""
     b = x.shape[0]
@@ -99,7 +157,7 @@ def iwae_terms(
     done = 0
     while done < samples:
         s = min(block, samples - done)
-        z = sample_latents(nu, log_tau2, s, generator)  # (s, B, H)
+        z = sample_latents(nu, log_tau2, s, generator, rows, done)  # (s, B, H)
         mu, log_sigma2 = model.decode(z.reshape(s * b, -1))
         mu = mu.reshape(s, *x.shape)  # (s, B, ...)
         if log_sigma2.dim() > 0 and log_sigma2.shape[0] == s * b:
@@ -122,8 +180,14 @@ def iwae_bound(
     samples: int,
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
+    seed: int | None = None,
+    first_row: int = 0,
 ) -> IWAEBound:
-    """IWAE bound ELBO <= E log (1/K) sum_k p(x, z_k)/q(z_k|x) <= log p(x), averaged over the data (nats per point)."""
+    """IWAE bound ELBO <= E log (1/K) sum_k p(x, z_k)/q(z_k|x) <= log p(x), averaged over the data (nats per point).
+
+    `seed` draws each row's samples from its own stream (`RowSeed`, stream 1): the same for any batching.
+    """
+    draws: torch.Generator | RowSeed | None = generator if seed is None else RowSeed(seed, stream=1)
     if samples < 1:
         raise EntropyElboError(f"--iwae: got {samples}; pass a positive number K of importance samples")
     device = torch.device(device)
@@ -135,7 +199,8 @@ def iwae_bound(
         if x.shape[0] == 0:
             continue
         nu, log_tau2 = model.encode(x)  # (B, H) each
-        per_point = iwae_terms(model, x, nu, log_tau2, samples, generator)  # (B,)
+        rows = torch.arange(first_row + n, first_row + n + x.shape[0], device=device)
+        per_point = iwae_terms(model, x, nu, log_tau2, samples, draws, rows)  # (B,)
         total += per_point.sum()
         total_sq += per_point.pow(2).sum()
         n += x.shape[0]

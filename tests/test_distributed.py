@@ -76,12 +76,11 @@ def test_torchrun_two_processes_match_one(vae_and_data: tuple[Path, Path]) -> No
     for name in ("encoder", "prior", "decoder"):
         assert math.isclose(dist["entropies"][name], single["entropies"][name], rel_tol=1e-9)
     np.testing.assert_allclose(dist["stationarity"]["a"], single["stationarity"]["a"], rtol=1e-9)
-    # Different samples on each rank (seed + rank): two independent MC estimates over the same points, so
-    # their difference has standard deviation sqrt(se1^2 + se2^2) of the sampling standard errors.
-    se = math.hypot(dist["mc_sampling_stderr"], single["mc_sampling_stderr"])
-    assert dist["mc_elbo"] != single["mc_elbo"]
-    assert abs(dist["mc_elbo"] - single["mc_elbo"]) < 4 * se
-    assert abs(dist["mc_elbo"] - single["mc_elbo"]) < dist["mc_stderr"]
+    # Each row's samples come from its own stream (seed, row): the same draws in one process and in two, so
+    # the Monte Carlo figures agree up to the float64 sums' order.
+    for name in ("mc_elbo", "mc_stderr", "mc_sampling_stderr"):
+        assert math.isclose(dist[name], single[name], rel_tol=1e-9), name
+    assert math.isclose(dist["stationarity"]["r"], single["stationarity"]["r"], rel_tol=1e-9)
 
 
 def test_sums_of_shards_add_up_to_one_pass_even_with_an_empty_shard() -> None:
