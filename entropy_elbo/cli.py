@@ -37,6 +37,7 @@ from entropy_elbo.models import MODELS, ModelConfig, build_model
 from entropy_elbo.models.config import ACTIVATIONS
 from entropy_elbo.montecarlo import iwae_bound
 from entropy_elbo.presets import PRESETS
+from entropy_elbo.threads import model_work, use_threads
 from entropy_elbo.train import MODEL_DEFAULTS, TrainConfig, train
 
 SEED = click.IntRange(0, 2**63 - 1)  # numpy and torch both take these seeds
@@ -113,6 +114,16 @@ def activation_option(default: str | None, what: str):  # noqa: ANN201
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+threads_option = click.option(
+    "--threads", type=click.IntRange(1), default=None, expose_value=False, is_eager=True,
+    callback=lambda ctx, param, value: ctx.meta.__setitem__("threads", value),
+    help="CPU threads for torch [default: OMP_NUM_THREADS, else 1 for small models and the idle cores for large].")
+
+
+def cpu_threads(model: torch.nn.Module, rows: int, samples: int, dev: torch.device) -> None:
+    """Set torch's CPU threads for this command's work (--threads, OMP_NUM_THREADS or the work's size)."""
+    if dev.type == "cpu":
+        use_threads(model_work(model, rows, samples), click.get_current_context().meta.get("threads"))
 quiet_option = click.option("--quiet", is_flag=True, help="No progress bar.")
 
 
@@ -181,6 +192,7 @@ def checkpoint_options(f):  # noqa: ANN001, ANN201
 @click.option("--iwae", type=int, default=0, show_default=True,
               help="Also the importance-weighted bound on log p(x) with K samples per point (0: off).")
 @device_option
+@threads_option
 @checkpoint_options
 def estimate_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int | None, samples: int, seed: int,
                  as_json: bool, iwae: int, device: str, load_options: LoadOptions) -> None:
@@ -199,11 +211,9 @@ def estimate_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int |
         else:
             if (ahead := forecast_message(loaded.model, x, samples=samples, iwae=iwae, device=dev)) is not None:
                 report.message(ahead)
-            gen = torch.Generator(device=dev).manual_seed(seed)
-            est = estimate(loaded.model, iter_batches(x, rows, source=data), samples=samples, generator=gen,
-                           device=dev)
+            est = estimate(loaded.model, iter_batches(x, rows, source=data), samples=samples, seed=seed, device=dev)
             if iwae != 0:
-                bound = iwae_bound(loaded.model, iter_batches(x, rows, source=data), samples=iwae, generator=gen,
+                bound = iwae_bound(loaded.model, iter_batches(x, rows, source=data), samples=iwae, seed=seed,
                                    device=dev)
                 est = with_iwae(est, bound.value, bound.stderr, bound.samples)
     finally:
@@ -283,6 +293,7 @@ def data(name: str, out: Path, n: int | None, seed: int) -> None:
 @seed_option("the weights, split, batches, samples")
 @quiet_option
 @device_option
+@threads_option
 @click.pass_context
 def train_cmd(ctx: click.Context, model: str | None, data_spec: str | None, out: Path | None, resume: Path | None,
               quiet: bool, device: str, **flags: object) -> None:
@@ -295,7 +306,8 @@ def train_cmd(ctx: click.Context, model: str | None, data_spec: str | None, out:
     (DistributedDataParallel averages the gradients); process 0 alone writes and reports.
     """
     given = {k: v for k, v in flags.items() if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
-    result = train_run(model, out=out, resume=resume, device=device, progress=not quiet, data=data_spec, **given)
+    result = train_run(model, out=out, resume=resume, device=device, progress=not quiet,
+                       threads=ctx.meta.get("threads"), data=data_spec, **given)
     if not result.main_process:
         return
     last = result.history[-1]
@@ -312,8 +324,8 @@ def fit(config: ModelConfig, x: np.ndarray, settings: TrainConfig, dev: torch.de
     check_writable(out)
     torch.manual_seed(settings.seed)
     model = build_model(config)
-    with report.epoch_progress(settings.epochs, quiet) as progress:
-        history = train(model, np.asarray(x), settings, device=dev, on_epoch=progress)
+    cpu_threads(model, settings.batch_size, settings.samples, dev)
+    history = train(model, np.asarray(x), settings, device=dev, progress=not quiet)
     save_checkpoint(model, out, training=settings.to_dict(), data={"source": source, "shape": list(x.shape)})
     return history
 
@@ -322,6 +334,7 @@ def fit(config: ModelConfig, x: np.ndarray, settings: TrainConfig, dev: torch.de
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Keep the files in this folder.")
 @click.option("--out-dir", "out_dir", type=click.Path(path_type=Path), default=None, hidden=True)  # its old name
 @device_option
+@threads_option
 def demo(out: Path | None, out_dir: Path | None, device: str) -> None:
     """Train a small VAE-1 on bundled synthetic data, then estimate its ELBO both ways (under a minute)."""
     dev = resolve_device(device)
@@ -334,8 +347,7 @@ def demo(out: Path | None, out_dir: Path | None, device: str) -> None:
         settings = TrainConfig(**MODEL_DEFAULTS["demo"])
         fit(ModelConfig(kind="vae1", data_dim=10, latent_dim=2), x, settings, dev, ckpt, "ppca", False)
         loaded = load_model(ckpt, device=dev)
-        gen = torch.Generator(device=dev).manual_seed(0)
-        est = estimate(loaded.model, iter_batches(x, 4096, source="ppca"), samples=100, generator=gen, device=dev)
+        est = estimate(loaded.model, iter_batches(x, 4096, source="ppca"), samples=100, seed=0, device=dev)
         report.print_estimate(est, "the demo VAE-1", False)
         report.message("The two ELBOs agree near a stationary point; r and a_h near 1 say how near it is.")
 
@@ -372,7 +384,9 @@ def open_inputs(checkpoint: Path, data: str, key: str | None, options: LoadOptio
         raise EntropyElboError(f"{intro.source}: {intro.unresolved}")
     if needs_variance:
         check_wild(loaded, x, data)
-    return loaded, x, resolve_batch_size(batch_size, loaded.model, int(np.prod(x.shape[1:])), samples, dev)
+    rows = resolve_batch_size(batch_size, loaded.model, int(np.prod(x.shape[1:])), samples, dev)
+    cpu_threads(loaded.model, rows, samples, dev)
+    return loaded, x, rows
 
 
 def score_rows(x: np.ndarray) -> torch.Tensor:
@@ -429,12 +443,15 @@ def inspect_cmd(checkpoint: Path, data: str | None, key: str | None, as_json: bo
               help="Lucas et al. 2019 (eq. 71): KL in nats below which a data point counts as collapsed.")
 @click.option("--lucas-delta", type=float, default=LUCAS_DELTA, show_default=True,
               help="Lucas et al. 2019: collapsed when a fraction >= 1 - DELTA of the data has KL < epsilon.")
+@click.option("--top", type=click.IntRange(0), default=0, show_default=True,
+              help="Show only the K latents of highest mean encoder entropy (0: all); the summary counts all.")
 @json_option
 @plot_option("a bar chart of the per-latent entropies")
 @device_option
+@threads_option
 @checkpoint_options
 def collapse_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int | None, threshold: float | None,
-                 delta: float | None, active_threshold: float, lucas_epsilon: float, lucas_delta: float,
+                 delta: float | None, active_threshold: float, lucas_epsilon: float, lucas_delta: float, top: int,
                  as_json: bool, plot: Path | None, device: str, load_options: LoadOptions) -> None:
     """Which latents of CHECKPOINT have collapsed over --data: three metrics side by side.
 
@@ -468,22 +485,24 @@ def collapse_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int |
         report.print_assumptions(intro)
     found = intro.to_dict() if wild else None
     report.print_collapse(result, str(checkpoint), as_json,
-                          {"checkpoint": found, "assumptions": found["assumptions"]} if found else None)
+                          {"checkpoint": found, "assumptions": found["assumptions"]} if found else None, top)
     if plot is not None:
-        report.plot_collapse(result, str(plot), checkpoint.name)
+        kind = getattr(getattr(loaded.model, "config", None), "kind", type(loaded.model).__name__)
+        report.plot_collapse(result, str(plot), f"{checkpoint.name} ({kind}) on {data}")
         report.message(f"wrote the per-latent entropy chart to {plot}")
 
 
 @main.command()
 @click.argument("run_path", metavar="RUN", type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="PNG file to write.")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Image file to write: .png, .pdf or .svg (the extension picks the format).")
 @click.option("--threshold", type=float, default=1.0, show_default=True, help="Collapse threshold in nats (eq. 24).")
 def plot(run_path: Path, out: Path, threshold: float) -> None:
     """Fig. 1 (ELBO vs the three entropies; relative gap) and Fig. 7 (per-latent entropies) of a training RUN."""
-    from entropy_elbo.plot import plot_run, run_log
+    from entropy_elbo.plot import plot_run, run_log, run_title
 
     rows = run_log(run_path)
-    plot_run(rows, out, threshold)
+    plot_run(rows, out, threshold, title=run_title(run_path))
     report.message(f"wrote {out}: {len(rows)} epochs of {run_path}")
 
 
@@ -508,6 +527,7 @@ def plot(run_path: Path, out: Path, threshold: float) -> None:
 @plot_option("Fig. 3(a), BIC over the stream,")
 @quiet_option
 @device_option
+@threads_option
 def select_cmd(data: str, key: str | None, latents: str, batch_size: int, lr: float, samples: int,
                phases: str | None, true_dims: str | None, window: int, tail: int, seed: int, as_json: bool,
                plot: Path | None, quiet: bool, device: str) -> None:
@@ -545,6 +565,9 @@ def select_cmd(data: str, key: str | None, latents: str, batch_size: int, lr: fl
     else:
         segments = None
     chunks = (c.reshape(len(c), -1) for c in iter_batches(x, 65_536, source=data))
+    if dev.type == "cpu":  # one linear VAE per candidate: about H D weights each
+        use_threads(float(sum(candidates)) * int(np.prod(x.shape[1:])) * batch_size * samples,
+                    click.get_current_context().meta.get("threads"))
     with report.rows_progress(total, quiet or as_json) as progress:
         result = sel_mod.select_stream(chunks, candidates, batch_size=batch_size, lr=lr, samples=samples, seed=seed,
                                        device=dev, on_rows=progress)
@@ -570,6 +593,7 @@ def select_cmd(data: str, key: str | None, latents: str, batch_size: int, lr: fl
 @seed_option("the subsets and the samples")
 @json_option
 @device_option
+@threads_option
 @checkpoint_options
 def compare_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int | None, sizes: str | None, repeats: int,
                 mc_samples: str, plot: Path | None, seed: int, as_json: bool, device: str,

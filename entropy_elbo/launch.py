@@ -30,6 +30,7 @@ from entropy_elbo.runs import (
     state_epoch,
     write_settings,
 )
+from entropy_elbo.threads import model_work, use_threads
 from entropy_elbo.train import MODEL_DEFAULTS, TrainConfig, prepare_data, train
 
 RUN_KEYS = ("data", "key", "drop_column", "scale", "holdout", "image_size", "latents", "init_log_sigma2", "seed",
@@ -50,13 +51,14 @@ class RunResult:
 
 
 def train_run(model: str | None = None, *, out: str | Path | None = None, resume: str | Path | None = None,
-              device: str | torch.device = "auto", progress: bool | None = None,
+              device: str | torch.device = "auto", progress: bool | None = None, threads: int | None = None,
               **settings: object) -> RunResult:
     """Train MODEL into the run folder `out`, or carry on the run at `resume` (MODEL optional: it is stored).
 
     `settings` are the `train` command's options by their Python names (data, latents, epochs, lr, preset, ...);
-    `progress` None shows a progress bar when stderr is a terminal. Under torchrun every process trains on its
-    own block of rows and process 0 alone writes.
+    `progress` None shows a progress bar when stderr is a terminal; `threads` None lets
+    `entropy_elbo.threads.choose_threads` pick torch's CPU threads from the work's size. Under torchrun every
+    process trains on its own block of rows and process 0 alone writes.
     """
     unknown = sorted(set(settings) - set(SETTINGS))
     if unknown:
@@ -72,7 +74,7 @@ def train_run(model: str | None = None, *, out: str | Path | None = None, resume
         ranks = None
     releases: list = []  # the run folder's lock, released when the run ends (the kernel does if it dies)
     try:
-        return _train_run(model, out, resume, dev, ranks, given, progress, releases)
+        return _train_run(model, out, resume, dev, ranks, given, progress, threads, releases)
     finally:
         for release in releases:
             release()
@@ -82,7 +84,7 @@ def train_run(model: str | None = None, *, out: str | Path | None = None, resume
 
 def _train_run(model: str | None, out: str | Path | None, resume: str | Path | None, dev: torch.device,
                ranks: distributed.Context | None, given: dict[str, object], progress: bool | None,
-               releases: list) -> RunResult:
+               threads: int | None, releases: list) -> RunResult:
     main_rank = ranks is None or ranks.is_main
     stored: dict[str, object] | None = None
     if resume is not None:
@@ -92,13 +94,13 @@ def _train_run(model: str | None, out: str | Path | None, resume: str | Path | N
         releases.append(run.claim())  # one process at a time carries a run on
         stored = check_stored(read_settings(run.folder), run.settings)
         model, settings = resumed_settings(stored, model, given, Path(resume))
-        done = check_resume_epochs(run, int(settings["epochs"]), Path(resume))
+        check_resume_epochs(run, int(settings["epochs"]), Path(resume))
         check_same_data(stored, str(settings["data"]), Path(resume))
     else:
         if out is None:
             raise EntropyElboError("train: pass --out RUN_FOLDER or --out CHECKPOINT.safetensors")
         model = model_for(model, given.get("preset"))
-        run, done = run_for_out(out), 0
+        run = run_for_out(out)
         if run.settings.exists():
             read_settings(run.folder)  # an empty run.json (a run stopped before it started) says so
             raise EntropyElboError(f"--out {out}: {run.folder} already holds a run; --resume {out} continues it, "
@@ -149,11 +151,11 @@ def _train_run(model: str | None, out: str | Path | None, resume: str | Path | N
                              "model_config": config.to_json(), "data": meta})
     torch.manual_seed(training.seed)
     net = build_model(config)
+    if dev.type == "cpu":
+        use_threads(model_work(net, training.batch_size, training.samples), threads)
     trainer = train if ranks is None else distributed.sharded_trainer(ranks)
-    show = report.err.is_terminal if progress is None else progress
-    with report.epoch_progress(training.epochs, not show or not main_rank, done) as on_epoch:
-        history = trainer(net, x, training, device=dev, on_epoch=on_epoch, heldout=held, run=run,
-                          resume=stored is not None, metadata=meta)
+    history = trainer(net, x, training, device=dev, heldout=held, run=run, resume=stored is not None, metadata=meta,
+                      progress=progress if main_rank else False)
     return RunResult(run, settings, history, main_rank)
 
 
