@@ -156,9 +156,13 @@ class CollapseResult:
 
     def to_dict(self) -> dict[str, object]:
         out = asdict(self)
+        out["encoder_mean_variance"] = out.pop("mean_variance")  # Var_n[nu_nh], not a mean of variances
         out.update(distance_to_prior=self.distance_to_prior, order=self.order, counts=self.counts,
                    active={m: self.h - c for m, c in self.counts.items()}, disagreements=self.disagreements,
-                   latents=self.latent_rows(), units="nats per latent, averaged over data points")
+                   latents=self.latent_rows(), units="nats per latent, averaged over data points",
+                   other_units={"encoder_mean_variance": "variance of the encoder mean over the data (latent units^2)",
+                                "lucas_fraction": "fraction of data points", "n": "data points", "h": "latents",
+                                "counts": "latents", "active": "latents"})
         if self.latent_shape:
             out["channels"] = self.channel_rows()
         return out

@@ -19,6 +19,7 @@ from entropy_elbo.collapse import CollapseResult
 from entropy_elbo.compare import Comparison
 from entropy_elbo.errors import EntropyElboError
 from entropy_elbo.estimate import Estimate
+from entropy_elbo.progress import ProgressLine
 
 
 class Stdout:
@@ -66,12 +67,17 @@ def _short(values: object) -> str:
 
 def estimate_table(est: Estimate, source: str) -> Table:
     """The estimate as a table naming every figure, how it was obtained, and its unit."""
-    t = Table(title=f"ELBO of {source}  (N={est.n}, D={est.d}, H={est.h}, decoder variance: {est.decoder_variance})")
+    fixed = est.decoder_variance == "fixed"
+    kind = "fixed (given, not learned)" if fixed else est.decoder_variance
+    t = Table(title=f"ELBO of {source}  (N={est.n}, D={est.d}, H={est.h}, decoder variance: {kind})")
     t.add_column("figure")
     t.add_column("value", justify="right")
     t.add_column("how it was obtained")
     u = "nats/point"
-    t.add_row("entropy ELBO", f"{_fmt(est.entropy_elbo)} {u}", "encoder - prior - decoder entropy (Thm. 2, eq. 14)")
+    if fixed:  # Thm. 1 needs a learned sigma^2: no entropy ELBO and no gap to it, only the entropies themselves
+        t.add_row("entropy ELBO", "does not apply", "sigma^2 was not learned, so Thm. 2 does not hold")
+    else:
+        t.add_row("entropy ELBO", f"{_fmt(est.entropy_elbo)} {u}", "encoder - prior - decoder entropy (Thm. 2, eq. 14)")
     t.add_row("  encoder entropy", f"{_fmt(est.entropies['encoder'])} {u}", "mean_n sum_h 0.5 log(2 pi e tau^2)")
     t.add_row("  prior entropy", f"{_fmt(est.entropies['prior'])} {u}", "0.5 log det(2 pi e A)")
     network = est.decoder_variance == "network"
@@ -86,11 +92,15 @@ def estimate_table(est: Estimate, source: str) -> Table:
         t.add_row("relative difference", f"{100 * est.relative_difference:.3f} %", "(MC - entropy) / |MC|")
     st = est.stationarity
     if "r" in st:
-        t.add_row("r", _fmt(st["r"], 5), "mean E||x - mu||^2 / (D sigma^2); 1 at a stationary point")
+        t.add_row("r", _fmt(st["r"], 5), "mean E||x - mu||^2 / (D sigma^2); 1 where sigma^2 is optimal")
+    if "gap" in st:
         t.add_row("predicted gap", f"{_fmt(st['gap'], 5)} {u}", "ELBO - entropy ELBO = D(1-r)/2 + sum_h (1-a_h)/2")
     t.add_row("a_h", _short(st["a"]), "mean_n (nu^2 + tau^2) / A_h; 1 at a stationary point")
     if "sigma2" in st:
-        t.add_row("sigma^2 (learned)", _short(st["sigma2"]), "decoder variance in the checkpoint")
+        if fixed:
+            t.add_row("sigma^2 (given)", _short(st["sigma2"]), "the fixed decoder variance it was evaluated at")
+        else:
+            t.add_row("sigma^2 (learned)", _short(st["sigma2"]), "decoder variance in the checkpoint")
     if "sigma2_optimal" in st:
         t.add_row("sigma^2 (optimal)", _short(st["sigma2_optimal"]), "sigma^2 * r, the best variance given the rest")
     if est.ppca_loglik is not None:
@@ -108,8 +118,9 @@ def print_estimate(est: Estimate, source: str, as_json: bool) -> None:
     for warning in est.warnings:
         err.print(f"[bold red]warning:[/bold red] {escape(warning)}", highlight=False)
     out.print(estimate_table(est, source))
-    if est.note:
-        err.print(f"note: {est.note}")
+    for note in (est.note, iwae_note(est)):
+        if note:
+            err.print(f"note: {note}", highlight=False)
 
 
 def print_json(data: object) -> None:
@@ -124,27 +135,25 @@ def message(text: str) -> None:
 
 @contextmanager
 def epoch_progress(total: int, quiet: bool = False, done: int = 0) -> Iterator[object]:
-    """A progress bar over epochs, starting at the `done` epochs a resumed run has behind it: sampled ELBO, entropy
-    ELBO, their relative gap, and the active latents (mean encoder entropy <= 1.0 nat, eq. 24)."""
-    if quiet:
-        yield lambda row: None
-        return
-    columns = (TextColumn("epoch"), MofNCompleteColumn(), BarColumn(bar_width=20), TextColumn("{task.fields[info]}"),
-               TimeElapsedColumn())
-    with Progress(*columns, console=err, transient=False) as progress:
-        task = progress.add_task("train", total=total, completed=done,
-                                 info=f"resumed after epoch {done}" if done else "")
+    """Progress over epochs after the `done` a resumed run has behind it: count, bar and ETA, then the sampled
+    ELBO, the relative gap, the active latents (mean encoder entropy <= 1.0 nat, eq. 24) and the entropy ELBO,
+    dropped in reverse order to fit the terminal."""
+    line = ProgressLine(total, "epoch", quiet=quiet, done=done)
 
-        def update(row: dict[str, object]) -> None:
-            gap = row.get("relative_gap")
-            info = f"ELBO {row['elbo']:.4f}  entropy ELBO {_fmt(row.get('entropy_elbo'))} nats/point"
-            if gap is not None:
-                info += f"  gap {100 * gap:+.2f}%"
-            if row.get("active_latents") is not None:
-                info += f"  active latents {row['active_latents']}/{len(row.get('latent_entropies') or ()) or '?'}"
-            progress.update(task, completed=row["epoch"], info=info)
+    def update(row: dict[str, object]) -> None:
+        figures = [f"ELBO {row['elbo']:.4f} nats/point"]
+        gap = row.get("relative_gap")
+        if gap is not None:
+            figures.append(f"gap {100 * gap:+.2f}%")
+        if row.get("active_latents") is not None:
+            figures.append(f"active latents {row['active_latents']}/{len(row.get('latent_entropies') or ()) or '?'}")
+        figures.append(f"entropy ELBO {_fmt(row.get('entropy_elbo'))}")
+        line.update(float(row["epoch"]), figures)
 
+    try:
         yield update
+    finally:
+        line.close()
 
 
 def _variance_text(value: object) -> str:
@@ -215,18 +224,23 @@ def collapse_settings_line(result: CollapseResult) -> str:
             f"P_x[KL_h < {s['lucas_epsilon']:g}] >= 1 - {s['lucas_delta']:g} (defaults epsilon 0.01, delta 0.01)")
 
 
-def collapse_table(result: CollapseResult, source: str) -> Table:
-    """One row per latent, highest mean encoder entropy first, with all metrics and each verdict."""
+def collapse_table(result: CollapseResult, source: str, top: int | None = None) -> Table:
+    """One row per latent, highest mean encoder entropy first (the first `top` only), with each verdict."""
+    shown = result.latent_rows()[:top] if top else result.latent_rows()
     title = f"Posterior collapse per latent of {source} (N={result.n}, H={result.h})"
+    if len(shown) < result.h:
+        title += f": the {len(shown)} of highest H[q]"
     t = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, title=escape(title),
               caption=escape("H[q]: mean_n H[q(z_h|x_n)]; H[p]-H[q]: distance to the prior entropy; KL: mean_n "
                       "KL(q(z_h|x_n)||p(z_h)); all in nats. Var[nu]: variance over the data of the encoder mean. "
-                      "P[KL<eps]: fraction of data points with KL below epsilon. Last three columns: does the "
-                      "metric call the latent collapsed?"))
+                      "P[KL<eps]: fraction of data points with KL below epsilon. Last three columns: is the "
+                      "latent collapsed by the entropy criterion (eq. 24), an inactive unit (Var[nu] <= "
+                      f"{result.settings['active_threshold']:g}, Burda et al.), collapsed by Lucas et al.?"))
     eps = result.settings["lucas_epsilon"]
-    for name in ("z", "H[q]", "H[p]-H[q]", "KL", "Var[nu]", f"P[KL<{eps:g}]", "entropy", "AU", "Lucas"):
-        t.add_column(escape(name), justify="left" if name in ("entropy", "AU", "Lucas") else "right", no_wrap=True)
-    for row in result.latent_rows():
+    verdicts = ("eq.24", "inactive", "Lucas")
+    for name in ("z", "H[q]", "H[p]-H[q]", "KL", "Var[nu]", f"P[KL<{eps:g}]", *verdicts):
+        t.add_column(escape(name), justify="left" if name in verdicts else "right", no_wrap=True)
+    for row in shown:
         c = row["collapsed"]
         t.add_row(f"z{row['latent']}", f"{row['mean_encoder_entropy']:.3f}", f"{row['distance_to_prior_entropy']:.3f}",
                   f"{row['mean_kl']:.3f}", f"{row['encoder_mean_variance']:.3g}",
@@ -254,24 +268,15 @@ def collapse_bars(result: CollapseResult, width: int = 40) -> list[str]:
     return lines
 
 
-def print_collapse(result: CollapseResult, source: str, as_json: bool, extra: dict | None = None) -> None:
+def print_collapse(result: CollapseResult, source: str, as_json: bool, extra: dict | None = None,
+                   top: int | None = None) -> None:
     """Print the collapse table, counts, disagreements and bar chart, or one JSON object on stdout."""
     if as_json:
         print_json({"source": source, **result.to_dict(), **(extra or {})})
         return
-    if result.latent_shape:  # spatial latents: one line per channel instead of thousands of rows
-        for row in result.channel_rows():
-            pos = row["collapsed_positions"]
-            out.print(f"channel {row['channel']}: mean encoder entropy {row['mean_encoder_entropy']:.4f} nats per "
-                      f"latent over {row['positions']} positions (min {row['min_encoder_entropy']:.4f}, max "
-                      f"{row['max_encoder_entropy']:.4f}): {'collapsed' if row['collapsed'] else 'active'}; "
-                      f"collapsed positions: entropy {pos['entropy']}, AU {pos['active_units']}, "
-                      f"Lucas {pos['lucas']}", highlight=False)
-    else:
-        out.print(collapse_table(result, source))
     names = {"entropy": "entropy criterion (eq. 24)", "active_units": "active units (Burda et al. 2016)",
              "lucas": "(epsilon, delta)-collapse (Lucas et al. 2019)"}
-    for metric, count in result.counts.items():
+    for metric, count in result.counts.items():  # the summary first
         out.print(f"{names[metric]}: {count} of {result.h} latents collapsed, {result.h - count} active",
                   highlight=False)
     if result.disagreements:
@@ -279,8 +284,21 @@ def print_collapse(result: CollapseResult, source: str, as_json: bool, extra: di
         out.print(f"the metrics disagree on {len(result.disagreements)} latents: {which}", highlight=False)
     else:
         out.print("the three metrics agree on every latent", highlight=False)
-    for line in [] if result.latent_shape else collapse_bars(result):
+    if result.latent_shape:  # spatial latents: one line per channel instead of thousands of rows
+        for row in result.channel_rows():
+            pos = row["collapsed_positions"]
+            out.print(f"channel {row['channel']}: mean encoder entropy {row['mean_encoder_entropy']:.4f} nats per "
+                      f"latent over {row['positions']} positions (min {row['min_encoder_entropy']:.4f}, max "
+                      f"{row['max_encoder_entropy']:.4f}): {'collapsed' if row['collapsed'] else 'active'}; "
+                      f"collapsed positions: entropy {pos['entropy']}, inactive units {pos['active_units']}, "
+                      f"Lucas {pos['lucas']}", highlight=False)
+    else:
+        out.print(collapse_table(result, source, top))
+    for line in [] if result.latent_shape else collapse_bars(result)[: (top + 1) if top else None]:
         out.print(line, highlight=False)
+    if top and top < result.h:
+        out.print(f"... {result.h - top} more latents of lower H[q] not shown (--top {top}; --top 0 shows all)",
+                  highlight=False)
     err.print(escape(f"thresholds: {collapse_settings_line(result)}"), highlight=False)
 
 
@@ -309,9 +327,11 @@ def plot_collapse(result: CollapseResult, path: str, source: str) -> None:
     ax.set_title(f"{source}: {n_active} of {result.h} latents active (eq. 24)", fontsize=9)
     ax.legend(fontsize=7, loc="best")
     try:
-        fig.savefig(path, dpi=120, format="png")
+        fig.savefig(path, dpi=120)  # the extension picks the format
     except OSError as e:
         raise EntropyElboError(f"--plot {path}: cannot write it ({e.strerror}); choose a writable path") from None
+    except ValueError as e:  # matplotlib has no writer for the extension
+        raise EntropyElboError(f"--plot {path}: {str(e).splitlines()[0]}; pick one of those extensions") from None
 
 
 # ---------------------------------------------------------------------------------------------- streaming selection
@@ -419,6 +439,19 @@ def iwae_rows(t: Table, est: Estimate) -> None:
     t.add_row("IWAE bound", f"{_fmt(est.iwae)} {u}",
               f"E log mean_k p(x,z_k)/q(z_k|x), K={est.iwae_samples}; ELBO <= IWAE <= log p(x)")
     t.add_row("  standard error", f"{_fmt(est.iwae_stderr)} {u}", "over data points")
+    t.add_row("IWAE - MC ELBO", f"{_fmt(est.iwae - est.mc_elbo)} {u}", "should be >= 0 (ELBO <= IWAE)")
+
+
+def iwae_note(est: Estimate) -> str | None:
+    """A note when the IWAE bound came out below the Monte Carlo ELBO: sampling noise, not a broken bound."""
+    if est.iwae is None or est.mc_elbo is None or est.iwae >= est.mc_elbo:
+        return None
+    se = ((est.mc_sampling_stderr or 0.0) ** 2 + (est.iwae_stderr or 0.0) ** 2) ** 0.5
+    within = "within" if est.mc_elbo - est.iwae <= 2 * se else "beyond"
+    return (f"the IWAE bound ({est.iwae:.4f}) is below the Monte Carlo ELBO ({est.mc_elbo:.4f} nats/point) by "
+            f"{est.mc_elbo - est.iwae:.4f}, {within} two standard errors (MC sampling error "
+            f"{_fmt(est.mc_sampling_stderr)}, IWAE standard error {_fmt(est.iwae_stderr)}): both are estimates; "
+            "raise --samples and --iwae to separate them")
 
 
 def comparison_table(cmp: Comparison) -> Table:

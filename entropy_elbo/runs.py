@@ -199,7 +199,7 @@ def read_log(path: Path) -> list[dict[str, object]]:
 def append_log(path: Path, row: dict[str, object]) -> None:
     """Append one JSON row and flush it to disk; never through a link (it must be the run's own file)."""
     try:
-        with os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600), "a") as fh:
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666), "a") as fh:
             fh.write(json.dumps(row, allow_nan=True) + "\n")
             fh.flush()
             os.fsync(fh.fileno())

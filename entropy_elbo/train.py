@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
@@ -85,8 +86,12 @@ def train(
     run: RunFolder | None = None,
     resume: bool = False,
     metadata: dict[str, object] | None = None,
+    progress: bool | None = None,
 ) -> list[dict[str, object]]:
     """Train `model` on the rows of x (kept on the device); returns one log row per epoch (nats per data point).
+
+    `progress` shows a line per epoch on stderr (count, ETA, ELBO, gap, active latents); None: when stderr is a
+    terminal. False silences it.
 
     With `run`, every epoch appends its row to the run's log and writes the checkpoint and the resume state
     atomically; `resume=True` carries on from that state with the optimizer and every random state restored.
@@ -111,13 +116,18 @@ def train(
             start = load_state(run.state, model, opt, gen)
         history = [r for r in read_log(run.log) if int(r.get("epoch", 0)) <= start]
         rewrite_log(run.log, history)  # rows of an epoch that was cut short are redone
-    for epoch in range(start, config.epochs):
-        row = train_epoch(model, data, held, opt, gen, config, epoch, d, run)
-        if run is not None:
-            save_epoch(run, model, opt, gen, row, config, metadata)
-        history.append(row)
-        if on_epoch is not None:
-            on_epoch(row)
+    from entropy_elbo.report import epoch_progress
+
+    show = sys.stderr.isatty() if progress is None else progress
+    with epoch_progress(config.epochs, not show, start) as shown:
+        for epoch in range(start, config.epochs):
+            row = train_epoch(model, data, held, opt, gen, config, epoch, d, run)
+            if run is not None:
+                save_epoch(run, model, opt, gen, row, config, metadata)
+            history.append(row)
+            if on_epoch is not None:
+                on_epoch(row)
+            shown(row)
     if run is not None and start >= config.epochs and history:  # killed between the last state and checkpoint
         save_epoch_checkpoint(run, model, history[-1], config, metadata)
     model.eval()

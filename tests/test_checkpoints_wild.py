@@ -225,7 +225,7 @@ def test_pytorch_vae_vanilla_layout_is_read_from_shapes_without_model(tmp_path: 
     for data in (images, flat):
         got = run_json("collapse", ckpt, "--data", data)
         np.testing.assert_allclose(got["mean_entropy"], entropy.numpy(), rtol=1e-5)
-        np.testing.assert_allclose(got["mean_variance"], nu.double().var(0, unbiased=False).numpy(), rtol=1e-4)
+        np.testing.assert_allclose(got["encoder_mean_variance"], nu.double().var(0, unbiased=False).numpy(), rtol=1e-4)
     assert got["active"]["entropy"] == int((entropy <= 1.0).sum()) == 1
 
     est = run_json("estimate", ckpt, "--data", flat, "--decoder-variance", "0.3", "--samples", "64")

@@ -48,7 +48,9 @@ def test_json_gives_the_built_verdicts_and_the_whole_array_statistics(files):
     assert d["settings"] == {"threshold": 1.0, "delta": None, "active_threshold": 0.01, "lucas_epsilon": 0.01,
                              "lucas_delta": 0.01}
     np.testing.assert_allclose(d["mean_entropy"], norm(scale=TAU).entropy(), rtol=1e-6)
-    np.testing.assert_allclose(d["mean_variance"], (x.astype(np.float64) * SPREAD).var(0), rtol=1e-6, atol=1e-12)
+    assert "mean_variance" not in d  # renamed: it holds Var_n[nu], not a mean of variances
+    np.testing.assert_allclose(d["encoder_mean_variance"], (x.astype(np.float64) * SPREAD).var(0), rtol=1e-6,
+                               atol=1e-12)
     assert [row["latent"] for row in d["latents"]] == [0, 2, 1, 3]
 
 

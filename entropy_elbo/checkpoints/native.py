@@ -21,6 +21,13 @@ from entropy_elbo.models import ModelConfig, VAEBase, build_model, model_shell
 FORMAT = "entropy-elbo/1"
 
 
+def new_file_mode() -> int:
+    """0o666 less the umask: the mode `open` gives a new file (mkstemp's temporary files are 0o600)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write(path: Path, write: callable) -> None:
     """Call write(tmp_path) on a temporary file beside `path`, fsync it, then rename it over `path`."""
     folder = check_writable(path)
@@ -30,6 +37,7 @@ def atomic_write(path: Path, write: callable) -> None:
         write(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
     except (OSError, SafetensorError) as err:
         why = getattr(err, "strerror", None) or err

@@ -29,6 +29,7 @@ from typing import BinaryIO, Literal, TextIO
 
 import numpy as np
 
+from entropy_elbo.checkpoints.native import new_file_mode
 from entropy_elbo.data.idx import GZ_ERRORS, is_idx, open_idx
 from entropy_elbo.errors import DataError
 from entropy_elbo.limits import (
@@ -598,6 +599,7 @@ def save_chunks(chunks: Iterable[np.ndarray], shape: tuple[int, ...], dtype: np.
                 raise DataError(f"{out}: got {rows} rows for an array of shape {tuple(shape)}; nothing was written")
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, out)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,92 @@
+"""Progress lines: fitted to the terminal (least important figures dropped first), ETA, plain lines in logs;
+output files take the umask."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from entropy_elbo import progress
+from entropy_elbo.progress import ProgressLine, clock, fit_line
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture()
+def fake_clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    c = Clock()
+    monkeypatch.setattr(progress.time, "monotonic", c)
+    return c
+
+
+FIGURES = ["ELBO -12.4557 nats/point", "gap +0.04%", "active latents 2/2", "entropy ELBO -12.4601"]
+
+
+def test_fit_line_drops_the_least_important_figures_first() -> None:
+    head = "epoch 5/300 ############"
+    assert fit_line(head, FIGURES, 200) == ("epoch 5/300 ############  ELBO -12.4557 nats/point  gap +0.04%  "
+                                            "active latents 2/2  entropy ELBO -12.4601")
+    assert fit_line(head, FIGURES, 79) == "epoch 5/300 ############  ELBO -12.4557 nats/point  gap +0.04%"
+    assert fit_line(head, FIGURES, 50) == "epoch 5/300 ############  ELBO -12.4557 nats/point"
+    assert fit_line(head, FIGURES, 20) == "epoch 5/300 ########"  # the count always shows
+    assert clock(187) == "0:03:07" and clock(3 * 3600 + 61) == "3:01:01"
+
+
+def test_a_terminal_line_is_redrawn_at_its_width_with_an_eta(fake_clock: Clock) -> None:
+    out = io.StringIO()
+    line = ProgressLine(300, "epoch", stream=out, terminal=True, width=80)
+    fake_clock.now += 10.0  # 5 epochs in 10 s: 295 left take 590 s
+    line.update(5, FIGURES)
+    shown = "epoch 5/300 ------------  ETA 0:09:50  ELBO -12.4557 nats/point  gap +0.04%"
+    assert out.getvalue() == "\r" + shown.ljust(79)
+    fake_clock.now += 590.0
+    line.update(300, FIGURES)
+    line.close()
+    last = out.getvalue().split("\r")[-1]
+    assert last == "epoch 300/300 ############  done in 0:10:00  ELBO -12.4557 nats/point".ljust(79) + "\n"
+
+
+def test_a_log_gets_a_plain_line_every_interval_and_at_the_end(fake_clock: Clock) -> None:
+    out = io.StringIO()
+    line = ProgressLine(10, "epoch", stream=out, terminal=False, interval=30.0, done=2)  # resumed after 2
+    for epoch in range(3, 11):
+        fake_clock.now += 10.0
+        line.update(epoch, ["ELBO -1.0000 nats/point"])
+    assert out.getvalue().splitlines() == [
+        "epoch 3/10  0:00:10 elapsed, ETA 0:01:10  ELBO -1.0000 nats/point",
+        "epoch 6/10  0:00:40 elapsed, ETA 0:00:40  ELBO -1.0000 nats/point",
+        "epoch 9/10  0:01:10 elapsed, ETA 0:00:10  ELBO -1.0000 nats/point",
+        "epoch 10/10  done in 0:01:20  ELBO -1.0000 nats/point",
+    ]
+    quiet = io.StringIO()
+    silent = ProgressLine(10, "epoch", stream=quiet, terminal=True, quiet=True)
+    silent.update(5, FIGURES)
+    silent.close()
+    assert quiet.getvalue() == ""
+
+
+def test_output_files_take_the_umask(tmp_path) -> None:  # noqa: ANN001
+    import os
+
+    from click.testing import CliRunner
+
+    from entropy_elbo.cli import main
+
+    old = os.umask(0o027)
+    try:
+        res = CliRunner().invoke(main, ["data", "ppca", "-n", "50", "--out", str(tmp_path / "x.npy")])
+        assert res.exit_code == 0, res.output
+        res = CliRunner().invoke(main, ["train", "linear", "--data", str(tmp_path / "x.npy"), "--epochs", "1",
+                                        "--quiet", "--out", str(tmp_path / "run")])
+        assert res.exit_code == 0, res.output
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "x.npy", *(tmp_path / "run").iterdir()):
+        assert (path.stat().st_mode & 0o777) == 0o640, path  # 0o666 less the umask 0o027, not mkstemp's 0o600
