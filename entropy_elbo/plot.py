@@ -5,6 +5,7 @@ matplotlib is an optional extra (`pip install 'entropy-elbo[plot]'`).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from entropy_elbo.entropies import LOG_2PI_E
@@ -62,12 +63,47 @@ def check_row(row: dict[str, object], first: dict[str, object], where: str) -> N
                                f", not a list of {want or 'H'} numbers as in line 1; the log is damaged")
 
 
-def plot_run(rows: list[dict[str, object]], out: str | Path, threshold: float = 1.0):  # noqa: ANN201
-    """Four panels: ELBO vs entropies (Fig. 1 top), relative gap in % (Fig. 1 bottom), per-latent encoder
-    entropies over training and of the last epoch sorted, collapsed ones red (Fig. 7). Returns the figure."""
+def run_title(path: str | Path) -> str:
+    """'vae1 on ppca (run/)': the model and data a run folder's run.json names, else the path alone."""
+    from entropy_elbo.runs import read_settings
+
+    path = Path(path)
+    try:
+        stored = read_settings(run_for_resume(path).folder) if path.suffix != ".jsonl" else {}
+        kind = json.loads(str(stored["model_config"]))["kind"]
+        data = stored["settings"]["data"]
+    except (EntropyElboError, KeyError, TypeError, ValueError):
+        return str(path)
+    return f"{kind} on {data} ({path})"
+
+
+def centred_average(values: list[float], window: int) -> list[float]:
+    """Moving average over `window` points centred on each point (no lag); near the ends, over the points there."""
+    half = window // 2
+    out = []
+    for i in range(len(values)):
+        part = values[max(0, i - half): i + half + 1]
+        out.append(sum(part) / len(part))
+    return out
+
+
+def converged_linthresh(gaps: list[float | None]) -> float:
+    """The symlog scale's linear range for the relative difference: the largest |gap| of the last half of the
+    epochs (the converged part, drawn linearly), at least 0.01 %; larger early values are compressed."""
+    tail = [abs(g) for g in gaps[len(gaps) // 2:] if g is not None]
+    return max([0.01, *tail])
+
+
+def plot_run(rows: list[dict[str, object]], out: str | Path, threshold: float = 1.0,  # noqa: ANN201
+             title: str | None = None):
+    """Four panels: ELBO vs entropies (Fig. 1 top), relative gap in % (Fig. 1 bottom, symlog: linear over the
+    converged range), per-latent encoder entropies over training (one labelled line per latent) and of the last
+    epoch sorted, collapsed ones red (Fig. 7). The file's extension picks the format. Returns the figure."""
     plt = require_matplotlib()
     epochs = [r["epoch"] for r in rows]
     fig, ax = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)
+    if title:
+        fig.suptitle(title)
     a = ax[0, 0]
     if any(r["elbo"] is not None for r in rows):
         where = "the monitor's fixed batch" if "mc_samples" in rows[0] else "training batches"
@@ -82,21 +118,27 @@ def plot_run(rows: list[dict[str, object]], out: str | Path, threshold: float = 
     gaps = [None if r.get("relative_gap") is None else 100 * r["relative_gap"] for r in rows]
     b.plot(epochs, gaps, color="tab:purple")
     b.axhline(0, color="grey", lw=0.8)
-    b.set(xlabel="epoch", ylabel="(ELBO - entropy ELBO) / |ELBO|  [%]", title="relative difference")
+    linthresh = converged_linthresh(gaps)
+    b.set_yscale("symlog", linthresh=linthresh)
+    b.set(xlabel="epoch", ylabel="(ELBO - entropy ELBO) / |ELBO|  [%]",
+          title=f"relative difference (linear within +-{linthresh:.3g} %, logarithmic beyond)")
     c = ax[0, 1]
     h = len(rows[-1]["latent_entropies"])
+    cmap = plt.get_cmap("tab20" if h > 10 else "tab10")
     for j in range(h):
-        c.plot(epochs, [r["latent_entropies"][j] for r in rows], lw=0.8)
+        c.plot(epochs, [r["latent_entropies"][j] for r in rows], lw=0.8, color=cmap(j % cmap.N), label=f"z{j}")
     c.axhline(PRIOR_ENTROPY, color="black", ls=":", label=f"prior entropy {PRIOR_ENTROPY:.3f}")
     c.axhline(threshold, color="red", ls="--", label=f"collapse threshold {threshold}")
     c.set(xlabel="epoch", ylabel="mean encoder entropy [nats]", title="per-latent encoder entropies (Fig. 7)")
-    c.legend(fontsize=8)
+    c.legend(fontsize=6 if h > 10 else 8, ncol=1 + h // 12, loc="best")
     d = ax[1, 1]
-    last = sorted(rows[-1]["latent_entropies"], reverse=True)
-    d.bar(range(1, h + 1), last, color=["tab:red" if v > threshold else "tab:blue" for v in last])
+    order = sorted(range(h), key=lambda k: -rows[-1]["latent_entropies"][k])
+    last = [rows[-1]["latent_entropies"][k] for k in order]
+    d.bar(range(h), last, color=["tab:red" if v > threshold else "tab:blue" for v in last])
+    d.set_xticks(range(h), [f"z{k}" for k in order], fontsize=7 if h <= 20 else 5, rotation=0 if h <= 20 else 90)
     d.axhline(threshold, color="red", ls="--")
     active = sum(v <= threshold for v in last)
-    d.set(xlabel="latent (sorted)", ylabel="mean encoder entropy [nats]",
+    d.set(xlabel="latent (highest entropy first)", ylabel="mean encoder entropy [nats]",
           title=f"epoch {epochs[-1]}: {active} of {h} latents active (red: collapsed, eq. 24)")
     try:
         fig.savefig(out, dpi=110)
