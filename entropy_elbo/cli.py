@@ -30,7 +30,7 @@ from entropy_elbo.data import (
 )
 from entropy_elbo.devices import resolve_device
 from entropy_elbo.errors import EntropyElboError
-from entropy_elbo.estimate import at_optimal_variance, estimate, with_iwae
+from entropy_elbo.estimate import at_optimal_variance, estimate, estimate_without_data, with_iwae
 from entropy_elbo.forecast import forecast_message
 from entropy_elbo.launch import parse_ints, train_run
 from entropy_elbo.models import MODELS, ModelConfig, build_model
@@ -85,10 +85,14 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
-def data_options(f):  # noqa: ANN001, ANN201
+def data_options(f=None, *, required: bool = True):  # noqa: ANN001, ANN201
     """--data, --key and --batch-size, shared by every command that reads data."""
+    if f is None:
+        return functools.partial(data_options, required=required)
     options = [
-        click.option("--data", "data", required=True, help="Data: a .npy (memory-mapped), .npz or .csv file."),
+        click.option("--data", "data", required=required,
+                     help="Data: a .npy (memory-mapped), .npz or .csv file, a named set or an image folder"
+                          + ("." if required else " (none: --samples 0 of a linear VAE, from its parameters).")),
         click.option("--key", default=None, help="Array name inside a .npz file."),
         click.option("--batch-size", type=int, default=None,
                      help="Rows per evaluation chunk (default: chosen from free memory)."),
@@ -184,7 +188,7 @@ def checkpoint_options(f):  # noqa: ANN001, ANN201
 
 @main.command()
 @click.argument("checkpoint", type=click.Path(path_type=Path))
-@data_options
+@data_options(required=False)
 @click.option("--samples", type=int, default=100, show_default=True,
               help="Monte Carlo samples per data point (0: entropy ELBO only).")
 @seed_option("the Monte Carlo samples")
@@ -194,13 +198,18 @@ def checkpoint_options(f):  # noqa: ANN001, ANN201
 @device_option
 @threads_option
 @checkpoint_options
-def estimate_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int | None, samples: int, seed: int,
-                 as_json: bool, iwae: int, device: str, load_options: LoadOptions) -> None:
+def estimate_cmd(checkpoint: Path, data: str | None, key: str | None, batch_size: int | None, samples: int,
+                 seed: int, as_json: bool, iwae: int, device: str, load_options: LoadOptions) -> None:
     """Entropy ELBO, Monte Carlo ELBO and stationarity of CHECKPOINT over --data.
 
+    A linear VAE's entropy ELBO (--samples 0) needs no --data: it comes from the parameters (Cor. 1, eq. 20).
     Under torchrun (several processes, here or on several machines) every process reads its own block of
     rows and the float64 sums are added across processes; process 0 alone prints.
     """
+    if data is None:
+        report.print_estimate(estimate_from_parameters(checkpoint, samples, iwae, load_options, device),
+                              str(checkpoint), as_json)
+        return
     ctx, dev = join_ranks(device)
     try:
         loaded, x, rows = distributed.all_or_none(ctx, dev, lambda: open_inputs(
@@ -231,6 +240,19 @@ def estimate_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int |
 
 
 estimate_cmd.name = "estimate"
+
+
+def estimate_from_parameters(checkpoint: Path, samples: int, iwae: int, options: LoadOptions, device: str) -> object:
+    """`estimate --samples 0` with no --data: a linear VAE's entropy ELBO from its parameters (Cor. 1, eq. 20)."""
+    if samples != 0 or iwae != 0:
+        raise EntropyElboError("estimate: pass --data (only --samples 0 of a linear VAE needs none)")
+    model = load_model(checkpoint, device=resolve_device(device), options=options).model
+    d = getattr(getattr(model, "config", None), "data_dim", None)
+    est = None if d is None else estimate_without_data(model, int(d))
+    if est is None:
+        raise EntropyElboError(f"{checkpoint}: its encoder or decoder variance depends on the data, so its entropy "
+                               "ELBO needs --data (only a linear VAE's comes from its parameters alone)")
+    return est
 
 
 def check_shape(model: object, x: np.ndarray, source: str) -> None:

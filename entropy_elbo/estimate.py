@@ -366,6 +366,13 @@ def entropy_elbo_without_data(model: GaussianVAE, d: int) -> float | None:
     """Entropy ELBO from the parameters alone (Cor. 1, eq. 20), when the encoder and decoder variances do not
     depend on x or z (linear VAE, learned scalar or per-dim sigma^2): its cost does not grow with N. None
     for any other model, which needs the pass of `estimate`."""
+    est = estimate_without_data(model, d)
+    return None if est is None else est.entropy_elbo
+
+
+def estimate_without_data(model: GaussianVAE, d: int) -> Estimate | None:
+    """The entropy ELBO and its three entropies from the parameters alone (Cor. 1, eq. 20; `--samples 0` with
+    no `--data`); None when a variance depends on x or z. No data: no n, no Monte Carlo, no a_h or r."""
     const_log_tau2 = model.encoder_log_var_constant
     if const_log_tau2 is None or model.decoder_variance not in ("scalar", "per-dim"):
         return None
@@ -376,7 +383,12 @@ def entropy_elbo_without_data(model: GaussianVAE, d: int) -> float | None:
         prior_ent = entropies.prior_entropy(h, None if prior_log_var is None else prior_log_var.detach())
         log_sigma2 = model.decoder_log_var(torch.zeros(1, h, device=const_log_tau2.device)).detach().double().cpu()
         dec_ent = float(entropies.decoder_entropy(log_sigma2, d))
-    return entropies.entropy_elbo(enc_ent, prior_ent, dec_ent)
+    return Estimate(n=0, d=d, h=h, decoder_variance=model.decoder_variance,
+                    entropy_elbo=entropies.entropy_elbo(enc_ent, prior_ent, dec_ent),
+                    entropies={"encoder": enc_ent, "prior": prior_ent, "decoder": dec_ent}, mc_elbo=None,
+                    mc_stderr=None, mc_sampling_stderr=None, mc_samples=0,
+                    stationarity={"sigma2": log_sigma2.exp().tolist()},
+                    note="from the parameters alone (Cor. 1, eq. 20): no --data, so no a_h, r or Monte Carlo ELBO")
 
 
 def with_iwae(est: Estimate, value: float, stderr: float | None, samples: int) -> Estimate:

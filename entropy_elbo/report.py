@@ -69,7 +69,8 @@ def estimate_table(est: Estimate, source: str) -> Table:
     """The estimate as a table naming every figure, how it was obtained, and its unit."""
     fixed = est.decoder_variance == "fixed"
     kind = "fixed (given, not learned)" if fixed else est.decoder_variance
-    t = Table(title=f"ELBO of {source}  (N={est.n}, D={est.d}, H={est.h}, decoder variance: {kind})")
+    over = f"N={est.n}" if est.n else "no data: from the parameters"
+    t = Table(title=f"ELBO of {source}  ({over}, D={est.d}, H={est.h}, decoder variance: {kind})")
     t.add_column("figure")
     t.add_column("value", justify="right")
     t.add_column("how it was obtained")
@@ -95,7 +96,8 @@ def estimate_table(est: Estimate, source: str) -> Table:
         t.add_row("r", _fmt(st["r"], 5), "mean E||x - mu||^2 / (D sigma^2); 1 where sigma^2 is optimal")
     if "gap" in st:
         t.add_row("predicted gap", f"{_fmt(st['gap'], 5)} {u}", "ELBO - entropy ELBO = D(1-r)/2 + sum_h (1-a_h)/2")
-    t.add_row("a_h", _short(st["a"]), "mean_n (nu^2 + tau^2) / A_h; 1 at a stationary point")
+    if "a" in st:
+        t.add_row("a_h", _short(st["a"]), "mean_n (nu^2 + tau^2) / A_h; 1 at a stationary point")
     if "sigma2" in st:
         if fixed:
             t.add_row("sigma^2 (given)", _short(st["sigma2"]), "the fixed decoder variance it was evaluated at")

@@ -87,3 +87,39 @@ def test_version_short_help_and_shared_checks() -> None:
                                    "--plot", "/no/such/folder/f.png"])
         assert res.output == ("Error: --plot /no/such/folder/f.png: folder /no/such/folder does not exist; "
                               "create it first\n")
+
+
+def test_model_modules_import_from_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from entropy_elbo.checkpoints.user import build_user_model
+
+    pkg = tmp_path / "ux16pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "models.py").write_text("import torch\n\ndef build(width=3):\n    return torch.nn.Linear(2, width)\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])  # as a console script
+    model = build_user_model("ux16pkg.models:build", {"width": 5})
+    assert isinstance(model, torch.nn.Linear) and model.out_features == 5
+    assert str(tmp_path) not in sys.path  # the import path is left as it was
+    with pytest.raises(EntropyElboError, match=r"searched the working directory .* first, as python -m does"):
+        build_user_model("ux16_no_such_pkg.models:build", {})
+
+
+def test_a_linear_vaes_entropy_elbo_needs_no_data(tmp_path: Path, data: str) -> None:
+    train_run("linear", data=data, out=tmp_path / "lin", progress=False, **SMALL)
+    train_run("vae1", data=data, out=tmp_path / "mlp", progress=False, **SMALL)
+    runner = CliRunner()
+    lin = str(tmp_path / "lin" / "model.safetensors")
+    alone = runner.invoke(main, ["estimate", lin, "--samples", "0", "--json"])
+    assert alone.exit_code == 0, alone.output
+    with_data = json.loads(runner.invoke(main, ["estimate", lin, "--samples", "0", "--data", data, "--json"]).stdout)
+    got = json.loads(alone.stdout)
+    assert got["entropy_elbo"] == pytest.approx(with_data["entropy_elbo"], rel=1e-12) and got["n"] == 0
+    assert got["entropies"] == pytest.approx(with_data["entropies"], rel=1e-12)
+    res = runner.invoke(main, ["estimate", lin])
+    assert res.exit_code == 1
+    assert res.output == "Error: estimate: pass --data (only --samples 0 of a linear VAE needs none)\n"
+    res = runner.invoke(main, ["estimate", str(tmp_path / "mlp" / "model.safetensors"), "--samples", "0"])
+    assert res.exit_code == 1 and "needs --data (only a linear VAE's comes from its parameters alone)" in res.output

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -46,13 +47,23 @@ def _import_file(path: Path) -> ModuleType:
 
 
 def _import_module(name: str) -> ModuleType:
+    """Import a module as `python -m` would: the working directory first on the import path (an installed
+    `entropy-elbo` script does not have it there), so `--model mypkg.models:NAME` works from mypkg's folder."""
+    here = os.getcwd()
+    added = here not in sys.path and "" not in sys.path
+    if added:
+        sys.path.insert(0, here)
     try:
         return importlib.import_module(name)
     except BaseException as err:  # noqa: BLE001
         if isinstance(err, KeyboardInterrupt):
             raise
         raise CheckpointError(f"--model {name}: importing module {name!r} raised {type(err).__name__}: "
-                              f"{first_line(err)}") from None
+                              f"{first_line(err)} (searched the working directory {here} first, as python -m "
+                              "does, then the installed packages)") from None
+    finally:
+        if added:
+            sys.path.remove(here)
 
 
 def build_user_model(spec: str, kwargs: dict[str, object]) -> nn.Module:
