@@ -170,13 +170,16 @@ def wild_summary(intro: object) -> str:
             "see `entropy-elbo inspect` for the evidence")
 
 
+FLAG_WIDTH = len("--decoder-var-param")  # the longest override flag: that column never narrows below it
+
+
 def inspection_table(intro: object) -> Table:
     """What was found in a checkpoint, how sure, and which flag overrides each guess."""
     t = Table(title=f"{intro.source}: {intro.model_kind} ({intro.fmt})")
-    t.add_column("item")
-    t.add_column("found")
-    t.add_column("evidence")
-    t.add_column("override")
+    t.add_column("item", overflow="fold")
+    t.add_column("found", overflow="fold")
+    t.add_column("evidence", overflow="fold")
+    t.add_column("override", overflow="fold", min_width=FLAG_WIDTH)  # a flag is never cut at 80 columns
     t.add_row("latents H", str(intro.h), "output size of the encoder's mean", "--model")
     t.add_row("observed dims D", str(intro.d), "input size of the encoder", "--model")
     dec, enc = intro.decoder, intro.encoder
@@ -344,11 +347,11 @@ def selection_tables(summaries: list, latents: tuple[int, ...], source: str, n_t
     verdict = Table(title=f"Streaming model selection on {source}",
                     caption="pick: the H of lowest mean BIC over the segment's last batches; (%): share of those "
                             f"batches that alone pick it. BIC = -2 n F + (H D + 1) log n, {n_text}.")
-    for col in ("segment", "rows", "true H", "entropy BIC pick", "sampled BIC pick", "last batches"):
-        verdict.add_column(col, justify="left" if col == "segment" else "right")
+    for col in ("segment", "rows", "true H", "entropy BIC pick", "sampled BIC pick", "last batches"):  # fold, never cut
+        verdict.add_column(col, justify="left" if col == "segment" else "right", overflow="fold")
     detail = Table(title="BIC, mean +- std over each segment's last batches (lower is better)")
     for col in ("segment", "H", "entropy BIC (eq. 20)", "sampled BIC (eq. 2)", "std ratio"):
-        detail.add_column(col, justify="left" if col == "segment" else "right")
+        detail.add_column(col, justify="left" if col == "segment" else "right", overflow="fold")
     for s in summaries:
         seg = s.segment
 
