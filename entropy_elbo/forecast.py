@@ -1,7 +1,8 @@
 """How long a Monte Carlo pass will take, said before it starts: one small batch is timed and scaled.
 
 The Monte Carlo ELBO and the IWAE bound cost one decoder pass per sample and row, so their time grows linearly
-in rows x samples; probes of PROBE_ROWS rows at two sample counts give the rate (their slope).
+in rows x samples; a probe of PROBE_ROWS rows x PROBE_SAMPLES samples (best of two, after a warm-up) gives the
+rate.
 """
 
 from __future__ import annotations
@@ -16,26 +17,21 @@ from entropy_elbo.estimate import estimate
 from entropy_elbo.models.protocol import GaussianVAE
 from entropy_elbo.montecarlo import iwae_bound
 
-PROBE_ROWS, PROBE_SAMPLES = 64, 16
+PROBE_ROWS, PROBE_SAMPLES = 256, 256
 SAY_AFTER_S = 30.0  # forecasts shorter than this are not worth a line
+MIN_WORK = 100 * PROBE_ROWS * PROBE_SAMPLES  # rows x samples below this are not worth a probe (1% of the pass)
 
 
-def seconds_per_draw(run: Callable[[list[np.ndarray], int], object], batch: np.ndarray) -> float:
-    """Seconds per (row x sample) of `run(batches, samples)` on `batch`: the slope between PROBE_SAMPLES and
-    4 x PROBE_SAMPLES samples (each the best of two, after a warm-up), so that a call's fixed cost is left out."""
+def seconds_per_draw(run: Callable[[list[np.ndarray], int], object], batch: np.ndarray, samples: int) -> float:
+    """Seconds per (row x sample) of `run(batches, samples)` on `batch`, the best of two timings after a warm-up
+    (blocks of PROBE_ROWS x PROBE_SAMPLES already run the way a long pass does; smaller ones mislead)."""
     run([batch], 1)  # first calls pay for allocation and kernels' set-up
-
-    def best(samples: int) -> float:
-        times = []
-        for _ in range(2):
-            start = time.perf_counter()
-            run([batch], samples)
-            times.append(time.perf_counter() - start)
-        return min(times)
-
-    few, many = best(PROBE_SAMPLES), best(4 * PROBE_SAMPLES)
-    slope = max(many - few, 0.25 * many)  # timing noise can hide the slope; never below a quarter of the total
-    return slope / (len(batch) * 3 * PROBE_SAMPLES)
+    times = []
+    for _ in range(2):
+        start = time.perf_counter()
+        run([batch], samples)
+        times.append(time.perf_counter() - start)
+    return min(times) / (len(batch) * samples)
 
 
 def mc_forecast(model: GaussianVAE, x: np.ndarray, *, samples: int, iwae: int,
@@ -49,7 +45,8 @@ def mc_forecast(model: GaussianVAE, x: np.ndarray, *, samples: int, iwae: int,
     total = 0.0
     for fn, k in ((estimate, samples), (iwae_bound, iwae)):
         if k > 0:
-            rate = seconds_per_draw(lambda b, s, fn=fn: fn(model, b, samples=s, generator=gen, device=device), batch)
+            rate = seconds_per_draw(lambda b, s, fn=fn: fn(model, b, samples=s, generator=gen, device=device), batch,
+                                    min(k, PROBE_SAMPLES))
             total += rate * len(x) * k
     return total
 
@@ -57,14 +54,14 @@ def mc_forecast(model: GaussianVAE, x: np.ndarray, *, samples: int, iwae: int,
 def forecast_message(model: GaussianVAE, x: np.ndarray, *, samples: int, iwae: int,
                      device: torch.device | str) -> str | None:
     """A line saying how long the pass will take, or None when it is short (or too small to be worth a probe)."""
-    if len(x) * (samples + iwae) < 100 * PROBE_ROWS * 4 * PROBE_SAMPLES:
+    if len(x) * (samples + iwae) < MIN_WORK:
         return None
     seconds = mc_forecast(model, x, samples=samples, iwae=iwae, device=device)
     if seconds < SAY_AFTER_S:
         return None
     what = " and ".join(f"{k:,} {name} samples" for name, k in (("Monte Carlo", samples), ("IWAE", iwae)) if k)
     return (f"estimate: this will take about {duration_text(seconds)} ({len(x):,} rows x {what} per row, timed on "
-            f"{PROBE_ROWS} rows); the time grows linearly with --samples and --iwae")
+            f"{min(PROBE_ROWS, len(x))} rows); the time grows linearly with --samples and --iwae")
 
 
 def duration_text(seconds: float) -> str:

@@ -18,7 +18,7 @@ from entropy_elbo.data import iter_batches
 from entropy_elbo.devices import resolve_device
 from entropy_elbo.entropies import LOG_VAR_LIMIT
 from entropy_elbo.errors import EntropyElboError
-from entropy_elbo.models import MODELS, ModelConfig, build_model, check_model_size, model_config
+from entropy_elbo.models import MODELS, ModelConfig, build_model, check_model_size, check_step_size, model_config
 from entropy_elbo.presets import preset
 from entropy_elbo.runs import (
     RunFolder,
@@ -131,6 +131,8 @@ def _train_run(model: str | None, out: str | Path | None, resume: str | Path | N
         config = model_config(model, tuple(x.shape[1:]), int(settings["latents"]), **model_settings(model, settings))
     check_model_size(config, copies=4, source=f"train {model}")
     training = TrainConfig.from_settings(settings)
+    check_step_size(config, training.samples, min(training.batch_size, len(x)),
+                    source=f"train {model} --samples {training.samples} --batch-size {training.batch_size}")
     meta = {"source": prepared.source, "shape": list(x.shape), "scale": prepared.scale,
             "heldout_rows": 0 if held is None else len(held), "fingerprint": fingerprint(str(settings["data"]))}
     if Path(str(settings["data"])).is_dir():  # how estimate/collapse/compare must read the folder again

@@ -42,6 +42,15 @@ def check_model_size(config: ModelConfig, *, copies: int = 1, source: str = "mod
                  "pass smaller --hidden or --latents", ModelError)
 
 
+def check_step_size(config: ModelConfig, samples: int, rows: int, *, source: str) -> None:
+    """Refuse a training step whose float32 activations (samples x rows x every layer's width, kept for the backward
+    pass and their gradients: about 3 copies) exceed the memory budget, before training starts."""
+    widths = config.data_dim + config.latent_dim + sum(
+        t.shape[0] for t in model_shell(config).parameters() if t.dim() >= 2)
+    check_memory(3 * 4 * samples * rows * widths, f"{source}: a step of {samples:,} samples x {rows:,} rows x "
+                 f"{widths:,} activations", "pass fewer --samples or a smaller --batch-size", ModelError)
+
+
 def build_model(config: ModelConfig, *, source: str = "model") -> VAEBase:
     """A fresh model of the family and architecture that `config` names, refused first when it cannot fit."""
     check_model_size(config, source=source)
@@ -49,7 +58,7 @@ def build_model(config: ModelConfig, *, source: str = "model") -> VAEBase:
 
 
 __all__ = ["MODELS", "VAE2", "VAE3", "ConvVAE", "GaussianVAE", "LinearVAE", "MLPVAE", "ModelConfig", "VAEBase",
-           "build_model", "check_model_size", "model_config", "model_shell"]
+           "build_model", "check_model_size", "check_step_size", "model_config", "model_shell"]
 
 
 def model_config(kind: str, data_shape: tuple[int, ...], latents: int, **settings: object) -> ModelConfig:

@@ -118,6 +118,8 @@ def hostile(tmp_path_factory) -> tuple[Path, dict[str, list[str]]]:
         "train-hidden-1e9": ["train", "vae1", "--data", d / "x.npy", "--hidden", "1000000000", "--out", d / "r3",
                              "--quiet"],
         "data-n-1e12": ["data", "ppca", "-n", "1000000000000", "--out", d / "big.npy"],
+        "train-samples-1e9": ["train", "vae1", "--data", d / "x.npy", "--samples", "1000000000", "--out", d / "r4",
+                              "--quiet"],
         "pythae-4096x4096-input": ["inspect", d / "pythae"],
     }
     return d, {k: [str(a) for a in v] for k, v in cases.items()}
@@ -154,6 +156,7 @@ EXPECT = {
     "image-size-100000": ["--image-size 100000", "needs .* GiB of memory"],
     "train-hidden-1e9": ["--hidden", "1000000000", "GiB of memory"],
     "data-n-1e12": ["-n 1000000000000", "TiB"],
+    "train-samples-1e9": ["--samples 1000000000", "1,000,000,000 samples x 20 rows", "TiB of memory"],
     "pythae-4096x4096-input": ["pythae", "do not fit pythae's default VAE networks", r"16777216\)"],
 }
 
@@ -276,17 +279,18 @@ def test_estimate_says_how_long_it_will_take_before_it_starts(kit, monkeypatch):
 
     from entropy_elbo import forecast
 
-    monkeypatch.setattr(forecast, "SAY_AFTER_S", 0.0)  # every pass is 'long' here, so the line shows
-    result = invoke(["estimate", kit / "vae1.safetensors", "--data", kit / "x.npy", "--samples", 8000, "--iwae",
-                     2000, "--json"])
+    quiet = invoke(["estimate", kit / "vae1.safetensors", "--data", kit / "x.npy", "--samples", 10, "--json"])
+    assert quiet.exit_code == 0 and "will take" not in quiet.stderr  # too small to be worth a probe
+    monkeypatch.setattr(forecast, "MIN_WORK", 0)  # every pass is worth a probe here ...
+    monkeypatch.setattr(forecast, "SAY_AFTER_S", 0.0)  # ... and 'long', so the line shows
+    result = invoke(["estimate", kit / "vae1.safetensors", "--data", kit / "x.npy", "--samples", 800, "--iwae",
+                     200, "--json"])
     assert result.exit_code == 0, result.output
     line = result.stderr.strip().splitlines()[0]
     assert line.startswith("estimate: this will take about ") and " s (" in line, line
-    assert "50 rows x 8,000 Monte Carlo samples and 2,000 IWAE samples per row" in line, line
+    assert "50 rows x 800 Monte Carlo samples and 200 IWAE samples per row, timed on 50 rows" in line, line
     got = json.loads(result.stdout)
-    assert (got["mc_samples"], got["iwae_samples"]) == (8000, 2000)
-    quiet = invoke(["estimate", kit / "vae1.safetensors", "--data", kit / "x.npy", "--samples", 10, "--json"])
-    assert quiet.exit_code == 0 and "will take" not in quiet.stderr  # too small to be worth a probe
+    assert (got["mc_samples"], got["iwae_samples"]) == (800, 200)
 
 
 @pytest.mark.parametrize(("seconds", "text"), [(45, "45 s"), (600, "10 min"), (3 * 3600, "3.0 h"),
