@@ -594,3 +594,36 @@ def test_reading_rule_keeps_the_convention_amends_it_or_stops_with_the_list() ->
         chosen({conv: 0.3, b: 0.0, c: 0.02})  # two amendments at the same distance fit about equally: stop
     assert "--output-activation sigmoid" in str(err.value) and "--output-activation tanh" in str(err.value)
     assert choose(lambda r: OffsetModel({conv: 0.3, b: 0.0}[r], x), [conv, b], x)[0] == b  # no convention: clear
+
+
+VERIFICATION_CLASS = '''
+import torch
+from torch import nn
+
+
+class VAE1(nn.Module):
+    """verification/VAE.py's VAE1 layout: no encode(); the encoder outputs 2H, the second half a softplus std."""
+
+    def __init__(self, latent_dim=2, output_dim=5, hidden=16):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.encoder = nn.Sequential(nn.Linear(output_dim, hidden), nn.ReLU(), nn.Linear(hidden, 2 * latent_dim))
+        self.decoder = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ReLU(), nn.Linear(hidden, output_dim))
+        self.noise_std = nn.Parameter(torch.zeros(1))
+'''
+
+
+def test_authors_verification_class_with_model_flag_splits_its_encoder_output(tmp_path: Path) -> None:
+    """--model with the authors' class (no encode()): the (B, 2H) encoder output is split, the softplus std kept."""
+    d, h = 5, 2
+    x = ppca_rows(d=d)
+    torch.manual_seed(1)
+    vae = train_bound(VerificationVAE1(d, h, [16]), x, steps=300)
+    path = tmp_path / "vae"
+    torch.save(vae.state_dict(), path)
+    (tmp_path / "VAE.py").write_text(VERIFICATION_CLASS)
+    data = save_data(tmp_path, x)
+    est = run_json("estimate", path, "--data", data, "--samples", "0", "--model", f"{tmp_path / 'VAE.py'}:VAE1")
+    assert est["extra"]["checkpoint"]["encoder"]["param"] == "softplus_std" and est["h"] == h
+    sigma2 = nn.functional.softplus(vae.noise_std.detach()).double() ** 2
+    assert est["entropy_elbo"] == pytest.approx(independent_entropy_elbo(tau_log_var(vae, x), sigma2, d), rel=1e-4)

@@ -312,6 +312,8 @@ def adapt(raw: RawCheckpoint, options: LoadOptions, source: str,
         module.eval()
         plan = plan_module(module, state, encoder, decoder, probe,
                            explicit=options.decoder_var is not None or options.decoder_variance is not None)
+        if plan.split:
+            plan = _score_split(module, plan, options)
         model: nn.Module = ModuleAdapter(module, plan)
         if plan.decoder.kind in ("scalar", "per-dim") and isinstance(plan.decoder.value, list) \
                 and len(plan.decoder.value) != plan.d:
@@ -431,6 +433,26 @@ def _read_mlp(state: dict[str, Tensor], layout: object, encoder: Finding, decode
         assumed.append((f"activation {'also' if chosen.head_activation else 'not'} applied after the encoder heads",
                         "given" if given["head"] else evidence, "--head-activation"))
     return model, assumed, unresolved
+
+
+def _score_split(module: nn.Module, plan: object, options: LoadOptions) -> object:
+    """A module whose encoder returns (B, 2H): the variance half's parameterization, from the flag, or the
+    convention kept unless the data's scores clearly overrule it (readings.choose)."""
+    enc = plan.encoder
+    if options.encoder_var_param:
+        return replace(plan, encoder=replace(enc, param=options.encoder_var_param,
+                                             evidence=f"{enc.evidence}; set by --encoder-var-param"))
+    rows = options.rows
+    if rows is None or rows[0].numel() != plan.d:
+        return plan
+    params = [enc.param, *(p for p in ("logvar", "softplus_std", "logstd", "std") if p != enc.param)]
+    readings = [Reading("", "", enc_param=p) for p in params]
+
+    def build(r: Reading) -> ModuleAdapter:
+        return ModuleAdapter(module, replace(plan, encoder=replace(enc, param=r.enc_param)))
+
+    chosen, _, evidence = choose(build, readings, torch.as_tensor(rows), "that convention")
+    return replace(plan, encoder=replace(enc, param=chosen.enc_param, evidence=f"{enc.evidence}; {evidence}"))
 
 
 AUTHORS_MAIN = {"encoder_hidden", "encoder_hidden2", "encoder_mu", "encoder_logvar", "decoder_hidden",

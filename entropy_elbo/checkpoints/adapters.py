@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from entropy_elbo.checkpoints.introspect import (
     Finding,
     find_mean_head,
+    last,
     layer_names,
     sub_layers,
     to_log_var,
@@ -260,6 +261,7 @@ class ModulePlan:
     mean_field: str | None = None  # pythae: "embedding"
     mean_index: int = 0  # positions of mean and variance among the tensors the encoder call returns
     var_index: int = 1
+    split: bool = False  # one (B, 2H) encoder output: mean, then variance (the authors' verification VAEs)
 
 
 class ModuleAdapter(VAEBase):
@@ -318,6 +320,9 @@ class ModuleAdapter(VAEBase):
         mean = _field(out, self.plan.mean_field) if self.plan.mean_field else None
         ts = _tensors(out)
         nu = mean if mean is not None else ts[self.plan.mean_index]
+        if self.plan.split:
+            h = self.plan.h
+            return nu[:, :h], to_log_var(nu[:, h:], enc.param or "logvar")
         if enc.kind == "constant":
             return nu, self.encoder_log_var_constant.expand_as(nu)
         if enc.kind == "head":
@@ -403,6 +408,19 @@ def plan_module(module: nn.Module, state: dict[str, Tensor], encoder: Finding | 
         raise CheckpointError(f"{encode_via}() returned {type(out).__name__}; expected (mean, log-variance) tensors "
                               "of shape (B, H) or an object with embedding and log_covariance")
     h, d = int(nu.shape[1]), int(probe[0].numel())
+    split = False
+    if encoder is None and len(ts) == 1 and mean_field is None and h % 2 == 0 and decode_via is not None:
+        split = _decodes(module, decode_via, torch.zeros(probe.shape[0], h // 2), d)
+        if split:
+            noise = any(last(k) == "noise_std" for k, _ in module.named_parameters())
+            h //= 2
+            encoder = Finding("output", f"second half of {encode_via}()'s output",
+                              "softplus_std" if noise else "logvar",
+                              f"{encode_via}() returns one tensor of {2 * h} = 2 x {h} values per row and the decoder "
+                              f"takes {h}: first half the mean, second half the variance, "
+                              + ("a softplus std (the paper authors' verification/VAE.py convention, with noise_std)"
+                                 if noise else "read as a log-variance (the common default)"),
+                              "--encoder-var-param P")
     pythae_var = mean_field is not None and _field(out, "log_covariance") is not None
     second = ts[var_index] if len(ts) > var_index and mean_field is None else None
     isotropic = second is not None and h > 1 and tuple(second.shape) == (nu.shape[0], 1)
@@ -451,7 +469,19 @@ def plan_module(module: nn.Module, state: dict[str, Tensor], encoder: Finding | 
             decoder, dec_source = _decoder_output(dfn, z, dts[1], decode_via, len(dts), d, decoder.override), "output"
     elif decoder.kind == "network" and scripted:
         raise CheckpointError("decoder variance network: TorchScript module without decode(); pass --model")
-    return ModulePlan(encode_via, decode_via, encoder, decoder, dec_source, h, d, mean_field, mean_index, var_index)
+    return ModulePlan(encode_via, decode_via, encoder, decoder, dec_source, h, d, mean_field, mean_index, var_index,
+                      split)
+
+
+def _decodes(module: nn.Module, via: str, z: Tensor, d: int) -> bool:
+    """Whether the module's decoder runs on latents `z` and returns d values per row."""
+    fn = module.decode if via == "decode" else module.decoder
+    try:
+        with torch.no_grad():
+            ts = _tensors(fn(z))
+    except Exception:  # noqa: BLE001 -- a probe of the model's own code: not this width
+        return False
+    return bool(ts) and ts[0].dim() >= 2 and ts[0][0].numel() == d
 
 
 def _decoder_output(dfn, z: Tensor, second: Tensor, via: str, count: int, d: int,  # noqa: ANN001

@@ -51,8 +51,9 @@ class Reading:
     dec_param: str | None = None
 
     def label(self) -> str:
-        parts = [f"--activation {self.activation}", f"--output-activation {self.output}"]
-        parts.append("--head-activation" if self.head_activation else "--no-head-activation")
+        parts = [f"--activation {self.activation}", f"--output-activation {self.output}"] if self.activation else []
+        if self.activation:  # a module with its own methods leaves only the variance parameterizations open
+            parts.append("--head-activation" if self.head_activation else "--no-head-activation")
         if self.enc_param:
             parts.append(f"--encoder-var-param {self.enc_param}")
         if self.dec_param:
