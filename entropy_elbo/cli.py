@@ -220,11 +220,13 @@ def estimate_cmd(checkpoint: Path, data: str | None, key: str | None, batch_size
         else:
             if (ahead := forecast_message(loaded.model, x, samples=samples, iwae=iwae, device=dev)) is not None:
                 report.message(ahead)
-            est = estimate(loaded.model, iter_batches(x, rows, source=data), samples=samples, seed=seed, device=dev)
-            if iwae != 0:
-                bound = iwae_bound(loaded.model, iter_batches(x, rows, source=data), samples=iwae, seed=seed,
-                                   device=dev)
-                est = with_iwae(est, bound.value, bound.stderr, bound.samples)
+            with report.work_progress(len(x) * (max(samples, 1) + iwae), "rows x samples") as tick:
+                est = estimate(loaded.model, iter_batches(x, rows, source=data), samples=samples, seed=seed,
+                               device=dev, on_work=tick)
+                if iwae != 0:
+                    bound = iwae_bound(loaded.model, iter_batches(x, rows, source=data), samples=iwae, seed=seed,
+                                       device=dev, on_work=tick)
+                    est = with_iwae(est, bound.value, bound.stderr, bound.samples)
     finally:
         distributed.teardown()
     if load_options.optimal_variance:
@@ -493,7 +495,9 @@ def collapse_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int |
             result = distributed.collapse_sharded(loaded.model, x, ranks, batch_size=rows, device=dev, source=data,
                                                   **settings)
         else:
-            result = collapse(loaded.model, iter_batches(x, rows, source=data), device=dev, **settings)
+            with report.work_progress(len(x), "rows") as tick:
+                result = collapse(loaded.model, report.counted(iter_batches(x, rows, source=data), tick), device=dev,
+                                  **settings)
     finally:
         distributed.teardown()
     if ranks is not None and not ranks.is_main:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -101,6 +101,7 @@ def accumulate(
     device: torch.device | str = "cpu",
     encodings: list[tuple[Tensor, Tensor]] | None = None,
     first_row: int = 0,
+    on_work: Callable[[int], None] | None = None,
 ) -> dict[str, Tensor]:
     """Float64 sums over the data of every per-point quantity that `summarize` needs (mergeable by adding).
 
@@ -123,10 +124,12 @@ def accumulate(
             mu0 = model.ppca()[1].double()
             centered = x.double().flatten(1) - mu0  # (B, D)
             _add(acc, "scatter", centered.T @ centered)
+        if samples == 0 and on_work is not None:
+            on_work(x.shape[0])
         if samples > 0:  # the entropy ELBO needs nothing below: no KL, no decoder pass
             kl = entropies.kl_to_prior(nu.double(), log_tau2.double(), model.prior_log_var)
             index = torch.arange(first_row + rows - x.shape[0], first_row + rows, device=device)
-            terms = sampled_terms(model, x, nu, log_tau2, samples, generator, index)
+            terms = sampled_terms(model, x, nu, log_tau2, samples, generator, index, on_work)
             f = terms.loglik - kl  # (B,) per-point MC ELBO
             _add(acc, "f", f.sum())
             _add(acc, "f_sq", f.pow(2).sum())
@@ -314,6 +317,7 @@ def estimate(
     device: torch.device | str = "cpu",
     d: int | None = None,
     seed: int | None = None,
+    on_work: Callable[[int], None] | None = None,
 ) -> Estimate:
     """Entropy ELBO and Monte Carlo ELBO (S samples) of `model` over `batches`, in nats per data point.
 
@@ -333,7 +337,7 @@ def estimate(
         yield from it
 
     draws = generator if seed is None else RowSeed(seed)
-    acc = accumulate(model, chained(), samples=samples, generator=draws, device=device)
+    acc = accumulate(model, chained(), samples=samples, generator=draws, device=device, on_work=on_work)
     return check_finite_estimate(summarize(model, acc, samples=samples, d=dim))
 
 

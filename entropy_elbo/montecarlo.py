@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,6 +92,7 @@ def sample_latents(nu: Tensor, log_tau2: Tensor, samples: int, generator: torch.
 def sampled_terms(
     model: GaussianVAE, x: Tensor, nu: Tensor, log_tau2: Tensor, samples: int,
     generator: torch.Generator | RowSeed | None, rows: Tensor | None = None,
+    on_work: Callable[[int], None] | None = None,
 ) -> SampledTerms:
     """Decoder log-likelihood, residual ratios and decoder entropy averaged over S samples (eq. 2, eq. 22)."""
     b = x.shape[0]
@@ -120,6 +121,8 @@ def sampled_terms(
         ent_sum += gaussian_entropy(log_sigma2).expand_as(sq).flatten(2).sum(-1).sum(0)
         ratio += sq.sum((0, 1))
         done += s
+        if on_work is not None:
+            on_work(s * b)  # rows x samples done: progress within a batch, for a huge --samples
     mean = ll_sum / samples
     var = (ll_sq - samples * mean.pow(2)).clamp_min(0) / max(1, samples - 1)
     return SampledTerms(mean, var, ratio / samples, ent_sum / samples)
@@ -147,6 +150,7 @@ def _diag_normal_log_prob(z: Tensor, mean: Tensor, log_var: Tensor) -> Tensor:
 def iwae_terms(
     model: GaussianVAE, x: Tensor, nu: Tensor, log_tau2: Tensor, samples: int,
     generator: torch.Generator | RowSeed | None, rows: Tensor | None = None,
+    on_work: Callable[[int], None] | None = None,
 ) -> Tensor:
     """Per-point log (1/K) sum_k p(x, z_k)/q(z_k|x), z_k ~ q(z|x) (Burda et al. 2016), log-sum-exp in float64: (B,)."""
     b = x.shape[0]
@@ -169,6 +173,8 @@ def iwae_terms(
         log_w -= _diag_normal_log_prob(z, nu, log_tau2)  # - log q(z|x)
         lse = torch.logaddexp(lse, torch.logsumexp(log_w, 0))
         done += s
+        if on_work is not None:
+            on_work(s * b)
     return lse - math.log(samples)
 
 
@@ -182,6 +188,7 @@ def iwae_bound(
     device: torch.device | str = "cpu",
     seed: int | None = None,
     first_row: int = 0,
+    on_work: Callable[[int], None] | None = None,
 ) -> IWAEBound:
     """IWAE bound ELBO <= E log (1/K) sum_k p(x, z_k)/q(z_k|x) <= log p(x), averaged over the data (nats per point).
 
@@ -200,7 +207,7 @@ def iwae_bound(
             continue
         nu, log_tau2 = model.encode(x)  # (B, H) each
         rows = torch.arange(first_row + n, first_row + n + x.shape[0], device=device)
-        per_point = iwae_terms(model, x, nu, log_tau2, samples, draws, rows)  # (B,)
+        per_point = iwae_terms(model, x, nu, log_tau2, samples, draws, rows, on_work)  # (B,)
         total += per_point.sum()
         total_sq += per_point.pow(2).sum()
         n += x.shape[0]

@@ -34,8 +34,9 @@ class ProgressLine:
     """Progress of `total` units of `unit`; `update(done, figures)` with the figures most important first."""
 
     def __init__(self, total: float, unit: str, *, done: float = 0, quiet: bool = False, stream: TextIO | None = None,
-                 interval: float = 30.0, terminal: bool | None = None, width: int | None = None) -> None:
-        self.total, self.unit, self.quiet = float(total), unit, quiet
+                 interval: float = 30.0, terminal: bool | None = None, width: int | None = None,
+                 delay: float = 0.0) -> None:
+        self.total, self.unit, self.quiet, self.delay = float(total), unit, quiet, delay
         self.stream = stream if stream is not None else sys.stderr
         self.terminal = self.stream.isatty() if terminal is None else terminal
         self.width, self.interval = width, interval
@@ -67,6 +68,8 @@ class ProgressLine:
         if self.quiet:
             return
         now = time.monotonic()
+        if now - self.start < self.delay and not self.drawn and self.last_print < self.start:
+            return  # work shorter than `delay` seconds shows nothing
         if self.terminal:
             self._draw(done, figures, now)
         elif now - self.last_print >= self.interval or done >= self.total:

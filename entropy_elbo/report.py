@@ -6,7 +6,7 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from rich import box
@@ -156,6 +156,30 @@ def epoch_progress(total: int, quiet: bool = False, done: int = 0) -> Iterator[o
         yield update
     finally:
         line.close()
+
+
+@contextmanager
+def work_progress(total: float, unit: str, quiet: bool = False) -> Iterator[object]:
+    """Progress with an ETA over `total` units of long work (shown only after 2 s): yields tick(units done now)."""
+    line = ProgressLine(total, unit, quiet=quiet, delay=2.0, interval=30.0)
+    done = 0.0
+
+    def tick(units: float) -> None:
+        nonlocal done
+        done += units
+        line.update(done)
+
+    try:
+        yield tick
+    finally:
+        line.close()
+
+
+def counted(batches: Iterable, tick: object) -> Iterator:
+    """The batches, telling `tick` each one's rows as it passes."""
+    for batch in batches:
+        yield batch
+        tick(len(batch))
 
 
 def _variance_text(value: object) -> str:

@@ -90,3 +90,35 @@ def test_output_files_take_the_umask(tmp_path) -> None:  # noqa: ANN001
         os.umask(old)
     for path in (tmp_path / "x.npy", *(tmp_path / "run").iterdir()):
         assert (path.stat().st_mode & 0o777) == 0o640, path  # 0o666 less the umask 0o027, not mkstemp's 0o600
+
+
+def test_long_work_shows_progress_after_its_delay_and_short_work_nothing(fake_clock: Clock) -> None:
+    out = io.StringIO()
+    line = ProgressLine(100, "rows x samples", stream=out, terminal=False, delay=2.0)
+    fake_clock.now += 1.0
+    line.update(10)
+    assert out.getvalue() == ""  # under 2 s: nothing
+    fake_clock.now += 3.0
+    line.update(40)
+    assert out.getvalue() == "rows x samples 40/100  0:00:04 elapsed, ETA 0:00:06\n"
+    short = io.StringIO()
+    quick = ProgressLine(100, "rows", stream=short, terminal=False, delay=2.0)
+    quick.update(100)  # done within the delay
+    assert short.getvalue() == ""
+
+
+def test_estimate_reports_its_work_within_a_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from entropy_elbo import montecarlo
+    from entropy_elbo.data import iter_batches, make_synthetic
+    from entropy_elbo.estimate import estimate
+    from entropy_elbo.models import ModelConfig, build_model
+
+    monkeypatch.setattr(montecarlo, "ELEMENTS_PER_BLOCK", 2_000)  # a block of 2 samples for 100 rows x D=10
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(kind="vae1", data_dim=10, latent_dim=2))
+    ticks: list[int] = []
+    estimate(model, iter_batches(make_synthetic("ppca", n=300, seed=0), 100), samples=9, seed=0, on_work=ticks.append)
+    assert sum(ticks) == 300 * 9  # rows x samples, all of them
+    assert ticks[:5] == [200, 200, 200, 200, 100]  # within the first batch: blocks of 2 samples x 100 rows
