@@ -1,8 +1,8 @@
 """How long a Monte Carlo pass will take, said before it starts: one small batch is timed and scaled.
 
 The Monte Carlo ELBO and the IWAE bound cost one decoder pass per sample and row, so their time grows linearly
-in rows x samples; a probe of PROBE_ROWS rows x PROBE_SAMPLES samples (best of two, after a warm-up) gives the
-rate.
+in rows x samples, on top of a fixed cost per call; the slope between two probes of PROBE_ROWS rows (PROBE_SAMPLES
+and 4 x PROBE_SAMPLES samples, after a warm-up) gives the rate.
 """
 
 from __future__ import annotations
@@ -17,21 +17,24 @@ from entropy_elbo.estimate import estimate
 from entropy_elbo.models.protocol import GaussianVAE
 from entropy_elbo.montecarlo import iwae_bound
 
-PROBE_ROWS, PROBE_SAMPLES = 256, 256
+PROBE_ROWS, PROBE_SAMPLES = 128, 256  # timed at 256 and 1024 samples
 SAY_AFTER_S = 30.0  # forecasts shorter than this are not worth a line
-MIN_WORK = 100 * PROBE_ROWS * PROBE_SAMPLES  # rows x samples below this are not worth a probe (1% of the pass)
+MIN_WORK = 100 * PROBE_ROWS * 4 * PROBE_SAMPLES  # rows x samples below this are not worth a probe (~1% of it)
 
 
 def seconds_per_draw(run: Callable[[list[np.ndarray], int], object], batch: np.ndarray, samples: int) -> float:
-    """Seconds per (row x sample) of `run(batches, samples)` on `batch`, the best of two timings after a warm-up
-    (blocks of PROBE_ROWS x PROBE_SAMPLES already run the way a long pass does; smaller ones mislead)."""
+    """Seconds per (row x sample) of `run(batches, samples)` on `batch`: the slope between `samples` and 4 x
+    `samples` after a warm-up, so that each call's fixed cost (the encoder pass, the summary) is left out."""
     run([batch], 1)  # first calls pay for allocation and kernels' set-up
-    times = []
-    for _ in range(2):
+
+    def timed(k: int) -> float:
         start = time.perf_counter()
-        run([batch], samples)
-        times.append(time.perf_counter() - start)
-    return min(times) / (len(batch) * samples)
+        run([batch], k)
+        return time.perf_counter() - start
+
+    few, many = timed(samples), timed(4 * samples)
+    slope = max(many - few, 0.25 * many)  # timing noise can hide the slope; never below a quarter of the total
+    return slope / (len(batch) * 3 * samples)
 
 
 def mc_forecast(model: GaussianVAE, x: np.ndarray, *, samples: int, iwae: int,
@@ -46,7 +49,7 @@ def mc_forecast(model: GaussianVAE, x: np.ndarray, *, samples: int, iwae: int,
     for fn, k in ((estimate, samples), (iwae_bound, iwae)):
         if k > 0:
             rate = seconds_per_draw(lambda b, s, fn=fn: fn(model, b, samples=s, generator=gen, device=device), batch,
-                                    min(k, PROBE_SAMPLES))
+                                    max(1, min(k // 4, PROBE_SAMPLES)))
             total += rate * len(x) * k
     return total
 
