@@ -629,10 +629,11 @@ def compare_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int | 
     most = max(parse_ints(mc_samples, "--mc-samples"))
     loaded, x, batch_size = open_inputs(checkpoint, data, key, load_options, dev, batch_size=batch_size,
                                         samples=most, needs_variance=True)
-    cmp = comparing.compare(loaded.model, x, sizes=None if sizes is None else comparing.parse_sizes(sizes),
-                            repeats=repeats,
-                            mc_samples=comparing.parse_sizes(mc_samples, "--mc-samples"), seed=seed, device=dev,
-                            batch_size=batch_size, source=data)
+    chosen = comparing.check_sizes(None if sizes is None else comparing.parse_sizes(sizes), repeats, len(x), data)
+    with report.work_progress(sum(chosen) * repeats, "subset rows") as tick:
+        cmp = comparing.compare(loaded.model, x, sizes=chosen, repeats=repeats,
+                                mc_samples=comparing.parse_sizes(mc_samples, "--mc-samples"), seed=seed, device=dev,
+                                batch_size=batch_size, source=data, on_work=tick)
     if plot is not None:
         report.message(f"wrote {comparing.plot_comparison(cmp, plot)}")
     report.print_comparison(cmp, as_json)

@@ -165,11 +165,12 @@ def compare(
     batch_size: int = 4096,
     source: str = "data",
     entropy_samples: int = 1,
+    on_work: Callable[[int], None] | None = None,
 ) -> Comparison:
     """Every estimator on `repeats` random subsets of each size n (Fig. 2(b), Fig. 6), with spread, time and ratios.
 
     Each subset is read into memory once (n rows as float32) and shared by all estimators; sizes default to
-    10, 100, 1000, 10000 up to the number of rows N.
+    10, 100, 1000, 10000 up to the number of rows N. `on_work` is told the rows of each subset when done.
     """
     device = torch.device(device)
     n_data, d = x.shape[0], int(np.prod(x.shape[1:]))
@@ -195,6 +196,8 @@ def compare(
                 value, dt = timed(fn, batches)
                 values[name].append(value)
                 seconds[name] += dt
+            if on_work is not None:
+                on_work(n)
         runs.extend(
             EstimatorRun(name, how, n, values[name], float(np.mean(values[name])), float(np.std(values[name], ddof=1)),
                          seconds[name] / repeats)

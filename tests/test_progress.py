@@ -122,3 +122,18 @@ def test_estimate_reports_its_work_within_a_batch(monkeypatch: pytest.MonkeyPatc
     estimate(model, iter_batches(make_synthetic("ppca", n=300, seed=0), 100), samples=9, seed=0, on_work=ticks.append)
     assert sum(ticks) == 300 * 9  # rows x samples, all of them
     assert ticks[:5] == [200, 200, 200, 200, 100]  # within the first batch: blocks of 2 samples x 100 rows
+
+
+def test_compare_reports_each_subset_it_finishes() -> None:
+    import torch
+
+    from entropy_elbo.compare import compare
+    from entropy_elbo.data import make_synthetic
+    from entropy_elbo.models import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(kind="vae1", data_dim=10, latent_dim=2))
+    ticks: list[int] = []
+    compare(model, make_synthetic("ppca", n=200, seed=0), sizes=[10, 50], repeats=3, mc_samples=(1,),
+            on_work=ticks.append)
+    assert ticks == [10, 10, 10, 50, 50, 50]
