@@ -375,11 +375,15 @@ def iter_batches(
     x: np.ndarray,
     batch_size: int,
     *,
-    source: str = "data",
+    source: str | None = None,
     indices: np.ndarray | None = None,
     transform: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Iterator[np.ndarray]:
-    """Contiguous float32 chunks of at most batch_size rows, checked finite; memory bounded by the chunk."""
+    """Contiguous float32 chunks of at most batch_size rows, checked finite; memory bounded by the chunk.
+
+    Errors name `source`, else the memory-mapped file the array comes from, else "data".
+    """
+    source = source or str(getattr(x, "filename", None) or "data")
     unreleased = 0
     for rows, raw in _raw_chunks(x, batch_size, indices):
         with np.errstate(over="ignore"):
