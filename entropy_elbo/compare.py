@@ -74,7 +74,12 @@ class Comparison:
     extra: dict[str, object] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        out = asdict(self)
+        out["other_units"] = {  # the figures not in nats per data point
+            "runs.n": "data points per subset", "runs.seconds": "seconds of wall time per repeat",
+            "runs.variance_ratio": "ratio of variances", "runs.speed_ratio": "ratio of times to equal precision",
+            "n_data": "data points", "sizes": "data points", "mc_samples": "samples per data point"}
+        return out
 
     def run(self, estimator: str, n: int) -> EstimatorRun | None:
         """The run of `estimator` at size n, if any."""

@@ -399,7 +399,12 @@ def print_selection(summaries: list, sel: object, source: str, n_text: str, as_j
         print_json({"source": source, "latents": list(sel.latents), "data_dim": sel.d,
                     "rows": int(sel.rows.sum()), "batches": int(len(sel.rows)), "n": n_text,
                     "settings": sel.settings, **(extra or {}),
-                    "segments": [s.to_dict(sel.latents) for s in summaries]})
+                    "segments": [s.to_dict(sel.latents) for s in summaries],
+                    "units": "BIC = -2 n F + (H D + 1) log n per batch of n rows (F in nats per data point); "
+                             "elbo_gap in nats per data point",
+                    "other_units": {"agreement": "fraction of the tail batches that pick the same H",
+                                    "std_ratio": "ratio of standard deviations", "rows": "data points",
+                                    "start_row": "row index", "stop_row": "row index"}})
         return
     for table in selection_tables(summaries, sel.latents, source, n_text):
         out.print(table)

@@ -32,3 +32,27 @@ def test_inspect_keeps_every_override_flag_whole_at_80_columns() -> None:
     words = " ".join(text.replace("│", " ").split())
     for flag in ("--decoder-var", "--decoder-var-param", "--encoder-var", "--encoder-var-param"):
         assert f" {flag} " in f" {words} ", flag  # whole, as a word of its own
+
+
+def test_json_names_the_unit_of_every_figure_not_in_nats() -> None:
+    import torch
+
+    from entropy_elbo.compare import compare
+    from entropy_elbo.data import make_synthetic
+    from entropy_elbo.estimate import estimate
+    from entropy_elbo.models import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(kind="vae1", data_dim=10, latent_dim=2))
+    x = make_synthetic("ppca", n=100, seed=0)
+    est = estimate(model, [x], samples=3, seed=0).to_dict()
+    assert est["units"] == "nats per data point"
+    nats = {"entropy_elbo", "mc_elbo", "mc_stderr", "mc_sampling_stderr", "ppca_loglik", "decoder_entropy_stderr",
+            "iwae", "iwae_stderr", "stationarity.gap", "stationarity.mc_elbo_at_sigma2_optimal",
+            "stationarity.mc_stderr_at_sigma2_optimal", "stationarity.mc_sampling_stderr_at_sigma2_optimal"}
+    figures = [k for k, v in est.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    figures += [f"stationarity.{k}" for k in est["stationarity"]]
+    assert {f for f in figures if f not in nats} <= set(est["other_units"])
+    assert est["other_units"]["relative_difference"].startswith("fraction")
+    cmp = compare(model, x, sizes=[10], repeats=2, mc_samples=(1,)).to_dict()
+    assert cmp["other_units"]["runs.seconds"] == "seconds of wall time per repeat"
