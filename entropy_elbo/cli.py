@@ -17,7 +17,7 @@ from entropy_elbo.batching import resolve_batch_size
 from entropy_elbo.checkpoints import LoadedModel, LoadOptions, inspect_checkpoint, load_model, save_checkpoint
 from entropy_elbo.checkpoints.adapters import OUTPUT_ACTIVATIONS
 from entropy_elbo.checkpoints.native import check_writable
-from entropy_elbo.checkpoints.readings import SCORE_ROWS
+from entropy_elbo.checkpoints.readings import spread_rows
 from entropy_elbo.collapse import ACTIVE_THRESHOLD, LUCAS_DELTA, LUCAS_EPSILON, check_settings, collapse
 from entropy_elbo.data import (
     SYNTHETIC,
@@ -414,8 +414,9 @@ def open_inputs(checkpoint: Path, data: str, key: str | None, options: LoadOptio
 
 
 def score_rows(x: np.ndarray) -> torch.Tensor:
-    """The first rows of the data (a copy, so a read-only memmap is fine), to score a checkpoint's readings."""
-    return torch.from_numpy(np.array(x[:SCORE_ROWS], dtype=np.float32))
+    """A few hundred rows spread evenly over the data (a copy, so a read-only memmap is fine), to score a
+    checkpoint's readings: the first rows of a file sorted by class or time would mislead."""
+    return torch.from_numpy(np.array(x[spread_rows(len(x))], dtype=np.float32))
 
 
 def check_wild(loaded: LoadedModel, x: np.ndarray, source: str) -> None:

@@ -192,7 +192,8 @@ def summarize(model: GaussianVAE, acc: dict[str, Tensor], *, samples: int, d: in
         f_h, note = None, FIXED_NOTE
     else:
         f_h = None if dec_ent is None else entropies.entropy_elbo(enc_ent, prior_ent, dec_ent)
-        note = None if dec_ent is not None else "a variance network needs samples: pass --samples >= 1"
+        note = None if dec_ent is not None else ("a decoder variance network needs samples for its entropy: "
+                                                         "samples >= 1 (--samples 1 or more)")
 
     stationarity: dict[str, object] = {"a": a.cpu().tolist()}
     if r_d is not None:
@@ -283,7 +284,8 @@ def at_optimal_variance(est: Estimate) -> Estimate:
     maximises the Monte Carlo ELBO given the rest (closed form from the same pass and samples)."""
     st = dict(est.stationarity)
     if "mc_elbo_at_sigma2_optimal" not in st:
-        raise EntropyElboError("--decoder-variance optimal needs a scalar decoder variance and --samples >= 1")
+        raise EntropyElboError("the optimal decoder variance (--decoder-variance optimal) needs a scalar decoder "
+                               "variance and an estimate with samples >= 1 (--samples 1 or more)")
     s2 = float(st["sigma2_optimal"])
     a = st["a"]
     st.update(r=1.0, sigma2=s2, gap=0.5 * sum(1 - v for v in a), sigma2_optimal=s2)

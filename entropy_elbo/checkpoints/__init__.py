@@ -242,9 +242,8 @@ def _decoder_finding(state: dict[str, Tensor], options: LoadOptions, d: int | No
     if options.decoder_variance is not None and options.decoder_var is None:
         ignored = f"; the learned {found.name!r} was set aside" if found.kind != "fixed" else ""
         if options.optimal_variance:
-            return Finding("fixed", None, "var", "sigma^2 chosen from the data as sigma*^2 = sigma^2 r, the value that "
-                           f"maximises the Monte Carlo ELBO (--decoder-variance optimal){ignored}", DEC_OVERRIDE,
-                           value=1.0)
+            return Finding("fixed", None, "var", "--decoder-variance optimal: the value that maximises the Monte Carlo "
+                           f"ELBO given the encoder and decoder mean{ignored}", DEC_OVERRIDE, value=1.0)
         return Finding("fixed", None, "var", f"sigma^2 = {options.decoder_variance} from --decoder-variance{ignored}",
                        DEC_OVERRIDE, value=float(options.decoder_variance))
     return found
@@ -353,7 +352,7 @@ def adapt(raw: RawCheckpoint, options: LoadOptions, source: str,
     intro = Introspection(source, raw.fmt, kind, h, d, decoder, encoder, prior, notes, unresolved=unresolved)
     if isinstance(module, AutoencoderKLAdapter):
         _autoencoder_kl_assumptions(intro, module, str(raw.meta["config_from"]))
-    _variance_assumptions(intro, module is not None)
+    _variance_assumptions(intro, module is not None, options.optimal_variance)
     for item in assumed:
         intro.assume(*item)
     intro.refusal = loss_reason(raw.meta)
@@ -431,7 +430,7 @@ def _read_mlp(state: dict[str, Tensor], layout: object, encoder: Finding, decode
                 if given["output"] else evidence, "--output-activation")]
     if open_head or options.head_activation is not None:
         assumed.append((f"activation {'also' if chosen.head_activation else 'not'} applied after the encoder heads",
-                        "given" if given["head"] else evidence, "--head-activation"))
+                        "given" if given["head"] else evidence, "--head-activation / --no-head-activation"))
     return model, assumed, unresolved
 
 
@@ -480,8 +479,9 @@ def _convention(state: dict[str, Tensor], layout: object, decoder: Finding) -> t
                                                  "enc_param": "logvar", "dec_param": "logvar"}
 
 
-def _variance_assumptions(intro: Introspection, has_methods: bool) -> None:
-    """The assumptions every reading makes: the prior, the decoder mean, and both variances' parameterizations."""
+def _variance_assumptions(intro: Introspection, has_methods: bool, optimal: bool = False) -> None:
+    """The assumptions every reading makes: the prior, the decoder mean, and both variances' parameterizations;
+    an `optimal` sigma^2 is stated without a number: it is chosen from the data after the pass."""
     peer = {"pythae": "the pythae class's KL term is against N(0, I) (models with other priors are refused)",
             "diffusers": "AutoencoderKL's KL term is against N(0, I)"}.get(intro.fmt)
     if intro.prior is None:
@@ -495,7 +495,10 @@ def _variance_assumptions(intro: Introspection, has_methods: bool) -> None:
                      "the model's own method is authoritative", "--model FILE.py:NAME")
     enc, dec = intro.encoder, intro.decoder
     intro.assume(f"encoder variance {enc.name} is a {enc.param}", enc.evidence, enc.override)
-    if dec.kind == "fixed":
+    if dec.kind == "fixed" and optimal:
+        intro.assume("decoder variance fixed at sigma*^2 = sigma^2 r, chosen from the data after the pass (its value "
+                     "is in the results)", dec.evidence, dec.override)
+    elif dec.kind == "fixed":
         what = "never learned" if dec.value is None else f"fixed at sigma^2 = {_short(dec.value)}"
         intro.assume(f"decoder variance {what}", dec.evidence, dec.override)
     else:

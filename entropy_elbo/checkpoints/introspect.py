@@ -218,10 +218,8 @@ def find_decoder_variance(state: dict[str, Tensor], *, name: str | None = None, 
     if fixed_value is not None:
         return Finding("fixed", None, "var", f"no learned decoder variance; sigma^2 = {fixed_value} from "
                        "--decoder-variance", DEC_OVERRIDE, value=float(fixed_value))
-    return Finding("fixed", None, None, "no parameter or sub-network is named like a decoder variance, so it was "
-                   "never learned (e.g. an MSE loss); pass --decoder-variance VALUE (or optimal) for the Monte Carlo "
-                   "ELBO",
-                   DEC_OVERRIDE)
+    return Finding("fixed", None, None, "no parameter or sub-network is named like a decoder variance (e.g. an MSE "
+                   "loss)", DEC_OVERRIDE)
 
 
 _PARAM_WORDS = {"logvar": "log-variance", "logstd": "log-std", "std": "std", "var": "variance",

@@ -1,4 +1,5 @@
-"""Choosing among the readings that fit a state_dict's weights, by scoring each on a few hundred data rows.
+"""Choosing among the readings that fit a state_dict's weights, by scoring each on a few hundred data rows
+(spread evenly over the file).
 
 Weights alone do not say the activation, the output activation, whether the activation also follows the
 encoder heads, or how a split head stores its variance. A trained model maximised its ELBO under its own
@@ -21,6 +22,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -30,6 +32,12 @@ from entropy_elbo.errors import CheckpointError
 MARGIN = 0.01  # nats per data point
 SCORE_ROWS = 256
 SCORE_SAMPLES = 8
+
+
+def spread_rows(n: int, k: int = SCORE_ROWS) -> np.ndarray:
+    """Indices of min(n, k) rows spread evenly over all n (i * n // k), so that a file sorted by class or time
+    is scored on all its parts, not on its first rows; fancy-indexing a memory-mapped .npy reads only these."""
+    return np.arange(min(n, k), dtype=np.int64) * n // min(n, k) if n else np.zeros(0, dtype=np.int64)
 
 
 class AmbiguousReading(CheckpointError):
@@ -58,7 +66,7 @@ class Reading:
             parts.append(f"--encoder-var-param {self.enc_param}")
         if self.dec_param:
             parts.append(f"--decoder-var-param {self.dec_param}")
-        return " ".join(parts)
+        return " ".join(parts) or "(no flags: the defaults)"
 
 
 @dataclass
@@ -104,7 +112,8 @@ def choose(build: Callable[[Reading], object], readings: list[Reading], x: Tenso
            seed: int = 0) -> tuple[Reading, list[Scored], str]:
     """The reading the rule takes on rows `x` (module docstring), the scores, and the evidence sentence;
     `convention` names the codebase whose reading is readings[0], if the layer names follow one."""
-    x = x[:SCORE_ROWS].float().reshape(min(len(x), SCORE_ROWS), -1)
+    x = x[torch.from_numpy(spread_rows(len(x)))].float()
+    x = x.reshape(len(x), -1)
     scored: list[Scored] = []
     eps: Tensor | None = None
     for reading in readings:
@@ -135,7 +144,7 @@ def choose(build: Callable[[Reading], object], readings: list[Reading], x: Tenso
         elif not clear and anchor is None:
             close.append(other)
     if close:
-        listed = "; ".join(f"{c.reading.label()}: ELBO {c.score:.4f}, r {c.r:.3g}, max|a_h-1| {c.a_far:.3g}"
+        listed = "; ".join(f"`{c.reading.label()}` gives ELBO {c.score:.4f}, r {c.r:.3g}, max|a_h-1| {c.a_far:.3g}"
                            for c in [best, *close][:6])
         raise AmbiguousReading(f"several readings of the weights fit the data about equally well (Monte Carlo ELBO "
                                f"in nats per data point on {len(x)} rows): {listed}; pick one with its flags",
