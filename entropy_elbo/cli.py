@@ -306,11 +306,11 @@ def data(name: str, out: Path, n: int | None, seed: int) -> None:
 @click.option("--lr", type=float, default=None, help="Adam learning rate (default per model or preset).")
 @click.option("--samples", type=int, default=None, help="Samples of z per point in the training ELBO.")
 @click.option("--decay-fraction", type=float, default=None,
-              help="Last fraction of the epochs with a cosine lr decay to lr/100 (default 0.3; presets: 0, "
-                   "the paper's constant lr).")
+              help="Last fraction of the epochs with a cosine lr decay to lr/100 (default 0.3; 0: the "
+                   "paper's constant lr).")
 @click.option("--variance-lr-factor", type=float, default=None,
               help="lr factor of ln sigma^2, ln A and the linear ln tau^2 in the decay phase (default 10; "
-                   "presets: 1).")
+                   "1: the paper's).")
 @click.option("--hidden", default=None, help="Hidden layer sizes of the MLPs (conv: channels per layer).")
 @activation_option(None, "Activation of the hidden layers (default per model).")
 @click.option("--init-log-sigma2", type=float, default=0.0, show_default=True, help="Initial ln sigma^2.")

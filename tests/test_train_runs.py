@@ -21,7 +21,7 @@ from entropy_elbo.checkpoints.native import read_metadata
 from entropy_elbo.cli import main
 from entropy_elbo.data import make_synthetic, save_array
 from entropy_elbo.models import build_model, model_config
-from entropy_elbo.presets import PRESETS
+from entropy_elbo.presets import PAPER_SCHEDULE, PRESETS
 from entropy_elbo.runs import read_log, run_for_out
 from entropy_elbo.train import TrainConfig, TrainingDiverged, prepare_data, train
 
@@ -135,25 +135,25 @@ def test_prepare_data_scales_with_the_training_split_only(tmp_path: Path) -> Non
 
 
 def test_preset_settings_and_flag_overrides(tmp_path: Path) -> None:
-    res = CliRunner().invoke(main, ["train", "vae3", "--preset", "fig1c", "--epochs", "1", "--samples", "1",
+    res = CliRunner().invoke(main, ["train", "vae3", "--preset", "fig1c", "--epochs", "4", "--samples", "1",
                                     "--batch-size", "20000", "--quiet", "--out", str(tmp_path / "ring")])
     assert res.exit_code == 0, res.output
     stored = json.loads((tmp_path / "ring" / "run.json").read_text())
     settings, fig1c = stored["settings"], PRESETS["fig1c"]
     assert settings["data"] == "ring" and settings["lr"] == fig1c["lr"] == 1e-3 and settings["holdout"] == 0.5
-    assert settings["epochs"] == 1 and settings["samples"] == 1 and settings["batch_size"] == 20000
+    assert settings["epochs"] == 4 and settings["samples"] == 1 and settings["batch_size"] == 20000
     assert stored["data"]["shape"] == [10000, 10] and stored["data"]["heldout_rows"] == 10000
     assert json.loads(stored["model_config"])["decoder_variance"] == "network"
-    training = json.loads(read_metadata(tmp_path / "ring" / "model.safetensors")["training"])
-    assert training["decay_fraction"] == 0.0 and training["variance_lr_factor"] == 1.0  # the paper's constant lr
     rows = [json.loads(line) for line in (tmp_path / "ring" / "log.jsonl").read_text().splitlines()]
-    assert rows[-1]["lr"] == fig1c["lr"]  # no decay at the last epoch
+    assert rows[-1]["lr"] == pytest.approx(fig1c["lr"] * 0.01)  # our schedule: the cosine decay ends at lr / 100
     res = CliRunner().invoke(main, ["train", "vae3", "--preset", "fig1c", "--epochs", "2", "--samples", "1",
-                                    "--batch-size", "20000", "--decay-fraction", "0.5", "--quiet",
-                                    "--out", str(tmp_path / "ours")])
+                                    "--batch-size", "20000", "--decay-fraction", "0", "--variance-lr-factor", "1",
+                                    "--quiet", "--out", str(tmp_path / "paper")])
     assert res.exit_code == 0, res.output
-    rows = [json.loads(line) for line in (tmp_path / "ours" / "log.jsonl").read_text().splitlines()]
-    assert rows[-1]["lr"] == pytest.approx(fig1c["lr"] * 0.01)  # the cosine decay ends at lr / 100
+    training = json.loads(read_metadata(tmp_path / "paper" / "model.safetensors")["training"])
+    assert {k: training[k] for k in PAPER_SCHEDULE} == PAPER_SCHEDULE
+    rows = [json.loads(line) for line in (tmp_path / "paper" / "log.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in rows] == [fig1c["lr"]] * 2  # the paper's constant lr
     res = CliRunner().invoke(main, ["train", "linear", "--data", "ppca", "--variance-lr-factor", "0",
                                     "--out", str(tmp_path / "bad")])
     assert res.exit_code == 1 and "--variance-lr-factor: got 0.0" in res.output
