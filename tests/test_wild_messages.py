@@ -13,9 +13,11 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
+from entropy_elbo.checkpoints.likelihood import bernoulli_loss, loss_reason
+from entropy_elbo.checkpoints.peers import check_pythae
 from entropy_elbo.checkpoints.readings import AmbiguousReading, Reading, choose, spread_rows
 from entropy_elbo.cli import main, score_rows
-from entropy_elbo.errors import EntropyElboError
+from entropy_elbo.errors import CheckpointError, EntropyElboError
 from entropy_elbo.estimate import Estimate, at_optimal_variance
 
 
@@ -121,3 +123,14 @@ def test_library_errors_read_right_in_a_notebook() -> None:
                    mc_stderr=None, mc_sampling_stderr=None, mc_samples=0, stationarity={"a": [1.0]})
     with pytest.raises(EntropyElboError, match=r"samples >= 1 \(--samples 1 or more\)"):
         at_optimal_variance(est)
+
+
+def test_one_bernoulli_loss_rule_serves_lightning_and_pythae() -> None:
+    assert bernoulli_loss({"params": {"Recon_Loss": "BCE_sum"}}) == ("Recon_Loss", "BCE_sum")  # nested, any case
+    assert bernoulli_loss({"reconstruction_loss": "mse", "name": "bce"}) is None  # "name" is no loss key
+    assert loss_reason({"hyper_parameters": {"params": {"loss": "binary_cross_entropy"}}}) == (
+        "its hyper_parameters name the loss 'binary_cross_entropy' (loss): a Bernoulli decoder, outside the entropy "
+        "form (Thm. 1 needs a Gaussian decoder)")
+    with pytest.raises(CheckpointError, match=r"^pythae BetaVAE was trained with reconstruction_loss 'bce': a Bern"):
+        check_pythae({"name": "BetaVAEConfig", "reconstruction_loss": "bce"})
+    check_pythae({"name": "MSSSIM_VAE_Config", "reconstruction_loss": "bce"})  # its own loss: the field is unused

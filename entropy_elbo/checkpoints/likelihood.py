@@ -7,7 +7,7 @@ likelihood is needed (`estimate`, `compare`): `bernoulli_reason` says why, or No
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
@@ -18,6 +18,7 @@ from entropy_elbo.errors import CheckpointError
 MIXTURE_PRIOR_NAMES = ("pseudo_inputs", "pseudo_input", "prior_means", "prior_mean", "prior_mu", "prior_logits",
                        "mixture_logits", "mixture_weights", "prior_components", "prior_log_vars", "prior_stds")
 BCE_WORDS = ("bce", "binary_cross_entropy", "bernoulli", "cross_entropy")
+LOSS_KEYS = ("recon_loss", "reconstruction_loss", "loss", "likelihood")
 OUTSIDE = "outside the entropy form (Thm. 1 needs a Gaussian decoder)"
 
 
@@ -31,14 +32,35 @@ def refuse_other_priors(state: dict[str, Tensor]) -> None:
                               "the checkpoint is refused")
 
 
-def loss_reason(meta: dict[str, object]) -> str | None:
-    """A Bernoulli loss named in a Lightning checkpoint's hyper_parameters, else None (pythae configs: peers.py)."""
-    text = json.dumps(meta.get("hyper_parameters"), default=str).lower() if meta.get("hyper_parameters") else ""
-    for key in ("recon_loss", "reconstruction_loss", "loss", "likelihood"):
-        for word in BCE_WORDS:
-            if f'"{key}": "{word}' in text:
-                return f"its hyper_parameters name the loss {word!r}: a Bernoulli decoder, {OUTSIDE}"
+def config_items(obj: object) -> Iterator[tuple[str, object]]:
+    """Every (key, value) of nested dicts, depth first (Lightning's hyper_parameters may nest `params`); a loop over
+    a stack, not recursion, so that no nesting depth in a file reaches Python's recursion limit."""
+    stack = [iter(obj.items())] if isinstance(obj, dict) else []
+    while stack:
+        item = next(stack[-1], None)
+        if item is None:
+            stack.pop()
+            continue
+        yield str(item[0]), item[1]
+        if isinstance(item[1], dict):
+            stack.append(iter(item[1].items()))
+
+
+def bernoulli_loss(config: object) -> tuple[str, str] | None:
+    """The (key, value) of a config (nested dicts: Lightning's hyper_parameters, pythae's model_config) that names
+    a Bernoulli loss (bce, binary_cross_entropy, ...) under a loss key, else None: one rule for every peer."""
+    for key, value in config_items(config):
+        if key.lower() in LOSS_KEYS and isinstance(value, str) and value.lower().startswith(BCE_WORDS):
+            return key, value
     return None
+
+
+def loss_reason(meta: dict[str, object]) -> str | None:
+    """A Bernoulli loss named in a Lightning checkpoint's hyper_parameters, else None (pythae: peers.check_pythae)."""
+    found = bernoulli_loss(meta.get("hyper_parameters"))
+    if found is None:
+        return None
+    return f"its hyper_parameters name the loss {found[1]!r} ({found[0]}): a Bernoulli decoder, {OUTSIDE}"
 
 
 @torch.no_grad()

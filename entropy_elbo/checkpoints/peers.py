@@ -8,10 +8,10 @@ diagonal Gaussian, or whose prior is not N(0, I), are refused in one line that s
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 
 from torch import Tensor, nn
 
+from entropy_elbo.checkpoints.likelihood import bernoulli_loss, config_items
 from entropy_elbo.checkpoints.user import build_to_fit
 from entropy_elbo.errors import CheckpointError
 
@@ -64,8 +64,8 @@ def check_pythae(config: dict) -> None:
     if name not in PYTHAE_GAUSSIAN:
         raise CheckpointError(f"pythae model_config.json names {config.get('name')!r}, a model entropy-elbo does not "
                               f"know; it reads pythae's {', '.join(PYTHAE_GAUSSIAN)}")
-    if config.get("reconstruction_loss", "mse") == "bce" and name not in _OWN_RECONSTRUCTION:
-        raise CheckpointError(f"pythae {name} was trained with reconstruction_loss 'bce': a Bernoulli decoder, not a "
+    if (found := bernoulli_loss(config)) and name not in _OWN_RECONSTRUCTION:
+        raise CheckpointError(f"pythae {name} was trained with {found[0]} {found[1]!r}: a Bernoulli decoder, not a "
                               "Gaussian one, so neither the entropy ELBO nor the Gaussian ELBO applies; refused")
 
 
@@ -131,20 +131,6 @@ class quiet_logger:
 # ---------------------------------------------------------------------------------------------- PyTorch-VAE
 
 
-def _items(obj: object) -> Iterator[tuple[str, object]]:
-    """Every (key, value) of nested dicts, depth first (Lightning's hyper_parameters may nest `params`); a loop over
-    a stack, not recursion, so that no nesting depth in a file reaches Python's recursion limit."""
-    stack = [iter(obj.items())] if isinstance(obj, dict) else []
-    while stack:
-        item = next(stack[-1], None)
-        if item is None:
-            stack.pop()
-            continue
-        yield str(item[0]), item[1]
-        if isinstance(item[1], dict):
-            stack.append(iter(item[1].items()))
-
-
 # PyTorch-VAE models whose reconstruction loss is not the MSE (so not a Gaussian log-likelihood)
 PYTORCH_VAE_OTHER_LOSS = {"LogCoshVAE": "a log-cosh reconstruction loss", "MSSIMVAE": "an MS-SSIM reconstruction loss",
                           "DFCVAE": "a perceptual (VGG feature) reconstruction loss"}
@@ -152,7 +138,7 @@ PYTORCH_VAE_OTHER_LOSS = {"LogCoshVAE": "a log-cosh reconstruction loss", "MSSIM
 
 def lightning_implied_variance(hparams: object, d: int) -> tuple[float | None, str] | None:
     """PyTorch-VAE: loss = MSE(mean over D) + kld_weight * KL implies sigma^2 = D * kld_weight / 2 (x beta)."""
-    found = {k: v for k, v in _items(hparams) if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
+    found = {k: v for k, v in config_items(hparams) if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
     weight = next((found[k] for k in ("kld_weight", "M_N") if isinstance(found.get(k), (int, float))), None)
     if weight is None or not weight > 0:
         return None
