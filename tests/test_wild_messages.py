@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from torch import nn
 
 from entropy_elbo.checkpoints.likelihood import bernoulli_loss, loss_reason
-from entropy_elbo.checkpoints.peers import check_pythae
+from entropy_elbo.checkpoints.peers import check_pythae, lightning_implied_variance, pythae_implied_variance
 from entropy_elbo.checkpoints.readings import AmbiguousReading, Reading, choose, spread_rows
 from entropy_elbo.cli import main, score_rows
 from entropy_elbo.errors import CheckpointError, EntropyElboError
@@ -134,3 +134,17 @@ def test_one_bernoulli_loss_rule_serves_lightning_and_pythae() -> None:
     with pytest.raises(CheckpointError, match=r"^pythae BetaVAE was trained with reconstruction_loss 'bce': a Bern"):
         check_pythae({"name": "BetaVAEConfig", "reconstruction_loss": "bce"})
     check_pythae({"name": "MSSSIM_VAE_Config", "reconstruction_loss": "bce"})  # its own loss: the field is unused
+
+
+def test_one_table_of_losses_that_are_no_elbo_serves_pythae_and_pytorch_vae() -> None:
+    ssim = "its reconstruction loss is an MS-SSIM similarity, not a Gaussian log-likelihood"
+    assert pythae_implied_variance({"name": "MSSSIM_VAE_Config"}) == (
+        None, f"pythae MSSSIM_VAE: {ssim}; no fixed decoder variance is implied")
+    assert lightning_implied_variance({"params": {"name": "MSSIMVAE", "kld_weight": 0.01}}, 4) == (
+        None, f"hyper_parameters: PyTorch-VAE MSSIMVAE: {ssim}; no sigma^2 is implied")
+    capacity = "its loss targets a KL capacity C (a weight times |KL - C|), so it is not the ELBO at any one sigma^2"
+    assert pythae_implied_variance({"name": "DisentangledBetaVAEConfig"})[1] == (
+        f"pythae DisentangledBetaVAE: {capacity}; no fixed decoder variance is implied")
+    assert lightning_implied_variance({"kld_weight": 0.01, "beta": 4}, 4) == (
+        None, f"hyper_parameters: kld_weight 0.01 with loss_type 'B': {capacity}; no sigma^2 is implied")
+    assert lightning_implied_variance({"kld_weight": 0.01}, 4)[0] == pytest.approx(4 * 0.01 / 2)  # D w / 2

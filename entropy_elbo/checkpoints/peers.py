@@ -22,12 +22,17 @@ PYTHAE_GAUSSIAN: dict[str, str | None] = {
     "IWAE": None, "CIWAE": None, "MIWAE": None, "PIWAE": None, "INFOVAE_MMD": None, "Adversarial_AE": None,
     "MSSSIM_VAE": None, "VAEGAN": None,
 }
-# losses that are not an ELBO at any one sigma^2: no decoder variance is implied
-PYTHAE_NO_IMPLIED = {
-    "MSSSIM_VAE": "its reconstruction loss is an MS-SSIM similarity, not a Gaussian log-likelihood",
-    "VAEGAN": "its reconstruction loss is a distance in a discriminator's features, not a Gaussian log-likelihood",
-    "DisentangledBetaVAE": "its loss 0.5 ||x - mu(z)||^2 + beta |KL - C| targets a KL capacity C, so it is not "
-                           "the ELBO at any one sigma^2",
+_KL_CAPACITY = "its loss targets a KL capacity C (a weight times |KL - C|), so it is not the ELBO at any one sigma^2"
+_NOT_GAUSSIAN = "not a Gaussian log-likelihood"
+# losses that are not the ELBO at any one sigma^2, so no fixed decoder variance is implied: pythae's and PyTorch-VAE's
+# model classes in one table (their names differ: pythae's MSSSIM_VAE is PyTorch-VAE's MSSIMVAE)
+NOT_AN_ELBO = {
+    "MSSSIM_VAE": f"its reconstruction loss is an MS-SSIM similarity, {_NOT_GAUSSIAN}",
+    "MSSIMVAE": f"its reconstruction loss is an MS-SSIM similarity, {_NOT_GAUSSIAN}",
+    "VAEGAN": f"its reconstruction loss is a distance in a discriminator's features, {_NOT_GAUSSIAN}",
+    "LogCoshVAE": f"its reconstruction loss is a log-cosh loss, {_NOT_GAUSSIAN}",
+    "DFCVAE": f"its reconstruction loss is a perceptual (VGG feature) distance, {_NOT_GAUSSIAN}",
+    "DisentangledBetaVAE": _KL_CAPACITY,
 }
 _OWN_RECONSTRUCTION = ("MSSSIM_VAE", "VAEGAN")  # reconstruction_loss in their config is not used
 _DETERMINISTIC = "its encoder is deterministic (no encoder variance), so it is an autoencoder, not a VAE"
@@ -79,8 +84,8 @@ def custom_route(config: dict) -> str:
 def pythae_implied_variance(config: dict) -> tuple[float | None, str]:
     """The fixed decoder variance pythae's loss implies, and the sentence that says why (None: none is implied)."""
     name = pythae_name(config)
-    if name in PYTHAE_NO_IMPLIED:
-        return None, f"pythae {name}: {PYTHAE_NO_IMPLIED[name]}; no fixed decoder variance is implied"
+    if name in NOT_AN_ELBO:
+        return None, f"pythae {name}: {NOT_AN_ELBO[name]}; no fixed decoder variance is implied"
     key = PYTHAE_GAUSSIAN.get(name)
     weight = float(config.get(key, 1.0)) if key else 1.0
     if key:
@@ -131,25 +136,20 @@ class quiet_logger:
 # ---------------------------------------------------------------------------------------------- PyTorch-VAE
 
 
-# PyTorch-VAE models whose reconstruction loss is not the MSE (so not a Gaussian log-likelihood)
-PYTORCH_VAE_OTHER_LOSS = {"LogCoshVAE": "a log-cosh reconstruction loss", "MSSIMVAE": "an MS-SSIM reconstruction loss",
-                          "DFCVAE": "a perceptual (VGG feature) reconstruction loss"}
-
-
 def lightning_implied_variance(hparams: object, d: int) -> tuple[float | None, str] | None:
     """PyTorch-VAE: loss = MSE(mean over D) + kld_weight * KL implies sigma^2 = D * kld_weight / 2 (x beta)."""
     found = {k: v for k, v in config_items(hparams) if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
     weight = next((found[k] for k in ("kld_weight", "M_N") if isinstance(found.get(k), (int, float))), None)
     if weight is None or not weight > 0:
         return None
-    other = PYTORCH_VAE_OTHER_LOSS.get(str(found.get("name")))
+    other = NOT_AN_ELBO.get(str(found.get("name")))
     if other:
-        return None, f"hyper_parameters: PyTorch-VAE {found['name']} trains with {other}: no sigma^2 is implied"
+        return None, f"hyper_parameters: PyTorch-VAE {found['name']}: {other}; no sigma^2 is implied"
     beta = found.get("beta")
     loss_type = found.get("loss_type", "B" if beta is not None else None)  # PyTorch-VAE's BetaVAE defaults to 'B'
     if loss_type == "B":
-        return None, (f"hyper_parameters: kld_weight {weight:g} with loss_type 'B' (a KL capacity target): "
-                      "no single decoder variance is implied")
+        return None, f"hyper_parameters: kld_weight {weight:g} with loss_type 'B': {_KL_CAPACITY}; no sigma^2 is " \
+                     "implied"
     scale = float(beta) if isinstance(beta, (int, float)) and loss_type == "H" else 1.0
     sigma2 = d * float(weight) * scale / 2
     weights = f"kld_weight {weight:g}" + (f" x beta {scale:g}" if scale != 1.0 else "")
