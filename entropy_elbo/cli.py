@@ -231,6 +231,8 @@ def estimate_cmd(checkpoint: Path, data: str | None, key: str | None, batch_size
         distributed.teardown()
     if load_options.optimal_variance:
         est = at_optimal_variance(est)
+        if loaded.introspection is not None:  # the sigma^2 used, not the 1 the reading started from
+            loaded.introspection.decoder.value = est.stationarity["sigma2"]
     if loaded.introspection is not None and loaded.introspection.fmt != "entropy-elbo":
         est.extra["checkpoint"] = loaded.introspection.to_dict()
         est.assumptions = est.extra["checkpoint"]["assumptions"]
@@ -450,7 +452,10 @@ def inspect_cmd(checkpoint: Path, data: str | None, key: str | None, as_json: bo
         x, _ = resolve_data(data, key=key)
         load_options.input_shape = tuple(x.shape[1:])
         load_options.rows = score_rows(x)
-    report.print_inspection(inspect_checkpoint(checkpoint, load_options), as_json)
+    intro = inspect_checkpoint(checkpoint, load_options)
+    if load_options.optimal_variance:  # chosen by estimate from the data, not the 1 the reading starts from
+        intro.decoder.value = None
+    report.print_inspection(intro, as_json)
 
 
 @main.command(name="collapse")

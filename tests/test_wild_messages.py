@@ -58,6 +58,10 @@ def test_optimal_variance_lines_state_the_value_used(plain: tuple[Path, Path, np
     s2 = float(re.search(r"sigma\^2 r = ([0-9.e+-]+)", table.stderr).group(1))
     assert s2 == pytest.approx(js["stationarity"]["sigma2"], rel=1e-5) and js["stationarity"]["r"] == 1.0
     assert s2 != pytest.approx(1.0, abs=1e-3)
+    assert js["extra"]["checkpoint"]["decoder"]["value"] == js["stationarity"]["sigma2"]  # the one used, not 1
+    inspected = json.loads(CliRunner().invoke(main, ["inspect", str(model), "--decoder-variance", "optimal",
+                                                    "--json"]).stdout)
+    assert inspected["decoder"]["value"] is None  # chosen by estimate from the data: no number yet
 
 
 def test_never_learned_variance_says_the_remedy_once(plain: tuple[Path, Path, np.ndarray]) -> None:
