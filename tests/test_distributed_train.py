@@ -55,14 +55,14 @@ def test_collapse_under_torchrun_equals_one_process(tmp_path: Path) -> None:
     single = json.loads(one.stdout)
 
     assert dist["n"] == single["n"] == 3001
-    for key in ("mean_entropy", "mean_kl", "mean_variance", "lucas_fraction"):
+    for key in ("mean_entropy", "mean_kl", "encoder_mean_variance", "lucas_fraction"):
         np.testing.assert_allclose(dist[key], single[key], rtol=1e-9, atol=1e-12, err_msg=key)
     assert dist["collapsed"] == single["collapsed"]
     assert 0 < dist["counts"]["entropy"] < 20  # the test model has collapsed and active latents alike
     # the merged population variance against numpy over the whole data, independently
     with torch.inference_mode():
         nu, _ = model.encode(torch.from_numpy(manifold(n=3001, seed=1)))
-    np.testing.assert_allclose(dist["mean_variance"], nu.double().var(0, unbiased=False).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(dist["encoder_mean_variance"], nu.double().var(0, unbiased=False).numpy(), rtol=1e-5)
 
 
 class TwoRanksReplayed(StepHooks):
