@@ -35,7 +35,7 @@ from entropy_elbo.collapse import (
 )
 from entropy_elbo.data import iter_batches
 from entropy_elbo.errors import EntropyElboError
-from entropy_elbo.estimate import Estimate, accumulate, summarize
+from entropy_elbo.estimate import Estimate, accumulate, check_samples, summarize
 from entropy_elbo.models.protocol import GaussianVAE, VAEBase
 from entropy_elbo.montecarlo import RowSeed
 from entropy_elbo.runs import RunFolder
@@ -168,8 +168,7 @@ def estimate_sharded(
     source: str = "data",
 ) -> Estimate:
     """The one-process `estimate` over all of x, computed by every rank on its block of rows (same on all ranks)."""
-    if samples < 0:
-        raise EntropyElboError(f"--samples: got {samples}; pass 0 (no Monte Carlo) or a positive count")
+    check_samples(samples)
     if len(x) == 0:
         raise EntropyElboError(f"{source}: no rows to estimate over; pass a file with at least one data point")
     acc = accumulate_sharded(model, x, ctx, batch_size=batch_size, samples=samples, seed=seed, device=device,

@@ -260,7 +260,8 @@ def stationarity_warnings(est: Estimate) -> list[str]:
         if fixed:
             out.append(f"r = {r:.4g}: the stated decoder variance sigma^2 is far from the best one given the rest "
                        f"(sigma*^2 = sigma^2 r = {st.get('sigma2_optimal', float('nan')):.4g}), so the Monte Carlo "
-                       "ELBO is that of a poor variance choice; --decoder-variance optimal gives the ELBO at sigma*^2")
+                       "ELBO is that of a poor variance choice; at_optimal_variance (--decoder-variance optimal) gives "
+                       "the ELBO at sigma*^2")
         else:
             out.append(f"r = {r:.4g} is far from 1: the decoder term D(1-r)/2 = {0.5 * est.d * (1 - r):.4g} nats/point "
                        "of the gap identity (eq. 76) is not zero, so the entropy ELBO is not this checkpoint's ELBO; "
@@ -326,8 +327,7 @@ def estimate(
     `seed` draws each data row's samples from its own stream (`RowSeed`): the same number for any batch size
     and any number of processes; `generator` instead draws them in order from one torch generator.
     """
-    if samples < 0:
-        raise EntropyElboError(f"--samples: got {samples}; pass 0 (no Monte Carlo) or a positive count")
+    check_samples(samples)
     it = iter(batches)
     first = next(it, None)
     if first is None:
@@ -343,6 +343,12 @@ def estimate(
     return check_finite_estimate(summarize(model, acc, samples=samples, d=dim))
 
 
+def check_samples(samples: int) -> None:
+    """Refuse a negative Monte Carlo sample count, in words a notebook user and a CLI user both read."""
+    if samples < 0:
+        raise EntropyElboError(f"samples (--samples): got {samples}; pass 0 (no Monte Carlo) or a positive count")
+
+
 def check_encoder_output(nu: Tensor, log_tau2: Tensor, first_row: int) -> None:
     """Refuse encoder outputs with NaN/Inf means or variances tau^2 that are zero or infinite in float32."""
     bad = ~torch.isfinite(nu) | ~(log_tau2.abs() < entropies.LOG_VAR_LIMIT)  # (B, H)
@@ -351,7 +357,7 @@ def check_encoder_output(nu: Tensor, log_tau2: Tensor, first_row: int) -> None:
         raise EntropyElboError(
             f"data row {first_row + row}, latent {h}: the encoder gives mean {float(nu[row, h]):g} and "
             f"ln tau^2 {float(log_tau2[row, h]):g} (tau^2 zero, infinite or NaN in float32); "
-            "the checkpoint does not fit this data: check --data and its scaling"
+            "the checkpoint does not fit this data: check the data (--data) and its scaling"
         )
 
 
@@ -364,7 +370,7 @@ def check_finite_estimate(est: Estimate) -> Estimate:
     if bad:
         named = ", ".join(f"{k} = {v}" for k, v in bad.items())
         raise EntropyElboError(f"the estimate is not finite ({named}): the model's outputs overflow on this data; "
-                               "check the checkpoint and that --data is scaled as in training")
+                               "check the checkpoint and that the data (--data) is scaled as in training")
     return est
 
 
@@ -394,7 +400,8 @@ def estimate_without_data(model: GaussianVAE, d: int) -> Estimate | None:
                     entropies={"encoder": enc_ent, "prior": prior_ent, "decoder": dec_ent}, mc_elbo=None,
                     mc_stderr=None, mc_sampling_stderr=None, mc_samples=0,
                     stationarity={"sigma2": log_sigma2.exp().tolist()},
-                    note="from the parameters alone (Cor. 1, eq. 20): no --data, so no a_h, r or Monte Carlo ELBO")
+                    note="from the parameters alone (Cor. 1, eq. 20): no data (--data), so no a_h, r or Monte Carlo "
+                         "ELBO")
 
 
 def with_iwae(est: Estimate, value: float, stderr: float | None, samples: int) -> Estimate:

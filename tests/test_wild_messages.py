@@ -18,7 +18,7 @@ from entropy_elbo.checkpoints.peers import check_pythae, lightning_implied_varia
 from entropy_elbo.checkpoints.readings import AmbiguousReading, Reading, choose, spread_rows
 from entropy_elbo.cli import main, score_rows
 from entropy_elbo.errors import CheckpointError, EntropyElboError
-from entropy_elbo.estimate import Estimate, at_optimal_variance
+from entropy_elbo.estimate import Estimate, at_optimal_variance, estimate
 
 
 class PlainVAE(nn.Module):
@@ -127,6 +127,8 @@ def test_library_errors_read_right_in_a_notebook() -> None:
                    mc_stderr=None, mc_sampling_stderr=None, mc_samples=0, stationarity={"a": [1.0]})
     with pytest.raises(EntropyElboError, match=r"samples >= 1 \(--samples 1 or more\)"):
         at_optimal_variance(est)
+    with pytest.raises(EntropyElboError, match=r"^samples \(--samples\): got -1; pass 0"):
+        estimate(None, [np.zeros((1, 2))], samples=-1)
 
 
 def test_one_bernoulli_loss_rule_serves_lightning_and_pythae() -> None:
