@@ -162,6 +162,8 @@ def epoch_progress(total: int, quiet: bool = False, done: int = 0) -> Iterator[o
 def work_progress(total: float, unit: str, quiet: bool = False) -> Iterator[object]:
     """Progress with an ETA over `total` units of long work (shown only after 2 s): yields tick(units done now)."""
     line = ProgressLine(total, unit, quiet=quiet, delay=2.0, interval=30.0)
+    if not line.terminal:  # a log gets a line only from work that lasts the interval (30 s)
+        line.delay = line.interval
     done = 0.0
 
     def tick(units: float) -> None:
