@@ -22,6 +22,10 @@ def test_an_amendment_must_beat_the_convention_by_a_margin_per_observed_dimensio
         assert d * offset**2 / 2 != pytest.approx(DIM_MARGIN * d)
         got = choose(lambda r, o=offset: OffsetModel({conv: o, other: 0.0}[r], x), [conv, other], x, "a convention")
         assert got[0] == want
+    near, far = Reading("relu", "tanh"), Reading("tanh", "tanh")  # near: 1 choice from conv; far: 2
+    offsets = {conv: 0.3, near: 0.2, far: 0.0}  # near beats conv, far beats near: no amendment, far clearly best
+    got = choose(lambda r: OffsetModel(offsets[r], x), list(offsets), x, "the usual reading")
+    assert got[0] == far and got[2].startswith("the usual reading set aside: another reading clearly beats it; ")
 
 
 def test_briefly_trained_pytorch_examples_vae_keeps_relu_and_collapse_matches_encode(tmp_path: Path) -> None:

@@ -160,7 +160,7 @@ def choose(build: Callable[[Reading], object], readings: list[Reading], x: Tenso
     evidence = "" if convention is None else (f"{convention}; " if best is prior else
                                               f"{convention}, but the data clearly prefer another {', '.join(changed)}"
                                               f" ({best.reading.label()}); " if anchor is not None else
-                                              f"not {convention}, which another reading clearly beats; ")
+                                              f"{convention} set aside: another reading clearly beats it; ")
     evidence += (f"scored on {len(x)} data rows: Monte Carlo ELBO {best.score:.4f} nats per data point "
                  f"(r {best.r:.3g}, max|a_h-1| {best.a_far:.3g})")
     if runner is not None:
