@@ -5,11 +5,10 @@ matplotlib is an optional extra (`pip install 'entropy-elbo[plot]'`).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from entropy_elbo.entropies import LOG_2PI_E
-from entropy_elbo.errors import EntropyElboError
+from entropy_elbo.errors import EntropyElboError, parse_json
 from entropy_elbo.runs import LOG, read_log, run_for_resume
 
 PRIOR_ENTROPY = 0.5 * LOG_2PI_E  # H[N(0, 1)] ~ 1.4189 nats
@@ -70,7 +69,7 @@ def run_title(path: str | Path) -> str:
     path = Path(path)
     try:
         stored = read_settings(run_for_resume(path).folder) if path.suffix != ".jsonl" else {}
-        kind = json.loads(str(stored["model_config"]))["kind"]
+        kind = parse_json(str(stored["model_config"]), str(path))["kind"]  # type: ignore[index]
         data = stored["settings"]["data"]
     except (EntropyElboError, KeyError, TypeError, ValueError):
         return str(path)
