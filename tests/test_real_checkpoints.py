@@ -648,3 +648,44 @@ def assert_vae3_entropy_elbo(est: dict, vae: nn.Module, x: torch.Tensor, h: int,
     se = math.hypot(est["decoder_entropy_stderr"], dec_se)
     assert abs(est["entropy_elbo"] - mine) <= 4 * se, (est["entropy_elbo"], mine, se)
     assert se < 0.02 * abs(dec_ent)  # sharp enough to catch a log-std or a variance read for the softplus std
+
+
+class MainPyVAE0(MainPyVAE2Sigmoid):
+    """main.py's VAE-0 on MNIST-like data: `logsigma2` frozen at exactly 0 (requires_grad=False, sigma^2 = 1 fixed),
+    a sigmoid decoder output, N(0, I) prior."""
+
+    def __init__(self, d: int, h: int) -> None:
+        MainPyVAE.__init__(self, d, h)
+        self.logsigma2 = nn.Parameter(torch.zeros(1), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return gaussian_bound(x, *self.encode(x), self.decode)
+
+
+def test_authors_vae0_frozen_logsigma2_is_a_fixed_variance_not_a_learned_one(tmp_path: Path) -> None:
+    """A stored log-variance of bit-exactly 0.0 was never trained: sigma^2 = 1 fixed, so no entropy ELBO is claimed,
+    the MC ELBO is at sigma^2 = 1, and `--decoder-variance 1` is not refused as Bernoulli (the named parameter is
+    the model's own evidence of a Gaussian decoder); `--decoder-var logsigma2` claims it learned (Thm. 2)."""
+    d, h = 5, 2
+    x = ppca_rows(d=d)
+    x = (x - x.min(0).values) / (x.max(0).values - x.min(0).values)  # [0, 1] data, as MNIST
+    torch.manual_seed(1)
+    vae = train_bound(MainPyVAE0(d, h), x, steps=300)
+    assert float(vae.logsigma2) == 0.0
+    path, data = tmp_path / "vae", save_data(tmp_path, x)
+    torch.save(vae.state_dict(), path)
+    est = run_json("estimate", path, "--data", data, "--samples", "64")
+    assert est["entropy_elbo"] is None and est["decoder_variance"] == "fixed"
+    assert any("exactly 0.0" in a["evidence"] and "--decoder-var logsigma2" in a["override"]
+               for a in est["assumptions"])
+    log_tau2 = tau_log_var(vae, x)
+    with torch.no_grad():
+        nu = vae.encode(x)[0]
+    mine, se = independent_mc_elbo(lambda _: (nu, log_tau2.float()),
+                                   lambda z: (vae.decode(z)[0], torch.ones(d)), torch.tensor(1.0), x, 64)
+    assert_within_4_se(est, mine, se)
+    given = run_json("estimate", path, "--data", data, "--samples", "64", "--decoder-variance", "1")
+    assert given["mc_elbo"] == pytest.approx(est["mc_elbo"], rel=1e-9)
+    learned = run_json("estimate", path, "--data", data, "--samples", "0", "--decoder-var", "logsigma2")
+    assert learned["entropy_elbo"] == pytest.approx(
+        independent_entropy_elbo(log_tau2, torch.tensor(1.0), d), rel=1e-4)

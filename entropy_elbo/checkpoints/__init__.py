@@ -25,6 +25,8 @@ from entropy_elbo.checkpoints.introspect import (
     find_decoder_variance,
     find_encoder_variance,
     find_prior,
+    frozen_at_zero,
+    has_decoder_variance,
     layer_names,
 )
 from entropy_elbo.checkpoints.likelihood import loss_reason, refuse_other_priors, sigmoid_reason
@@ -246,7 +248,7 @@ def _decoder_finding(state: dict[str, Tensor], options: LoadOptions, d: int | No
                            f"ELBO given the encoder and decoder mean{ignored}", DEC_OVERRIDE, value=1.0)
         return Finding("fixed", None, "var", f"sigma^2 = {options.decoder_variance} from --decoder-variance{ignored}",
                        DEC_OVERRIDE, value=float(options.decoder_variance))
-    return found
+    return found if options.decoder_var is not None else frozen_at_zero(state, found)
 
 
 def _implied_variance(decoder: Finding, raw: RawCheckpoint, d: int) -> None:
@@ -357,7 +359,8 @@ def adapt(raw: RawCheckpoint, options: LoadOptions, source: str,
         intro.assume(*item)
     intro.refusal = loss_reason(raw.meta)
     rows = options.rows
-    if (intro.refusal is None and pythae is None and decoder.kind == "fixed" and rows is not None
+    if (intro.refusal is None and pythae is None and decoder.kind == "fixed" and not has_decoder_variance(state)
+            and rows is not None
             and rows[0].numel() == d and options.output_activation != "sigmoid"):
         output = (model.output or "linear") if isinstance(model, ShapesMLP) else None
         try:

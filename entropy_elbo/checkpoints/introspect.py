@@ -222,6 +222,25 @@ def find_decoder_variance(state: dict[str, Tensor], *, name: str | None = None, 
                    "loss)", DEC_OVERRIDE)
 
 
+def frozen_at_zero(state: dict[str, Tensor], found: Finding) -> Finding:
+    """A found log-variance (or log-std) that is bit-exactly 0.0 everywhere: training never leaves one there, so
+    it was frozen (requires_grad=False, the paper authors' VAE-0): a fixed sigma^2 = 1, else `found` unchanged."""
+    if found.kind not in ("scalar", "per-dim") or found.param not in ("logvar", "logstd") or state[found.name].any():
+        return found
+    return Finding("fixed", None, "var", f"parameter {found.name!r} holds exactly 0.0 (bit-exact), a value that "
+                   "training never leaves: a log-variance frozen at 0 (requires_grad=False, as the paper authors' "
+                   "VAE-0), so sigma^2 = 1 is fixed, not learned, and the entropy form does not apply",
+                   f"--decoder-var {found.name} to claim it was learned, or --decoder-variance VALUE",
+                   value=1.0)
+
+
+def has_decoder_variance(state: dict[str, Tensor]) -> bool:
+    """Whether a parameter or sub-network is named like a Gaussian decoder variance (the model's own evidence
+    that its decoder is Gaussian, even when its value is fixed)."""
+    return any(last(k) in DECODER_VAR_NAMES for k in bare_params(state)) or bool(modules_named(state,
+                                                                                              DECODER_VAR_NETS))
+
+
 _PARAM_WORDS = {"logvar": "log-variance", "logstd": "log-std", "std": "std", "var": "variance",
                 "softplus_std": "std through softplus", "softplus_var": "variance through softplus"}
 
