@@ -52,7 +52,8 @@ class Estimate:
     stationarity: dict[str, object]
     ppca_loglik: float | None = None
     note: str | None = None
-    decoder_entropy_stderr: float | None = None
+    decoder_entropy_stderr: float | None = None  # VAE-3: spread of the per-point decoder entropy over data points
+    entropy_elbo_sampling_stderr: float | None = None  # VAE-3: sampling noise of the entropy ELBO alone (eq. 22)
     units: str = UNITS
     extra: dict[str, object] = field(default_factory=dict)
     iwae: float | None = None  # importance-weighted bound on log p(x) (Burda et al. 2016), when asked for
@@ -142,6 +143,7 @@ def accumulate(
             _add(acc, "r", terms.sq_ratio.flatten())
             _add(acc, "decoder_entropy", terms.decoder_entropy.sum())
             _add(acc, "decoder_entropy_sq", terms.decoder_entropy.pow(2).sum())
+            _add(acc, "decoder_entropy_var_s", terms.decoder_entropy_var.sum())
     if rows < 0:
         raise EntropyElboError("data: no rows to estimate over; pass a file with at least one data point")
     acc["n"] = torch.tensor(float(rows), dtype=torch.float64, device=device)
@@ -151,6 +153,11 @@ def accumulate(
 def _encoder_entropy_sum(log_tau2: Tensor) -> Tensor:
     """Sum over a batch of the encoder entropies (eq. 8): affine in log tau^2, so one float64 sum suffices."""
     return 0.5 * (entropies.LOG_2PI_E * log_tau2.numel() + log_tau2.sum(dtype=torch.float64))
+
+
+def _sampling_stderr(var_sum: Tensor, samples: int, n: int) -> float | None:
+    """Sampling noise alone of a mean over N points of S-sample means: sqrt(sum_n var_n / S) / N (None if S < 2)."""
+    return math.sqrt(float(var_sum) / samples) / n if samples > 1 else None
 
 
 def summarize(model: GaussianVAE, acc: dict[str, Tensor], *, samples: int, d: int) -> Estimate:
@@ -171,6 +178,7 @@ def summarize(model: GaussianVAE, acc: dict[str, Tensor], *, samples: int, d: in
 
     dec_ent: float | None = None
     dec_ent_se: float | None = None
+    f_h_sampling_se: float | None = None
     sigma2: object = None
     if kind in ("scalar", "per-dim", "fixed"):
         log_sigma2 = model.decoder_log_var(torch.zeros(1, h, device=acc["n"].device)).detach().double().cpu()
@@ -179,13 +187,14 @@ def summarize(model: GaussianVAE, acc: dict[str, Tensor], *, samples: int, d: in
     elif samples > 0:
         dec_ent = float(acc["decoder_entropy"]) / n
         dec_ent_se = _stderr(acc["decoder_entropy"], acc["decoder_entropy_sq"], n)
+        f_h_sampling_se = _sampling_stderr(acc["decoder_entropy_var_s"], samples, n)
 
     mc = mc_se = mc_sampling_se = None
     r_d: Tensor | None = None
     if samples > 0:
         mc = float(acc["f"]) / n
         mc_se = _stderr(acc["f"], acc["f_sq"], n)
-        mc_sampling_se = math.sqrt(float(acc["f_var_s"]) / samples) / n if samples > 1 else None
+        mc_sampling_se = _sampling_stderr(acc["f_var_s"], samples, n)
         r_d = acc["r"].cpu() / n
 
     if kind == "fixed":
@@ -224,6 +233,7 @@ def summarize(model: GaussianVAE, acc: dict[str, Tensor], *, samples: int, d: in
         entropies={"encoder": enc_ent, "prior": prior_ent, "decoder": dec_ent},
         mc_elbo=mc, mc_stderr=mc_se, mc_sampling_stderr=mc_sampling_se, mc_samples=samples,
         stationarity=stationarity, ppca_loglik=ppca, note=note, decoder_entropy_stderr=dec_ent_se,
+        entropy_elbo_sampling_stderr=f_h_sampling_se,
     )
     est.warnings = stationarity_warnings(est)
     return est
@@ -244,7 +254,7 @@ def at_variance(acc: dict[str, Tensor], *, n: int, d: int, samples: int, sigma2:
         var_kl = (float(acc["kl_sq"]) - n * kl * kl) / (n - 1)
         cov = (float(acc["ll_kl"]) - n * ll * kl) / (n - 1)
         stderr = math.sqrt(max(0.0, ratio**2 * var_ll + var_kl - 2 * ratio * cov) / n)
-    sampling = ratio * math.sqrt(float(acc["f_var_s"]) / samples) / n if samples > 1 else None
+    sampling = None if samples < 2 else ratio * _sampling_stderr(acc["f_var_s"], samples, n)
     return value, stderr, sampling
 
 

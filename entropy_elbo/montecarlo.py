@@ -25,6 +25,7 @@ class SampledTerms:
     loglik_var: Tensor  # (B,) unbiased variance over the S samples (zeros when S == 1)
     sq_ratio: Tensor  # (D,) sum over the batch of mean_s (x - mu)^2 / sigma^2, per observed dimension
     decoder_entropy: Tensor  # (B,) mean_s sum_d 0.5 log(2 pi e sigma_d^2(z_s))
+    decoder_entropy_var: Tensor  # (B,) its unbiased variance over the S samples (zeros when S == 1)
 
 
 def _signed(value: int) -> int:
@@ -102,6 +103,7 @@ def sampled_terms(
     ll_sum = torch.zeros(b, dtype=torch.float64, device=x.device)
     ll_sq = torch.zeros_like(ll_sum)
     ent_sum = torch.zeros_like(ll_sum)
+    ent_sq = torch.zeros_like(ll_sum)
     ratio = torch.zeros(x.shape[1:], dtype=torch.float64, device=x.device)
     done = 0
     while done < samples:
@@ -118,14 +120,20 @@ def sampled_terms(
         ll = -0.5 * ((LOG_2PI + log_sigma2) + sq).flatten(2).sum(-1)  # (s, B)
         ll_sum += ll.sum(0)
         ll_sq += ll.pow(2).sum(0)
-        ent_sum += gaussian_entropy(log_sigma2).expand_as(sq).flatten(2).sum(-1).sum(0)
+        ent = gaussian_entropy(log_sigma2).expand_as(sq).flatten(2).sum(-1)  # (s, B)
+        ent_sum += ent.sum(0)
+        ent_sq += ent.pow(2).sum(0)
         ratio += sq.sum((0, 1))
         done += s
         if on_work is not None:
             on_work(s * b)  # rows x samples done: progress within a batch, for a huge --samples
-    mean = ll_sum / samples
-    var = (ll_sq - samples * mean.pow(2)).clamp_min(0) / max(1, samples - 1)
-    return SampledTerms(mean, var, ratio / samples, ent_sum / samples)
+    return SampledTerms(ll_sum / samples, _sample_var(ll_sum, ll_sq, samples), ratio / samples, ent_sum / samples,
+                        _sample_var(ent_sum, ent_sq, samples))
+
+
+def _sample_var(total: Tensor, sq: Tensor, samples: int) -> Tensor:
+    """Unbiased variance over S samples from their sum and sum of squares (zeros when S == 1)."""
+    return (sq - total.pow(2) / samples).clamp_min(0) / max(1, samples - 1)
 
 
 # ---------------------------------------------------------------------------------------------- IWAE bound

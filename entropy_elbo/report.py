@@ -79,6 +79,9 @@ def estimate_table(est: Estimate, source: str) -> Table:
         t.add_row("entropy ELBO", "does not apply", "sigma^2 was not learned, so Thm. 2 does not hold")
     else:
         t.add_row("entropy ELBO", f"{_fmt(est.entropy_elbo)} {u}", "encoder - prior - decoder entropy (Thm. 2, eq. 14)")
+        if est.entropy_elbo_sampling_stderr is not None:
+            t.add_row("  sampling error", f"{_fmt(est.entropy_elbo_sampling_stderr)} {u}",
+                      f"of the sampled decoder entropy, {est.mc_samples} samples per point (eq. 22)")
     t.add_row("  encoder entropy", f"{_fmt(est.entropies['encoder'])} {u}", "mean_n sum_h 0.5 log(2 pi e tau^2)")
     t.add_row("  prior entropy", f"{_fmt(est.entropies['prior'])} {u}", "0.5 log det(2 pi e A)")
     network = est.decoder_variance == "network"

@@ -689,3 +689,36 @@ def test_authors_vae0_frozen_logsigma2_is_a_fixed_variance_not_a_learned_one(tmp
     learned = run_json("estimate", path, "--data", data, "--samples", "0", "--decoder-var", "logsigma2")
     assert learned["entropy_elbo"] == pytest.approx(
         independent_entropy_elbo(log_tau2, torch.tensor(1.0), d), rel=1e-4)
+
+
+def test_vae3_entropy_elbo_sampling_error_matches_its_spread_over_seeds(tmp_path: Path) -> None:
+    """VAE-3's entropy ELBO samples its decoder entropy (Thm. 3, eq. 22): the reported sampling error,
+    sqrt(sum_n var_s(H_n) / S) / N, must match the standard deviation of the estimate over 300 seeds on the same
+    data (within 20%: the spread of 300 draws is itself known to about 4%, so 20% is 5 of its standard errors)."""
+    from entropy_elbo.checkpoints import LoadOptions, load_model
+    from entropy_elbo.estimate import estimate
+
+    d, h, seeds, s = 5, 2, 300, 8
+    x = ppca_rows(n=100, d=d)
+    torch.manual_seed(1)
+    vae = train_bound(VerificationVAE3(d, h, [16, 16]), x, steps=200)
+    path, data = tmp_path / "vae", save_data(tmp_path, x)
+    torch.save(vae.state_dict(), path)
+    model = load_model(path, options=LoadOptions(rows=x)).model  # read as the CLI reads it, with no flags
+    with torch.no_grad():
+        nu, tau = (t.double() for t in vae.encode(x))
+    draws = []
+    for seed in range(seeds):  # the same spread by our own sampling with torch.distributions
+        z = nu + tau * torch.randn(s, *nu.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        with torch.no_grad():
+            draws.append(float(Normal(0.0, vae.decode(z.float())[1].double()).entropy().sum(-1).mean()))
+    runs = [estimate(model, [x], samples=s, seed=seed) for seed in range(seeds)]
+    spread = float(torch.tensor([r.entropy_elbo for r in runs], dtype=torch.float64).std())
+    reported = float(torch.tensor([r.entropy_elbo_sampling_stderr for r in runs], dtype=torch.float64).mean())
+    assert reported == pytest.approx(spread, rel=0.2)
+    assert reported == pytest.approx(float(torch.tensor(draws, dtype=torch.float64).std()), rel=0.2)
+    assert reported < runs[0].decoder_entropy_stderr  # not the spread over data points
+    est = run_json("estimate", path, "--data", data, "--samples", str(s))
+    assert est["entropy_elbo_sampling_stderr"] == pytest.approx(spread, rel=0.2)
+    table = run("estimate", path, "--data", data, "--samples", str(s)).stdout
+    assert "of the sampled decoder entropy" in table
