@@ -28,6 +28,8 @@ from entropy_elbo.data import (
     save_chunks,
     synthetic_chunks,
 )
+from entropy_elbo.data.preprocess import CHOICES as PREPROCESS_CHOICES
+from entropy_elbo.data.preprocess import as_trained
 from entropy_elbo.devices import resolve_device
 from entropy_elbo.errors import EntropyElboError
 from entropy_elbo.estimate import at_optimal_variance, estimate, estimate_without_data, with_iwae
@@ -128,6 +130,11 @@ def cpu_threads(model: torch.nn.Module, rows: int, samples: int, dev: torch.devi
     """Set torch's CPU threads for this command's work (--threads, OMP_NUM_THREADS or the work's size)."""
     if dev.type == "cpu":
         use_threads(model_work(model, rows, samples), click.get_current_context().meta.get("threads"))
+preprocess_option = click.option(
+    "--preprocess", type=click.Choice(list(PREPROCESS_CHOICES)), default="auto", show_default=True,
+    expose_value=False, callback=lambda ctx, param, value: ctx.meta.__setitem__("preprocess", value),
+    help="A table trained with --drop-column or --scale: apply that preprocessing (recorded in the checkpoint) "
+         "to --data ('as-trained'), read it as is ('none'), or tell by its shape ('auto').")
 quiet_option = click.option("--quiet", is_flag=True, help="No progress bar.")
 
 
@@ -196,6 +203,7 @@ def checkpoint_options(f):  # noqa: ANN001, ANN201
 @click.option("--iwae", type=int, default=0, show_default=True,
               help="Also the importance-weighted bound on log p(x) with K samples per point (0: off).")
 @device_option
+@preprocess_option
 @threads_option
 @checkpoint_options
 def estimate_cmd(checkpoint: Path, data: str | None, key: str | None, batch_size: int | None, samples: int,
@@ -210,10 +218,17 @@ def estimate_cmd(checkpoint: Path, data: str | None, key: str | None, batch_size
         report.print_estimate(estimate_from_parameters(checkpoint, samples, iwae, load_options, device),
                               str(checkpoint), as_json)
         return
+    if iwae != 0 and (ranks := distributed.context_from_env()) is not None and ranks.world_size > 1:
+        raise EntropyElboError(f"--iwae {iwae}: the importance-weighted bound is not sharded over torchrun's "
+                               f"{ranks.world_size} processes; run `estimate --iwae {iwae}` in one process")
     ctx, dev = join_ranks(device)
     try:
         loaded, x, rows = distributed.all_or_none(ctx, dev, lambda: open_inputs(
             checkpoint, data, key, load_options, dev, batch_size=batch_size, samples=samples, needs_variance=True))
+        wild = loaded.introspection is not None and loaded.introspection.fmt != "entropy-elbo"
+        if wild and not as_json and (ctx is None or ctx.is_main):  # how it was read, before the pass starts
+            report.message(report.wild_summary(loaded.introspection))
+            report.print_assumptions(loaded.introspection)
         if ctx is not None:
             est = distributed.estimate_sharded(loaded.model, x, ctx, batch_size=rows, samples=samples, seed=seed,
                                                device=dev, source=data)
@@ -233,12 +248,9 @@ def estimate_cmd(checkpoint: Path, data: str | None, key: str | None, batch_size
         est = at_optimal_variance(est)
         if loaded.introspection is not None:  # the sigma^2 used, not the 1 the reading started from
             loaded.introspection.decoder.value = est.stationarity["sigma2"]
-    if loaded.introspection is not None and loaded.introspection.fmt != "entropy-elbo":
+    if wild:
         est.extra["checkpoint"] = loaded.introspection.to_dict()
         est.assumptions = est.extra["checkpoint"]["assumptions"]
-        if not as_json and (ctx is None or ctx.is_main):
-            report.message(report.wild_summary(loaded.introspection))
-            report.print_assumptions(loaded.introspection)
     if ctx is None or ctx.is_main:
         report.print_estimate(est, str(checkpoint), as_json)
 
@@ -396,6 +408,16 @@ def images_as_trained(data: str, loaded: LoadedModel, x: np.ndarray) -> np.ndarr
     return load_image_folder(data, int(images["image_size"]), images.get("crop"))
 
 
+def table_as_trained(data: str, loaded: LoadedModel, x: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """An array file or named set read with the column drop and scaler its checkpoint was trained with (from its
+    metadata, applied per --preprocess), and the note saying which was done."""
+    recorded = loaded.metadata.get("data")
+    rec = recorded.get("preprocessing") if isinstance(recorded, dict) else None
+    if not isinstance(rec, dict) or Path(data).is_dir():
+        return x, None
+    return as_trained(x, rec, data, click.get_current_context().meta.get("preprocess", "auto"))
+
+
 def open_inputs(checkpoint: Path, data: str, key: str | None, options: LoadOptions, dev: torch.device, *,
                 batch_size: int | None, samples: int, needs_variance: bool) -> tuple[LoadedModel, np.ndarray, int]:
     """--data (a file, memory-mapped, or a named set), CHECKPOINT's model checked on its rows, the rows per batch."""
@@ -404,7 +426,11 @@ def open_inputs(checkpoint: Path, data: str, key: str | None, options: LoadOptio
     options.rows = score_rows(x)
     loaded = load_model(checkpoint, device=dev, options=options)
     x = images_as_trained(data, loaded, x)
+    x, note = table_as_trained(data, loaded, x)
     check_shape(loaded.model, x, data)
+    context = distributed.context_from_env()
+    if note is not None and (context is None or context.is_main):
+        report.message(note)
     intro = loaded.introspection
     if intro is not None and intro.unresolved and not (needs_variance and intro.refusal):
         raise EntropyElboError(f"{intro.source}: {intro.unresolved}")
@@ -478,6 +504,7 @@ def inspect_cmd(checkpoint: Path, data: str | None, key: str | None, as_json: bo
 @json_option
 @plot_option("a bar chart of the per-latent entropies")
 @device_option
+@preprocess_option
 @threads_option
 @checkpoint_options
 def collapse_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int | None, threshold: float | None,
@@ -625,6 +652,7 @@ def select_cmd(data: str, key: str | None, latents: str, batch_size: int, lr: fl
 @seed_option("the subsets and the samples")
 @json_option
 @device_option
+@preprocess_option
 @threads_option
 @checkpoint_options
 def compare_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int | None, sizes: str | None, repeats: int,

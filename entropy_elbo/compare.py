@@ -145,15 +145,15 @@ def timed(fn: Estimator, batches: list[np.ndarray]) -> tuple[float, float]:
 def check_sizes(sizes: Sequence[int] | None, repeats: int, n_data: int, source: str) -> list[int]:
     """Subset sizes must lie in [1, N] (None: the defaults up to N); a standard deviation needs 2 repeats."""
     if repeats < 2:
-        raise EntropyElboError(f"--repeats: got {repeats}; a standard deviation needs at least 2 repeats")
+        raise EntropyElboError(f"repeats (--repeats): got {repeats}; a standard deviation needs at least 2 repeats")
     if sizes is None:
         sizes = [n for n in DEFAULT_SIZES if n <= n_data] or [n_data]
     sizes = sorted({int(n) for n in sizes})
     if not sizes or sizes[0] < 1:
-        raise EntropyElboError(f"--sizes: got {sizes}; pass positive subset sizes such as 10,100,1000")
+        raise EntropyElboError(f"sizes (--sizes): got {sizes}; pass positive subset sizes such as 10,100,1000")
     if sizes[-1] > n_data:
         raise EntropyElboError(
-            f"--sizes: {sizes[-1]} exceeds the {n_data} rows of {source}; pass sizes of at most {n_data}"
+            f"sizes (--sizes): {sizes[-1]} exceeds the {n_data} rows of {source}; pass sizes of at most {n_data}"
         )
     return sizes
 
@@ -181,7 +181,8 @@ def compare(
     n_data, d = x.shape[0], int(np.prod(x.shape[1:]))
     sizes = check_sizes(sizes, repeats, n_data, source)
     if not mc_samples or min(mc_samples) < 1:
-        raise EntropyElboError(f"--mc-samples: got {list(mc_samples)}; pass positive sample counts such as 1,100")
+        raise EntropyElboError(f"mc_samples (--mc-samples): got {list(mc_samples)}; pass positive sample counts "
+                               "such as 1,100")
     rng = np.random.default_rng(seed)
     gen = torch.Generator(device=device).manual_seed(seed)
     ests = estimators(model, d, mc_samples, gen, device, entropy_samples)

@@ -298,8 +298,7 @@ def at_optimal_variance(est: Estimate) -> Estimate:
         raise EntropyElboError("the optimal decoder variance (--decoder-variance optimal) needs a scalar decoder "
                                "variance and an estimate with samples >= 1 (--samples 1 or more)")
     s2 = float(st["sigma2_optimal"])
-    a = st["a"]
-    st.update(r=1.0, sigma2=s2, gap=0.5 * sum(1 - v for v in a), sigma2_optimal=s2)
+    st.update(r=1.0, sigma2=s2, sigma2_optimal=s2)  # no gap: a fixed sigma^2 has no entropy ELBO to be apart from
     mc, se, sse = (st.pop(k) for k in ("mc_elbo_at_sigma2_optimal", "mc_stderr_at_sigma2_optimal",
                                        "mc_sampling_stderr_at_sigma2_optimal"))
     ents = dict(est.entropies, decoder=est.d * float(entropies.gaussian_entropy(torch.tensor(math.log(s2)))))

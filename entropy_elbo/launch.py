@@ -6,6 +6,7 @@ keeps the settings stored in its `run.json` (only `epochs` may grow) and its mod
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,6 +138,8 @@ def _train_run(model: str | None, out: str | Path | None, resume: str | Path | N
             "heldout_rows": 0 if held is None else len(held), "fingerprint": fingerprint(str(settings["data"]))}
     if Path(str(settings["data"])).is_dir():  # how estimate/collapse/compare must read the folder again
         meta["images"] = {"image_size": int(settings["image_size"]), "crop": settings.get("crop")}
+    if prepared.preprocessing is not None:  # the column drop and fitted scaler, to read the raw file again
+        meta["preprocessing"] = prepared.preprocessing
     if ranks is not None:
         per_rank = distributed.rows_per_rank(len(x), ranks)
         meta.update(processes=ranks.world_size, rows_per_process=per_rank)
@@ -147,18 +150,38 @@ def _train_run(model: str | None, out: str | Path | None, resume: str | Path | N
                            + (f"; the last {left} of {len(x)} rows left out, so that all take the same steps"
                               if left else ""))
     distributed.barrier(ranks)  # every rank has checked --out before rank 0 writes there
+    made = not run.folder.exists()
     if stored is None and main_rank:
         releases.append(run.create().claim())
-        write_settings(run, {"settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
-                             "model_config": config.to_json(), "data": meta})
-    torch.manual_seed(training.seed)
-    net = build_model(config)
-    if dev.type == "cpu":
-        use_threads(model_work(net, training.batch_size, training.samples), threads)
-    trainer = train if ranks is None else distributed.sharded_trainer(ranks)
-    history = trainer(net, x, training, device=dev, heldout=held, run=run, resume=stored is not None, metadata=meta,
-                      progress=progress if main_rank else False)
+    try:
+        if stored is None and main_rank:
+            write_settings(run, {"settings": {k: list(v) if isinstance(v, tuple) else v
+                                              for k, v in settings.items()},
+                                 "model_config": config.to_json(), "data": meta})
+        torch.manual_seed(training.seed)
+        net = build_model(config)
+        if dev.type == "cpu":
+            use_threads(model_work(net, training.batch_size, training.samples), threads)
+        trainer = train if ranks is None else distributed.sharded_trainer(ranks)
+        history = trainer(net, x, training, device=dev, heldout=held, run=run, resume=stored is not None,
+                          metadata=meta, progress=progress if main_rank else False)
+    except Exception:
+        if stored is None and main_rank:
+            remove_unstarted(run, made)
+        raise
     return RunResult(run, settings, history, main_rank)
+
+
+def remove_unstarted(run: RunFolder, made: bool) -> None:
+    """A new run that failed before its first epoch was saved leaves nothing behind: its files, and its folder
+    when this run made it, are removed (a run with a saved epoch stays, for --resume)."""
+    if run.state.exists() or run.checkpoint.exists():
+        return
+    for path in (run.settings, run.log):
+        path.unlink(missing_ok=True)
+    if made:
+        with contextlib.suppress(OSError):  # not empty: something else was put there meanwhile
+            run.folder.rmdir()
 
 
 def model_for(model: str | None, preset_name: object) -> str:

@@ -70,7 +70,7 @@ def estimate_table(est: Estimate, source: str) -> Table:
     fixed = est.decoder_variance == "fixed"
     kind = "fixed (given, not learned)" if fixed else est.decoder_variance
     over = f"N={est.n}" if est.n else "no data: from the parameters"
-    t = Table(title=f"ELBO of {source}  ({over}, D={est.d}, H={est.h}, decoder variance: {kind})")
+    t = Table(title=escape(f"ELBO of {source}  ({over}, D={est.d}, H={est.h}, decoder variance: {kind})"))
     t.add_column("figure")
     t.add_column("value", justify="right")
     t.add_column("how it was obtained")
@@ -125,7 +125,7 @@ def print_estimate(est: Estimate, source: str, as_json: bool) -> None:
     out.print(estimate_table(est, source))
     for note in (est.note, iwae_note(est)):
         if note:
-            err.print(f"note: {note}", highlight=False)
+            message(f"note: {note}")
 
 
 def print_json(data: object) -> None:
@@ -133,9 +133,9 @@ def print_json(data: object) -> None:
     stdout.write(json.dumps(data, allow_nan=False, default=float) + "\n")
 
 
-def message(text: str) -> None:
-    """A message for the user on stderr."""
-    err.print(text, highlight=False)
+def message(text: str, console: Console | None = None) -> None:
+    """Free text for the user, on stderr (or `console`), printed as is: rich markup in it is escaped."""
+    (console or err).print(escape(text), highlight=False)
 
 
 @contextmanager
@@ -239,8 +239,9 @@ def print_inspection(intro: object, as_json: bool) -> None:
         return
     out.print(inspection_table(intro))
     if intro.decoder.kind == "fixed":
-        err.print("note: a fixed decoder variance: no entropy ELBO (Thm. 1 needs a learned sigma^2); estimate gives "
-                  "the Monte Carlo ELBO at --decoder-variance VALUE")
+        message("note: a fixed decoder variance: no entropy ELBO (Thm. 1 needs a learned sigma^2); estimate gives "
+                "the Monte Carlo ELBO at --decoder-variance VALUE, or at the best sigma^2 given the rest with "
+                "--decoder-variance optimal")
 
 
 # ---------------------------------------------------------------------------------------------- collapse
@@ -416,9 +417,9 @@ def print_selection(summaries: list, sel: object, source: str, n_text: str, as_j
     for s in summaries:
         moving = [str(h) for h, ok in zip(sel.latents, s.near_stationary, strict=True) if not ok]
         if moving:
-            err.print(f"note: {s.segment.name}: for H={', '.join(moving)} the sampled and entropy ELBO still differ "
-                      "by more than 0.1 nats/point: those models are not near a stationary point, where eq. 20 "
-                      "holds; use a longer stream or a larger --lr", highlight=False)
+            message(f"note: {s.segment.name}: for H={', '.join(moving)} the sampled and entropy ELBO still differ "
+                    "by more than 0.1 nats/point: those models are not near a stationary point, where eq. 20 "
+                    "holds; use a longer stream or a larger --lr")
 
 
 @contextmanager
@@ -524,7 +525,7 @@ def print_comparison(cmp: Comparison, as_json: bool) -> None:
         return
     out.print(comparison_table(cmp))
     if cmp.note:
-        err.print(f"note: {cmp.note}")
+        message(f"note: {cmp.note}")
 
 
 def short_label(name: str) -> str:

@@ -223,13 +223,13 @@ def _check_settings(latents: Sequence[int], batch_size: int, lr: float, samples:
     """Refuse settings that cannot run; returns the candidates as a tuple."""
     latents = tuple(int(h) for h in latents)
     if not latents or min(latents) < 1 or len(set(latents)) != len(latents):
-        raise EntropyElboError(f"--latents: {latents}; give distinct positive latent counts, e.g. 2,4,6")
+        raise EntropyElboError(f"latents (--latents): got {latents}; give distinct positive latent counts, e.g. 2,4,6")
     if batch_size < 1:
-        raise EntropyElboError(f"--batch-size: got {batch_size}; it must be >= 1")
+        raise EntropyElboError(f"batch_size (--batch-size): got {batch_size}; pass a positive count")
     if samples < 1:
-        raise EntropyElboError(f"--samples: got {samples}; it must be >= 1")
+        raise EntropyElboError(f"samples (--samples): got {samples}; pass a positive count")
     if not (lr > 0 and math.isfinite(lr)):
-        raise EntropyElboError(f"--lr: got {lr}; it must be a positive number")
+        raise EntropyElboError(f"lr (--lr): got {lr}; pass a positive number")
     return latents
 
 

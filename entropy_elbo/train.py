@@ -307,6 +307,7 @@ class TrainingData:
     heldout: np.ndarray | None
     source: str
     scale: str
+    preprocessing: dict[str, object] | None = None  # an array file's, for the checkpoint (data.preprocess.record)
 
 
 def prepare_data(spec: str, *, key: str | None = None, drop_column: int | None = None, scale: str = "none",
@@ -316,6 +317,7 @@ def prepare_data(spec: str, *, key: str | None = None, drop_column: int | None =
     from pathlib import Path
 
     from entropy_elbo.data import fit_scaler, iter_batches, load_image_folder, resolve_data, split_indices
+    from entropy_elbo.data.preprocess import record
 
     if Path(spec).is_dir():
         if key is not None or drop_column is not None:
@@ -325,6 +327,7 @@ def prepare_data(spec: str, *, key: str | None = None, drop_column: int | None =
         source = f"image folder {spec} ({x.shape[0]} images, {x.shape[1]}x{x.shape[2]}x{x.shape[3]}{cropped})"
     else:
         x, source = resolve_data(spec, key=key, drop_column=drop_column, seed=seed)
+    raw_shape = (x.shape[1] + (drop_column is not None), *x.shape[2:])  # the rows as the file holds them
     if rows is not None:
         if rows < 1:
             raise EntropyElboError(f"--rows {rows}: pass a positive number of rows")
@@ -337,7 +340,8 @@ def prepare_data(spec: str, *, key: str | None = None, drop_column: int | None =
     def rows(idx: np.ndarray) -> np.ndarray:
         return np.concatenate(list(iter_batches(x, 65536, source=spec, indices=idx, transform=transform)))
 
-    return TrainingData(rows(train_idx), rows(held_idx) if len(held_idx) else None, source, scale)
+    done = None if Path(spec).is_dir() else record(raw_shape, drop_column, scaler)
+    return TrainingData(rows(train_idx), rows(held_idx) if len(held_idx) else None, source, scale, done)
 
 
 class StepHooks:

@@ -98,9 +98,9 @@ def test_at_n_equal_to_the_data_size_and_for_a_linear_vae_the_entropy_elbo_has_n
 
 def test_bad_sizes_and_repeats_are_one_line_errors(trained):
     model, x = trained
-    with pytest.raises(EntropyElboError, match="--sizes: 5000 exceeds the 2000 rows of data"):
+    with pytest.raises(EntropyElboError, match=r"^sizes \(--sizes\): 5000 exceeds the 2000 rows of data"):
         cmp_mod.compare(model, x, sizes=(10, 5000))
-    with pytest.raises(EntropyElboError, match="--repeats: got 1"):
+    with pytest.raises(EntropyElboError, match=r"^repeats \(--repeats\): got 1"):
         cmp_mod.compare(model, x, repeats=1)
     with pytest.raises(EntropyElboError, match="--sizes"):
         cmp_mod.parse_sizes("10,abc")
@@ -197,7 +197,7 @@ def test_cli_compare_table_plot_and_errors(files):
     bad = CliRunner().invoke(main, [*base, "--sizes", "10,100000"])
     assert bad.exit_code == 1
     assert bad.stderr.strip().splitlines() == [
-        f"Error: --sizes: 100000 exceeds the 500 rows of {files / 'x.npy'}; pass sizes of at most 500"
+        f"Error: sizes (--sizes): 100000 exceeds the 500 rows of {files / 'x.npy'}; pass sizes of at most 500"
     ]
 
 
