@@ -437,7 +437,7 @@ def open_inputs(checkpoint: Path, data: str, key: str | None, options: LoadOptio
     if needs_variance:
         check_wild(loaded, x, data)
     rows = resolve_batch_size(batch_size, loaded.model, int(np.prod(x.shape[1:])), samples, dev)
-    cpu_threads(loaded.model, rows, samples, dev)
+    cpu_threads(loaded.model, min(rows, len(x)), samples, dev)  # a step never holds more rows than the data
     return loaded, x, rows
 
 
