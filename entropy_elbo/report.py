@@ -55,7 +55,12 @@ err = Console(stderr=True, soft_wrap=True)
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
+    """Fixed point, or scientific where fixed point would print a non-zero value as 0.0000."""
+    if value is None:
+        return "n/a"
+    if value != 0 and abs(value) < 0.5 * 10.0 ** -digits:
+        return f"{value:.{max(1, digits - 2)}e}"
+    return f"{value:.{digits}f}"
 
 
 def _short(values: object) -> str:

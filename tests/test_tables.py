@@ -56,3 +56,10 @@ def test_json_names_the_unit_of_every_figure_not_in_nats() -> None:
     assert est["other_units"]["relative_difference"].startswith("fraction")
     cmp = compare(model, x, sizes=[10], repeats=2, mc_samples=(1,)).to_dict()
     assert cmp["other_units"]["runs.seconds"] == "seconds of wall time per repeat"
+
+
+def test_a_tiny_nonzero_figure_is_never_printed_as_zero() -> None:
+    """A standard error of 4.2e-7 nats printed as 0.0000 would read as 'no error at all'."""
+    assert report._fmt(4.2e-7) == "4.20e-07" and float(report._fmt(4.2e-7)) == 4.2e-7
+    assert report._fmt(-3e-5) == "-3.00e-05"
+    assert report._fmt(0.0) == "0.0000" and report._fmt(0.00012) == "0.0001" and report._fmt(1.5) == "1.5000"
