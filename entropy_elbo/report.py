@@ -199,8 +199,9 @@ def _variance_text(value: object) -> str:
 def wild_summary(intro: object) -> str:
     """One stderr line saying how a checkpoint from the wild was read."""
     dec, enc = intro.decoder, intro.encoder
+    where = f" ({dec.name}, {dec.param})" if dec.name else " (no parameter holds it)"
     return (f"read {intro.source} as {intro.model_kind} ({intro.fmt}): H={intro.h}, D={intro.d}; decoder variance "
-            f"{dec.kind} ({dec.name or 'none'}, {dec.param or '-'}); encoder variance {enc.name} ({enc.param}); "
+            f"{dec.kind}{where}; encoder variance {enc.name} ({enc.param}); "
             "see `entropy-elbo inspect` for the evidence")
 
 

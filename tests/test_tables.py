@@ -63,3 +63,13 @@ def test_a_tiny_nonzero_figure_is_never_printed_as_zero() -> None:
     assert report._fmt(4.2e-7) == "4.20e-07" and float(report._fmt(4.2e-7)) == 4.2e-7
     assert report._fmt(-3e-5) == "-3.00e-05"
     assert report._fmt(0.0) == "0.0000" and report._fmt(0.00012) == "0.0001" and report._fmt(1.5) == "1.5000"
+
+
+def test_the_read_line_says_where_the_decoder_variance_is_or_that_nothing_holds_it() -> None:
+    def intro(name: str | None, param: str | None) -> SimpleNamespace:
+        return SimpleNamespace(source="m.pt", model_kind="plain MLP", fmt="state_dict", h=2, d=5,
+                               decoder=SimpleNamespace(kind="fixed" if name is None else "scalar", name=name,
+                                                       param=param),
+                               encoder=SimpleNamespace(name="fc_var", param="logvar"))
+    assert "decoder variance fixed (no parameter holds it);" in report.wild_summary(intro(None, "var"))
+    assert "decoder variance scalar (logsigma2, logvar);" in report.wild_summary(intro("logsigma2", "logvar"))
