@@ -218,9 +218,6 @@ def estimate_cmd(checkpoint: Path, data: str | None, key: str | None, batch_size
         report.print_estimate(estimate_from_parameters(checkpoint, samples, iwae, load_options, device),
                               str(checkpoint), as_json)
         return
-    if iwae != 0 and (ranks := distributed.context_from_env()) is not None and ranks.world_size > 1:
-        raise EntropyElboError(f"--iwae {iwae}: the importance-weighted bound is not sharded over torchrun's "
-                               f"{ranks.world_size} processes; run `estimate --iwae {iwae}` in one process")
     ctx, dev = join_ranks(device)
     try:
         loaded, x, rows = distributed.all_or_none(ctx, dev, lambda: open_inputs(
@@ -232,6 +229,10 @@ def estimate_cmd(checkpoint: Path, data: str | None, key: str | None, batch_size
         if ctx is not None:
             est = distributed.estimate_sharded(loaded.model, x, ctx, batch_size=rows, samples=samples, seed=seed,
                                                device=dev, source=data)
+            if iwae != 0:
+                bound = distributed.iwae_sharded(loaded.model, x, ctx, batch_size=rows, samples=iwae, seed=seed,
+                                                 device=dev, source=data)
+                est = with_iwae(est, bound.value, bound.stderr, bound.samples)
         else:
             if (ahead := forecast_message(loaded.model, x, samples=samples, iwae=iwae, device=dev)) is not None:
                 report.message(ahead)

@@ -37,7 +37,7 @@ from entropy_elbo.data import iter_batches
 from entropy_elbo.errors import EntropyElboError
 from entropy_elbo.estimate import Estimate, accumulate, check_samples, summarize
 from entropy_elbo.models.protocol import GaussianVAE, VAEBase
-from entropy_elbo.montecarlo import RowSeed
+from entropy_elbo.montecarlo import IWAEBound, RowSeed, check_iwae, iwae_from_sums, iwae_sums
 from entropy_elbo.runs import RunFolder
 from entropy_elbo.train import StepHooks, TrainConfig, sampled_elbo_parts, train
 
@@ -174,6 +174,20 @@ def estimate_sharded(
     acc = accumulate_sharded(model, x, ctx, batch_size=batch_size, samples=samples, seed=seed, device=device,
                              source=source)
     return summarize(model, acc, samples=samples, d=int(np.prod(x.shape[1:])))
+
+
+def iwae_sharded(model: GaussianVAE, x: np.ndarray, ctx: Context, *, batch_size: int, samples: int, seed: int,
+                 device: torch.device, source: str = "data") -> IWAEBound:
+    """The one-process IWAE bound over all of x: each rank's float64 sums over its block of rows, added (each
+    row's K samples from its own stream, `RowSeed(seed, stream=1)`: the same as in one process)."""
+    check_iwae(samples)
+    rows = shard_rows(len(x), ctx.rank, ctx.world_size)
+    batches = (iter_batches(x, batch_size, source=source, indices=rows) if len(rows)
+               else iter([np.zeros((0, *x.shape[1:]), dtype=np.float32)]))
+    sums = all_or_none(ctx, device, lambda: iwae_sums(model, batches, samples=samples,
+                                                       draws=RowSeed(seed, stream=1), device=device,
+                                                       first_row=int(rows[0]) if len(rows) else 0))
+    return iwae_from_sums(all_reduce_sums(sums), samples)
 
 
 # ---------------------------------------------------------------------------------------------- collapse

@@ -203,9 +203,22 @@ def iwae_bound(
     `seed` draws each row's samples from its own stream (`RowSeed`, stream 1): the same for any batching.
     """
     draws: torch.Generator | RowSeed | None = generator if seed is None else RowSeed(seed, stream=1)
+    check_iwae(samples)
+    return iwae_from_sums(iwae_sums(model, batches, samples=samples, draws=draws, device=torch.device(device),
+                                    first_row=first_row, on_work=on_work), samples)
+
+
+def check_iwae(samples: int) -> None:
+    """K importance samples must be positive."""
     if samples < 1:
         raise EntropyElboError(f"--iwae: got {samples}; pass a positive number K of importance samples")
-    device = torch.device(device)
+
+
+@torch.inference_mode()
+def iwae_sums(model: GaussianVAE, batches: Iterable[np.ndarray | Tensor], *, samples: int,
+              draws: torch.Generator | RowSeed | None, device: torch.device, first_row: int = 0,
+              on_work: Callable[[int], None] | None = None) -> dict[str, Tensor]:
+    """The float64 sums of the per-point IWAE terms, their squares and the row count (added over ranks as is)."""
     total = torch.zeros((), dtype=torch.float64, device=device)
     total_sq = torch.zeros_like(total)
     n = 0
@@ -219,10 +232,17 @@ def iwae_bound(
         total += per_point.sum()
         total_sq += per_point.pow(2).sum()
         n += x.shape[0]
+    return {"iwae": total, "iwae_sq": total_sq, "iwae_n": torch.tensor(float(n), dtype=torch.float64, device=device)}
+
+
+def iwae_from_sums(sums: dict[str, Tensor], samples: int) -> IWAEBound:
+    """The bound and its standard error over data points from `iwae_sums` (nats per data point)."""
+    n = int(sums["iwae_n"])
     if n == 0:
         raise EntropyElboError("data: no rows to estimate over; pass a file with at least one data point")
-    mean = float(total) / n
-    stderr = math.sqrt(max(0.0, (float(total_sq) - n * mean * mean) / (n - 1)) / n) if n > 1 else None
+    total, total_sq = float(sums["iwae"]), float(sums["iwae_sq"])
+    mean = total / n
+    stderr = math.sqrt(max(0.0, (total_sq - n * mean * mean) / (n - 1)) / n) if n > 1 else None
     return IWAEBound(mean, stderr, samples, n)
 
 

@@ -134,13 +134,6 @@ def test_notes_keep_their_brackets(capsys: pytest.CaptureFixture[str]) -> None:
     assert "note: see [bold]x[/bold] in [0, 1]\n" in captured.err and "ELBO of m[1].safetensors" in captured.out
 
 
-def test_iwae_under_torchrun_is_refused_in_one_line(plain) -> None:
-    env = {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
-    result = cli("estimate", plain[0], "--data", plain[1], "--iwae", "5", code=1, env=env)
-    assert result.stderr == ("Error: --iwae 5: the importance-weighted bound is not sharded over torchrun's 2 "
-                             "processes; run `estimate --iwae 5` in one process\n")
-
-
 def test_a_run_that_fails_before_its_first_epoch_leaves_no_folder(tmp_path: Path) -> None:
     np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32))
     run = tmp_path / "run"

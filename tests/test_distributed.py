@@ -55,8 +55,8 @@ def vae_and_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def test_torchrun_two_processes_match_one(vae_and_data: tuple[Path, Path]) -> None:
     ckpt, data = vae_and_data
-    args = ["estimate", str(ckpt), "--data", str(data), "--samples", "20", "--batch-size", "500", "--json",
-            "--device", "cpu"]
+    args = ["estimate", str(ckpt), "--data", str(data), "--samples", "20", "--iwae", "5", "--batch-size", "500",
+            "--json", "--device", "cpu"]
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                           "-m", "entropy_elbo", *args], capture_output=True, text=True, env=env, timeout=120)
@@ -78,7 +78,7 @@ def test_torchrun_two_processes_match_one(vae_and_data: tuple[Path, Path]) -> No
     np.testing.assert_allclose(dist["stationarity"]["a"], single["stationarity"]["a"], rtol=1e-9)
     # Each row's samples come from its own stream (seed, row): the same draws in one process and in two, so
     # the Monte Carlo figures agree up to the float64 sums' order.
-    for name in ("mc_elbo", "mc_stderr", "mc_sampling_stderr"):
+    for name in ("mc_elbo", "mc_stderr", "mc_sampling_stderr", "iwae", "iwae_stderr"):
         assert math.isclose(dist[name], single[name], rel_tol=1e-9), name
     assert math.isclose(dist["stationarity"]["r"], single["stationarity"]["r"], rel_tol=1e-9)
 
