@@ -64,7 +64,7 @@ def test_cli_without_batch_size_chooses_one(tmp_path: Path) -> None:
     auto = CliRunner().invoke(main, args)
     given = CliRunner().invoke(main, [*args, "--batch-size", "7"])
     assert auto.exit_code == 0 and given.exit_code == 0, auto.output + given.output
-    assert auto.stdout.count("entropy_elbo") == 1
+    assert auto.stdout.startswith("{") and auto.stdout.count("\n") == 1  # one JSON object, no progress noise
     a, b = json.loads(auto.stdout), json.loads(given.stdout)
     # float32 matmul kernels may round a row differently for other chunk sizes: agreement to float32 level
     assert a["entropy_elbo"] == pytest.approx(b["entropy_elbo"], rel=1e-6)

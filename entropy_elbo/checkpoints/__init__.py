@@ -237,7 +237,8 @@ def _probe_shape(raw: RawCheckpoint, options: LoadOptions) -> tuple[int, ...]:
                           "can be run once on real rows")
 
 
-def _decoder_finding(state: dict[str, Tensor], options: LoadOptions, d: int | None, pythae: dict | None) -> Finding:
+def _decoder_finding(state: dict[str, Tensor], options: LoadOptions, d: int | None, pythae: dict | None,
+                     code: nn.Module | None = None) -> Finding:
     if options.decoder_var in ("decode()[1]", "decoder()[1]"):  # the method's second output, not a parameter
         return Finding("fixed", None, "logvar", f"--decoder-var {options.decoder_var}", DEC_OVERRIDE)
     found = find_decoder_variance(state, name=options.decoder_var, param=options.decoder_var_param, d=d)
@@ -248,7 +249,7 @@ def _decoder_finding(state: dict[str, Tensor], options: LoadOptions, d: int | No
                            f"ELBO given the encoder and decoder mean{ignored}", DEC_OVERRIDE, value=1.0)
         return Finding("fixed", None, "var", f"sigma^2 = {options.decoder_variance} from --decoder-variance{ignored}",
                        DEC_OVERRIDE, value=float(options.decoder_variance))
-    return found if options.decoder_var is not None else frozen_at_zero(state, found)
+    return found if options.decoder_var is not None else frozen_at_zero(state, found, code)
 
 
 def _implied_variance(decoder: Finding, raw: RawCheckpoint, d: int) -> None:
@@ -303,7 +304,8 @@ def adapt(raw: RawCheckpoint, options: LoadOptions, source: str,
     assumed: list[tuple[str, str, str]] = []
     unresolved = None
     if module is not None:
-        decoder = _decoder_finding(state, options, None, pythae)
+        own_code = module if options.model is not None or raw.module is not None else None  # not one we built
+        decoder = _decoder_finding(state, options, None, pythae, own_code)
         shape = getattr(module, "input_shape", None) if options.input_shape is None else None
         if probe is None:
             shape = tuple(shape or _probe_shape(raw, options))

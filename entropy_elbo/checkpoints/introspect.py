@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from entropy_elbo.errors import CheckpointError
 
@@ -222,10 +222,17 @@ def find_decoder_variance(state: dict[str, Tensor], *, name: str | None = None, 
                    "loss)", DEC_OVERRIDE)
 
 
-def frozen_at_zero(state: dict[str, Tensor], found: Finding) -> Finding:
+def frozen_at_zero(state: dict[str, Tensor], found: Finding, code: nn.Module | None = None) -> Finding:
     """A found log-variance (or log-std) that is bit-exactly 0.0 everywhere: training never leaves one there, so
-    it was frozen (requires_grad=False, the paper authors' VAE-0): a fixed sigma^2 = 1, else `found` unchanged."""
+    it was frozen (requires_grad=False, the paper authors' VAE-0): a fixed sigma^2 = 1, else `found` unchanged.
+
+    Where the model's own code is at hand (`code`: a live module, a --model class), its parameter's
+    requires_grad decides instead: a learnable one at 0.0 is one that has not been trained yet.
+    """
     if found.kind not in ("scalar", "per-dim") or found.param not in ("logvar", "logstd") or state[found.name].any():
+        return found
+    own = dict(code.named_parameters()).get(found.name) if code is not None else None
+    if own is not None and own.requires_grad:
         return found
     return Finding("fixed", None, "var", f"parameter {found.name!r} holds exactly 0.0 (bit-exact), a value that "
                    "training never leaves: a log-variance frozen at 0 (requires_grad=False, as the paper authors' "
