@@ -223,9 +223,11 @@ def estimate_cmd(checkpoint: Path, data: str | None, key: str | None, batch_size
         loaded, x, rows = distributed.all_or_none(ctx, dev, lambda: open_inputs(
             checkpoint, data, key, load_options, dev, batch_size=batch_size, samples=samples, needs_variance=True))
         wild = loaded.introspection is not None and loaded.introspection.fmt != "entropy-elbo"
-        if wild and not as_json and (ctx is None or ctx.is_main):  # how it was read, before the pass starts
+        say_how = wild and not as_json and (ctx is None or ctx.is_main)
+        if say_how and sys.stderr.isatty():  # a person watching a long pass learns how it was read before it starts
             report.message(report.wild_summary(loaded.introspection))
             report.print_assumptions(loaded.introspection)
+            say_how = False
         if ctx is not None:
             est = distributed.estimate_sharded(loaded.model, x, ctx, batch_size=rows, samples=samples, seed=seed,
                                                device=dev, source=data)
@@ -252,6 +254,9 @@ def estimate_cmd(checkpoint: Path, data: str | None, key: str | None, batch_size
     if wild:
         est.extra["checkpoint"] = loaded.introspection.to_dict()
         est.assumptions = est.extra["checkpoint"]["assumptions"]
+    if say_how:  # off a terminal (a log, a script) after the pass, so that an error in it stays one line
+        report.message(report.wild_summary(loaded.introspection))
+        report.print_assumptions(loaded.introspection)
     if ctx is None or ctx.is_main:
         report.print_estimate(est, str(checkpoint), as_json)
 

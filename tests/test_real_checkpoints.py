@@ -488,9 +488,8 @@ def test_isotropic_encoder_variance_shape_changes_and_two_decoder_variances(tmp_
         log_tau2 = vae.encode(x)[1].expand(-1, h)  # broadcast by hand: H latents with one tau each row
     sigma2 = vae.log_sigma2.detach().exp()
     assert est["entropy_elbo"] == pytest.approx(independent_entropy_elbo(log_tau2, sigma2, d), rel=1e-6)
-    lines = run("estimate", path, "--data", data, "--model", f"{source}:Shifty", "--samples", "0").stderr.splitlines()
-    assert lines[-1].startswith("Error: ") and "change shape" in lines[-1]  # found in the pass: one line, last
-    assert lines[0].startswith(f"read {path} as ") and all(x.startswith("assumed: ") for x in lines[1:-1])
+    line = run("estimate", path, "--data", data, "--model", f"{source}:Shifty", "--samples", "0").stderr
+    assert line.count("\n") == 1 and "change shape" in line  # found in the pass, off a terminal: one line
     line = run("inspect", path, "--model", f"{source}:TwoVariances").stderr
     assert line.count("\n") == 1 and "'log_sigma2'" in line and "decode()[1]" in line and "--decoder-var" in line
     picked = run_json("inspect", path, "--model", f"{source}:TwoVariances", "--decoder-var", "decode()[1]")
