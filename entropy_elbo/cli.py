@@ -224,7 +224,7 @@ def estimate_cmd(checkpoint: Path, data: str | None, key: str | None, batch_size
             checkpoint, data, key, load_options, dev, batch_size=batch_size, samples=samples, needs_variance=True))
         wild = loaded.introspection is not None and loaded.introspection.fmt != "entropy-elbo"
         say_how = wild and not as_json and (ctx is None or ctx.is_main)
-        if say_how and sys.stderr.isatty():  # a person watching a long pass learns how it was read before it starts
+        if say_how and watched():  # a person watching a long pass learns how it was read before it starts
             report.message(report.wild_summary(loaded.introspection))
             report.print_assumptions(loaded.introspection)
             say_how = False
@@ -262,6 +262,11 @@ def estimate_cmd(checkpoint: Path, data: str | None, key: str | None, batch_size
 
 
 estimate_cmd.name = "estimate"
+
+
+def watched() -> bool:
+    """Whether a person is watching stderr (a terminal), not a log or a script."""
+    return sys.stderr.isatty()
 
 
 def estimate_from_parameters(checkpoint: Path, samples: int, iwae: int, options: LoadOptions, device: str) -> object:

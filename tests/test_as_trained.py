@@ -104,13 +104,16 @@ def plain(tmp_path: Path) -> tuple[Path, Path]:
 FLAGS = ("--activation", "relu", "--output-activation", "linear", "--no-head-activation", "--samples", "4")
 
 
-def test_how_a_checkpoint_was_read_is_said_before_the_pass(plain, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_how_a_checkpoint_was_read_is_said_before_the_pass_in_a_terminal(plain,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     def failing_pass(*args: object, **kwargs: object) -> None:
         raise EntropyElboError("the pass failed")
 
     monkeypatch.setattr("entropy_elbo.cli.estimate", failing_pass)
-    result = cli("estimate", plain[0], "--data", plain[1], *FLAGS, "--decoder-variance", "1", code=1)
-    lines = result.stderr.splitlines()
+    args = ("estimate", plain[0], "--data", plain[1], *FLAGS, "--decoder-variance", "1")
+    assert cli(*args, code=1).stderr == "Error: the pass failed\n"  # a log or a script: the error alone, one line
+    monkeypatch.setattr("entropy_elbo.cli.watched", lambda: True)  # a terminal: how it was read, before the pass
+    lines = cli(*args, code=1).stderr.splitlines()
     assert lines[0].startswith(f"read {plain[0]} as ") and lines[-1] == "Error: the pass failed"
     assert any(line.startswith("assumed: ") for line in lines[1:-1])
 
