@@ -145,7 +145,9 @@ def plot_option(what: str):  # noqa: ANN201
 
 
 def _plot_folder(ctx: click.Context, param: click.Parameter, plot: Path | None) -> Path | None:
-    check_plot_folder(plot)
+    """A --plot file's folder must exist before any work is done."""
+    if plot is not None and not plot.parent.is_dir():
+        raise EntropyElboError(f"--plot {plot}: folder {plot.parent} does not exist; create it first")
     return plot
 
 
@@ -225,8 +227,7 @@ def estimate_cmd(checkpoint: Path, data: str | None, key: str | None, batch_size
         wild = loaded.introspection is not None and loaded.introspection.fmt != "entropy-elbo"
         say_how = wild and not as_json and (ctx is None or ctx.is_main)
         if say_how and watched():  # a person watching a long pass learns how it was read before it starts
-            report.message(report.wild_summary(loaded.introspection))
-            report.print_assumptions(loaded.introspection)
+            report.print_reading(loaded.introspection)
             say_how = False
         if ctx is not None:
             est = distributed.estimate_sharded(loaded.model, x, ctx, batch_size=rows, samples=samples, seed=seed,
@@ -255,8 +256,7 @@ def estimate_cmd(checkpoint: Path, data: str | None, key: str | None, batch_size
         est.extra["checkpoint"] = loaded.introspection.to_dict()
         est.assumptions = est.extra["checkpoint"]["assumptions"]
     if say_how:  # off a terminal (a log, a script) after the pass, so that an error in it stays one line
-        report.message(report.wild_summary(loaded.introspection))
-        report.print_assumptions(loaded.introspection)
+        report.print_reading(loaded.introspection)
     if ctx is None or ctx.is_main:
         report.print_estimate(est, str(checkpoint), as_json)
 
@@ -551,8 +551,7 @@ def collapse_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int |
     if wild and intro.latent_shape:
         result.latent_shape = intro.latent_shape
     if wild and not as_json:
-        report.message(report.wild_summary(intro))
-        report.print_assumptions(intro)
+        report.print_reading(intro)
     found = intro.to_dict() if wild else None
     report.print_collapse(result, str(checkpoint), as_json,
                           {"checkpoint": found, "assumptions": found["assumptions"]} if found else None, top)
@@ -682,12 +681,6 @@ def compare_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int | 
     if plot is not None:
         report.message(f"wrote {comparing.plot_comparison(cmp, plot)}")
     report.print_comparison(cmp, as_json)
-
-
-def check_plot_folder(plot: Path | None) -> None:
-    """A --plot file's folder must exist before any work is done."""
-    if plot is not None and not plot.parent.is_dir():
-        raise EntropyElboError(f"--plot {plot}: folder {plot.parent} does not exist; create it first")
 
 
 def check_latents(candidates: tuple[int, ...], x: np.ndarray, source: str) -> None:

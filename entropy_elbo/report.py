@@ -232,8 +232,9 @@ def inspection_table(intro: object) -> Table:
     return t
 
 
-def print_assumptions(intro: object) -> None:
-    """The assumptions made in reading a checkpoint from the wild, one stderr line each."""
+def print_reading(intro: object) -> None:
+    """How a checkpoint from the wild was read (one line), then each assumption made, one stderr line each."""
+    message(wild_summary(intro))
     for a in getattr(intro, "assumptions", []):
         err.print(escape(f"assumed: {a.what} ({a.evidence}; override: {a.override})"), highlight=False)
 
