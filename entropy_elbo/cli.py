@@ -334,7 +334,7 @@ def data(name: str, out: Path, n: int | None, seed: int) -> None:
               help="Last fraction of the epochs with a cosine lr decay to lr/100 (default 0.3; 0: the "
                    "paper's constant lr).")
 @click.option("--variance-lr-factor", type=float, default=None,
-              help="lr factor of ln sigma^2, ln A and the linear ln tau^2 in the decay phase (default 10; "
+              help="lr factor of ln sigma^2, ln A and the linear ln tau^2, from the first step (default 10; "
                    "1: the paper's).")
 @click.option("--hidden", default=None, help="Hidden layer sizes of the MLPs (conv: channels per layer).")
 @activation_option(None, "Activation of the hidden layers (default per model).")

@@ -40,10 +40,10 @@ def comparison(trained):
     return cmp_mod.compare(model, x, sizes=SIZES, repeats=20, mc_samples=(1, 20), seed=3)
 
 
-def test_entropy_elbo_spread_is_at_least_ten_times_lower_than_one_sample_mc_at_every_n(comparison):
+def test_entropy_elbo_variance_is_at_least_ten_times_lower_than_one_sample_mc_at_every_n(comparison):
     for n in SIZES:
         h, mc = comparison.run("entropy", n), comparison.run("mc1", n)
-        assert mc.std >= 10 * h.std, (n, mc.std, h.std)
+        assert mc.std**2 >= 10 * h.std**2, (n, mc.std, h.std)  # Fig. 6: the variance at least 10x lower
         assert mc.variance_ratio == pytest.approx((mc.std / h.std) ** 2)
         assert mc.speed_ratio == pytest.approx(mc.variance_ratio * mc.seconds / h.seconds)
         assert h.seconds > 0 and mc.seconds > 0
