@@ -97,7 +97,8 @@ def test_real_data_entropy_elbo_on_scikit_learns_digits_and_breast_cancer(tmp_pa
 
     claims = run_example("real_data", tmp_path)
     assert claims.exit_code == 0, claims.failed
-    for name, rows in (("digits VAE-1", load_digits().data), ("breast_cancer VAE-1", load_breast_cancer().data)):
+    digits, cancer = load_digits().data, load_breast_cancer().data
+    for name, rows in (("digits VAE-1", digits), ("breast_cancer VAE-1", cancer), ("digits conv VAE-1", digits)):
         v = claims.values[name]
         assert (v["n_train"] + v["n_heldout"], v["d"]) == rows.shape  # the rows scikit-learn ships, 20% held out
         assert v["n_heldout"] == round(0.2 * len(rows))

@@ -6,6 +6,7 @@ its sampling standard error (data fixed) must be small against the 1% tolerance 
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -63,3 +64,21 @@ def test_the_variance_scalars_take_their_larger_step_from_the_first_step() -> No
     assert moved["log_sigma2"] == pytest.approx(1e-2, rel=1e-3)  # 10x lr in the first epoch, not only in the decay
     assert moved["logalpha2"] == pytest.approx(1e-2, rel=1e-3)
     assert moved["fc_mu.bias"] == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_batch_norm_keeps_its_running_statistics_in_the_decay_phase() -> None:
+    # the saved model is measured in eval mode; in the decay phase it is also trained that way (`train_mode`)
+    x = np.random.default_rng(0).random((64, 1, 8, 8), dtype=np.float32)
+    torch.manual_seed(0)
+    model = build_model(model_config("conv", (1, 8, 8), 2, extra={"channels": [4, 8]}))
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    seen: list[tuple[list[torch.Tensor], bool, bool]] = []
+
+    def record(row: dict) -> None:
+        others = [m.training for m in model.modules() if not isinstance(m, torch.nn.BatchNorm2d)]
+        seen.append(([m.running_mean.clone() for m in norms], any(m.training for m in norms), all(others)))
+
+    train(model, x, TrainConfig(epochs=4, batch_size=16, samples=1, decay_fraction=0.5), on_epoch=record)
+    assert norms and [s[1:] for s in seen] == [(True, True)] * 2 + [(False, True)] * 2
+    assert not torch.equal(seen[0][0][0], seen[1][0][0])  # epochs 0, 1: batch statistics, running averages move
+    assert all(torch.equal(a, b) for a, b in zip(seen[1][0], seen[3][0], strict=True))  # epochs 2, 3: kept
