@@ -52,11 +52,15 @@ class TrainConfig:
         if not self.variance_lr_factor > 0 or not math.isfinite(self.variance_lr_factor):
             raise EntropyElboError(f"--variance-lr-factor: got {self.variance_lr_factor}; it must be a positive number")
 
+    def decaying(self, epoch: int) -> bool:
+        """Whether `epoch` lies in the final cosine decay (the last `decay_fraction` of the epochs)."""
+        return epoch >= self.epochs * (1 - self.decay_fraction)
+
     def lr_at(self, epoch: int) -> float:
         """Constant lr, then a cosine decay over the last `decay_fraction` of the epochs."""
-        start = self.epochs * (1 - self.decay_fraction)
-        if epoch < start:
+        if not self.decaying(epoch):
             return self.lr
+        start = self.epochs * (1 - self.decay_fraction)
         t = (epoch - start + 1) / max(1e-9, self.epochs - start)
         return self.lr * (self.final_lr_factor + (1 - self.final_lr_factor) * 0.5 * (1 + math.cos(math.pi * t)))
 
@@ -210,7 +214,7 @@ def train_epoch(model: VAEBase, data: Tensor, held: Tensor | None, opt: torch.op
     elbo_sum = torch.zeros((), dtype=torch.float64, device=device)
     dec_sum = torch.zeros((), dtype=torch.float64, device=device)
     latent_sum = torch.zeros(model.latent_dim, dtype=torch.float64, device=device)
-    train_mode(model, decaying=epoch >= config.epochs * (1 - config.decay_fraction))
+    train_mode(model, decaying=config.decaying(epoch))
     for idx in torch.randperm(n, generator=gen, device=device).split(config.batch_size):
         f, log_tau2, dec_ent = _hooks().parts(model, data[idx], config.samples, gen)
         loss = -f.mean()
@@ -293,7 +297,7 @@ def heldout_elbo(model: VAEBase, held: Tensor, config: TrainConfig, epoch: int) 
     total = 0.0
     for batch in held.split(config.batch_size):
         total += float(sampled_elbo_parts(model, batch, config.eval_samples, gen)[0].double().sum())
-    train_mode(model, decaying=epoch >= config.epochs * (1 - config.decay_fraction))
+    train_mode(model, decaying=config.decaying(epoch))
     return total / held.shape[0]
 
 
