@@ -18,7 +18,7 @@ from _common import best_of, emit, manifold_vae1, parse_args, write_npy
 
 from entropy_elbo.batching import resolve_batch_size
 from entropy_elbo.data import iter_batches, manifold, open_array
-from entropy_elbo.estimate import estimate
+from entropy_elbo.elbo import estimate
 
 GOAL = 1.25
 

@@ -13,7 +13,7 @@ from _common import best_of, emit, manifold_vae1, parse_args
 
 from entropy_elbo.batching import resolve_batch_size
 from entropy_elbo.data import iter_batches, manifold
-from entropy_elbo.estimate import entropy_elbo_without_data, estimate
+from entropy_elbo.elbo import entropy_elbo_without_data, estimate
 from entropy_elbo.models import ModelConfig, build_model
 
 GOAL = 100.0

@@ -16,7 +16,7 @@ import torch
 from _common import best_of, emit, manifold_vae1, parse_args
 
 from entropy_elbo.data import iter_batches, make_synthetic, manifold
-from entropy_elbo.estimate import estimate
+from entropy_elbo.elbo import estimate
 from entropy_elbo.models import ModelConfig, build_model
 from entropy_elbo.threads import choose_threads, idle_cores, model_work, usable_cores
 from entropy_elbo.train import TrainConfig, train

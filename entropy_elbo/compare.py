@@ -29,8 +29,8 @@ import torch
 
 from entropy_elbo import entropies
 from entropy_elbo.data import iter_batches
+from entropy_elbo.elbo import FIXED_NOTE, UNITS, estimate
 from entropy_elbo.errors import EntropyElboError
-from entropy_elbo.estimate import FIXED_NOTE, UNITS, estimate
 from entropy_elbo.models.protocol import GaussianVAE
 from entropy_elbo.montecarlo import sampled_decoder_entropy
 

@@ -21,7 +21,10 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
-from entropy_elbo.collapse import (
+from entropy_elbo.data import iter_batches
+from entropy_elbo.elbo import Estimate, accumulate, check_samples, summarize
+from entropy_elbo.errors import EntropyElboError
+from entropy_elbo.latents import (
     ACTIVE_THRESHOLD,
     LUCAS_DELTA,
     LUCAS_EPSILON,
@@ -33,9 +36,6 @@ from entropy_elbo.collapse import (
     stream_sums,
     summarize_collapse,
 )
-from entropy_elbo.data import iter_batches
-from entropy_elbo.errors import EntropyElboError
-from entropy_elbo.estimate import Estimate, accumulate, check_samples, summarize
 from entropy_elbo.models.protocol import GaussianVAE, VAEBase
 from entropy_elbo.montecarlo import IWAEBound, RowSeed, check_iwae, iwae_from_sums, iwae_sums
 from entropy_elbo.runs import RunFolder

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from entropy_elbo import distributed, report
-from entropy_elbo.checkpoints.native import check_writable
+from entropy_elbo.atomic import check_writable
 from entropy_elbo.data import iter_batches
 from entropy_elbo.devices import resolve_device
 from entropy_elbo.entropies import LOG_VAR_LIMIT

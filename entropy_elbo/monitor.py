@@ -28,7 +28,18 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from entropy_elbo.checkpoints import LoadOptions, wrap_module
-from entropy_elbo.collapse import (
+from entropy_elbo.distributed import Context, all_or_none, all_reduce_sums, merge_over_ranks, shard_rows
+from entropy_elbo.elbo import (
+    FIXED_NOTE,
+    UNITS,
+    Estimate,
+    accumulate,
+    at_optimal_variance,
+    check_finite_estimate,
+    summarize,
+)
+from entropy_elbo.errors import EntropyElboError
+from entropy_elbo.latents import (
     ACTIVE_THRESHOLD,
     LUCAS_DELTA,
     LUCAS_EPSILON,
@@ -37,17 +48,6 @@ from entropy_elbo.collapse import (
     check_settings,
     stream_sums,
     summarize_collapse,
-)
-from entropy_elbo.distributed import Context, all_or_none, all_reduce_sums, merge_over_ranks, shard_rows
-from entropy_elbo.errors import EntropyElboError
-from entropy_elbo.estimate import (
-    FIXED_NOTE,
-    UNITS,
-    Estimate,
-    accumulate,
-    at_optimal_variance,
-    check_finite_estimate,
-    summarize,
 )
 from entropy_elbo.runs import append_log
 

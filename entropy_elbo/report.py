@@ -15,10 +15,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from entropy_elbo.collapse import CollapseResult
 from entropy_elbo.compare import Comparison
+from entropy_elbo.elbo import Estimate
 from entropy_elbo.errors import EntropyElboError
-from entropy_elbo.estimate import Estimate
+from entropy_elbo.latents import CollapseResult
 from entropy_elbo.progress import ProgressLine
 
 

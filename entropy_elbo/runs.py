@@ -21,7 +21,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from entropy_elbo.checkpoints.native import atomic_write
+from entropy_elbo.atomic import atomic_write
 from entropy_elbo.errors import CheckpointError, EntropyElboError, parse_json
 
 STATE_FORMAT = "entropy-elbo-run-state/1"

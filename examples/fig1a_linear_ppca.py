@@ -16,7 +16,7 @@ from sklearn.decomposition import PCA
 
 from entropy_elbo import entropies
 from entropy_elbo.data import ppca, ppca_truth
-from entropy_elbo.estimate import estimate
+from entropy_elbo.elbo import estimate
 from entropy_elbo.models import build_model, model_config
 from entropy_elbo.train import TrainConfig, train
 

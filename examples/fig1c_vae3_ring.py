@@ -13,7 +13,7 @@ import torch
 from _common import Claims, gap_band, median_iqr, parser, pyplot, save, setup
 
 from entropy_elbo.data import ring
-from entropy_elbo.estimate import estimate
+from entropy_elbo.elbo import estimate
 from entropy_elbo.models import build_model, model_config
 from entropy_elbo.train import TrainConfig, train
 

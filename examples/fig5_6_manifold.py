@@ -13,7 +13,7 @@ import torch
 from _common import MANIFOLD_SCALES, Claims, manifold_vae, parser, pyplot, save, setup, shrink
 
 from entropy_elbo.compare import compare, plot_comparison
-from entropy_elbo.estimate import estimate
+from entropy_elbo.elbo import estimate
 from entropy_elbo.plot import centred_average
 
 TOLERANCE = 0.005  # the paper's 0.5%

@@ -11,7 +11,7 @@ import sys
 
 from _common import MANIFOLD_SCALES, Claims, manifold_vae, parser, pyplot, save, setup
 
-from entropy_elbo.collapse import PAPER_THRESHOLD, PRIOR_ENTROPY, collapse
+from entropy_elbo.latents import PAPER_THRESHOLD, PRIOR_ENTROPY, collapse
 
 INTRINSIC = 10  # Gaussian coordinates of our manifold data (k=10, as in the authors' code; the text says 9)
 NEAR = 2  # "near": within 2 latents of the intrinsic dimension (the paper found 8 active for its 9)

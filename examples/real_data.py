@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from _common import Claims, gap_band, parser, pyplot, save, setup
 
-from entropy_elbo.collapse import PAPER_THRESHOLD, collapse
-from entropy_elbo.estimate import estimate
+from entropy_elbo.elbo import estimate
+from entropy_elbo.latents import PAPER_THRESHOLD, collapse
 from entropy_elbo.models import build_model, model_config
 from entropy_elbo.train import TrainConfig, prepare_data, train
 

@@ -15,8 +15,8 @@ from torch import nn
 
 from entropy_elbo import report
 from entropy_elbo.cli import main
+from entropy_elbo.elbo import Estimate
 from entropy_elbo.errors import EntropyElboError
-from entropy_elbo.estimate import Estimate
 
 
 def cli(*args: object, code: int = 0, env: dict[str, str] | None = None) -> object:
@@ -109,10 +109,10 @@ def test_how_a_checkpoint_was_read_is_said_before_the_pass_in_a_terminal(plain,
     def failing_pass(*args: object, **kwargs: object) -> None:
         raise EntropyElboError("the pass failed")
 
-    monkeypatch.setattr("entropy_elbo.cli.estimate", failing_pass)
+    monkeypatch.setattr("entropy_elbo.cli.measure.estimate", failing_pass)
     args = ("estimate", plain[0], "--data", plain[1], *FLAGS, "--decoder-variance", "1")
     assert cli(*args, code=1).stderr == "Error: the pass failed\n"  # a log or a script: the error alone, one line
-    monkeypatch.setattr("entropy_elbo.cli.watched", lambda: True)  # a terminal: how it was read, before the pass
+    monkeypatch.setattr("entropy_elbo.cli.measure.watched", lambda: True)  # a terminal: read-lines before the pass
     lines = cli(*args, code=1).stderr.splitlines()
     assert lines[0].startswith(f"read {plain[0]} as ") and lines[-1] == "Error: the pass failed"
     assert any(line.startswith("assumed: ") for line in lines[1:-1])

@@ -16,8 +16,8 @@ from entropy_elbo.batching import CPU_MAX_ROWS, MIN_ROWS, auto_batch_size, bytes
 from entropy_elbo.checkpoints import save_checkpoint
 from entropy_elbo.cli import main
 from entropy_elbo.data import iter_batches
+from entropy_elbo.elbo import estimate
 from entropy_elbo.errors import EntropyElboError
-from entropy_elbo.estimate import estimate
 from entropy_elbo.models import ModelConfig, build_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,7 +100,7 @@ def test_streaming_a_memmap_keeps_its_pages_out_of_the_resident_set(tmp_path: Pa
 
 
 def test_linear_vae_entropy_elbo_without_data_equals_the_full_pass() -> None:
-    from entropy_elbo.estimate import entropy_elbo_without_data
+    from entropy_elbo.elbo import entropy_elbo_without_data
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(kind="linear", data_dim=6, latent_dim=2, init_log_sigma2=-1.0))

@@ -15,8 +15,8 @@ from entropy_elbo import compare as cmp_mod
 from entropy_elbo.checkpoints import save_checkpoint
 from entropy_elbo.cli import main
 from entropy_elbo.data import make_synthetic
+from entropy_elbo.elbo import estimate
 from entropy_elbo.errors import EntropyElboError
-from entropy_elbo.estimate import estimate
 from entropy_elbo.models import LinearVAE, ModelConfig, build_model
 from entropy_elbo.models.protocol import VAEBase
 from entropy_elbo.train import TrainConfig, train

@@ -84,7 +84,7 @@ def test_torchrun_two_processes_match_one(vae_and_data: tuple[Path, Path]) -> No
 
 
 def test_sums_of_shards_add_up_to_one_pass_even_with_an_empty_shard() -> None:
-    from entropy_elbo.estimate import accumulate
+    from entropy_elbo.elbo import accumulate
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(kind="linear", data_dim=4, latent_dim=2))

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal
 
+from entropy_elbo.elbo import estimate
 from entropy_elbo.errors import EntropyElboError
-from entropy_elbo.estimate import estimate
 from entropy_elbo.models import LinearVAE, ModelConfig
 from entropy_elbo.montecarlo import iwae_bound, iwae_terms
 

@@ -19,10 +19,10 @@ from pytorch_lightning.loggers import CSVLogger
 from torch import Tensor, nn
 
 from entropy_elbo.checkpoints import LoadOptions, load_model
-from entropy_elbo.collapse import collapse
 from entropy_elbo.data import make_synthetic, ppca
+from entropy_elbo.elbo import estimate
 from entropy_elbo.errors import EntropyElboError
-from entropy_elbo.estimate import estimate
+from entropy_elbo.latents import collapse
 from entropy_elbo.lightning import EntropyMonitor, find_vae
 from entropy_elbo.monitor import Monitor, MonitorWarning
 from entropy_elbo.runs import read_log

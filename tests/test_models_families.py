@@ -9,7 +9,7 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from entropy_elbo.checkpoints import load_model, save_checkpoint
-from entropy_elbo.estimate import estimate
+from entropy_elbo.elbo import estimate
 from entropy_elbo.models import build_model, model_config
 
 

@@ -18,10 +18,10 @@ from torch import Tensor, nn
 
 from entropy_elbo.checkpoints import LoadOptions, load_model, save_checkpoint
 from entropy_elbo.cli import main
-from entropy_elbo.collapse import collapse
 from entropy_elbo.data import make_synthetic, ppca
+from entropy_elbo.elbo import estimate
 from entropy_elbo.errors import EntropyElboError
-from entropy_elbo.estimate import estimate
+from entropy_elbo.latents import collapse
 from entropy_elbo.models import ModelConfig, build_model
 from entropy_elbo.monitor import Monitor, MonitorWarning
 from entropy_elbo.runs import read_log

@@ -112,7 +112,7 @@ def test_estimate_reports_its_work_within_a_batch(monkeypatch: pytest.MonkeyPatc
 
     from entropy_elbo import montecarlo
     from entropy_elbo.data import iter_batches, make_synthetic
-    from entropy_elbo.estimate import estimate
+    from entropy_elbo.elbo import estimate
     from entropy_elbo.models import ModelConfig, build_model
 
     monkeypatch.setattr(montecarlo, "ELEMENTS_PER_BLOCK", 2_000)  # a block of 2 samples for 100 rows x D=10

@@ -696,7 +696,7 @@ def test_vae3_entropy_elbo_sampling_error_matches_its_spread_over_seeds(tmp_path
     sqrt(sum_n var_s(H_n) / S) / N, must match the standard deviation of the estimate over 300 seeds on the same
     data (within 20%: the spread of 300 draws is itself known to about 4%, so 20% is 5 of its standard errors)."""
     from entropy_elbo.checkpoints import LoadOptions, load_model
-    from entropy_elbo.estimate import estimate
+    from entropy_elbo.elbo import estimate
 
     d, h, seeds, s = 5, 2, 300, 8
     x = ppca_rows(n=100, d=d)

@@ -14,7 +14,7 @@ from scipy import stats
 from entropy_elbo.checkpoints import save_checkpoint
 from entropy_elbo.cli import main
 from entropy_elbo.data import iter_batches, make_synthetic, save_array
-from entropy_elbo.estimate import estimate
+from entropy_elbo.elbo import estimate
 from entropy_elbo.models import ModelConfig, build_model
 from entropy_elbo.montecarlo import RowSeed, iwae_bound, sample_latents
 

@@ -39,7 +39,7 @@ def test_json_names_the_unit_of_every_figure_not_in_nats() -> None:
 
     from entropy_elbo.compare import compare
     from entropy_elbo.data import make_synthetic
-    from entropy_elbo.estimate import estimate
+    from entropy_elbo.elbo import estimate
     from entropy_elbo.models import ModelConfig, build_model
 
     torch.manual_seed(0)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from entropy_elbo.data import make_synthetic
-from entropy_elbo.estimate import estimate
+from entropy_elbo.elbo import estimate
 from entropy_elbo.models import build_model, model_config
 from entropy_elbo.train import TrainConfig, parameter_groups, train
 

@@ -29,7 +29,7 @@ from typing import BinaryIO, Literal, TextIO
 
 import numpy as np
 
-from entropy_elbo.checkpoints.native import new_file_mode
+from entropy_elbo.atomic import new_file_mode
 from entropy_elbo.data.idx import GZ_ERRORS, is_idx, open_idx
 from entropy_elbo.errors import DataError
 from entropy_elbo.limits import (

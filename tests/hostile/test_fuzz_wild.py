@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 from wild_kit import D, build_wild
 
 from entropy_elbo.checkpoints import LoadOptions, load_model
+from entropy_elbo.elbo import estimate
 from entropy_elbo.errors import EntropyElboError
-from entropy_elbo.estimate import estimate
 
 EXAMPLES = int(os.environ.get("ENTROPY_ELBO_FUZZ_EXAMPLES", "150")) // 3  # per target; TorchScript loads are slow
 FUZZ = settings(max_examples=max(EXAMPLES, 1), deadline=None, suppress_health_check=[HealthCheck.too_slow])

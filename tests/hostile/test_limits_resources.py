@@ -262,7 +262,7 @@ def test_the_forecast_of_a_monte_carlo_pass_is_near_its_measured_time(kit):
     import time
 
     from entropy_elbo.checkpoints import load_model
-    from entropy_elbo.estimate import estimate
+    from entropy_elbo.elbo import estimate
     from entropy_elbo.forecast import mc_forecast
 
     model = load_model(kit / "vae1.safetensors").model

@@ -28,9 +28,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from entropy_elbo.elbo import check_encoder_output
 from entropy_elbo.entropies import LOG_2PI_E, gaussian_entropy
 from entropy_elbo.errors import EntropyElboError
-from entropy_elbo.estimate import check_encoder_output
 from entropy_elbo.models.protocol import GaussianVAE
 
 PRIOR_ENTROPY = 0.5 * LOG_2PI_E  # H[N(0, 1)] = 0.5 log(2 pi e) ~ 1.4189 nats

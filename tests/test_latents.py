@@ -8,7 +8,7 @@ import torch
 from scipy.stats import norm
 from torch.distributions import Normal, kl_divergence
 
-from entropy_elbo import collapse as cl
+from entropy_elbo import latents as cl
 from entropy_elbo.errors import EntropyElboError
 
 # Four latents built to test the metrics: (tau, spread of the encoder mean over the data).
