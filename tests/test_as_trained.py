@@ -109,7 +109,7 @@ def test_how_a_checkpoint_was_read_is_said_before_the_pass_in_a_terminal(plain,
     def failing_pass(*args: object, **kwargs: object) -> None:
         raise EntropyElboError("the pass failed")
 
-    monkeypatch.setattr("entropy_elbo.cli.measure.estimate", failing_pass)
+    monkeypatch.setattr("entropy_elbo.measure.estimate_batches", failing_pass)
     args = ("estimate", plain[0], "--data", plain[1], *FLAGS, "--decoder-variance", "1")
     assert cli(*args, code=1).stderr == "Error: the pass failed\n"  # a log or a script: the error alone, one line
     monkeypatch.setattr("entropy_elbo.cli.measure.watched", lambda: True)  # a terminal: read-lines before the pass

@@ -9,11 +9,9 @@ from pathlib import Path
 import click
 import torch
 
-from entropy_elbo import distributed
 from entropy_elbo.checkpoints import LoadOptions
 from entropy_elbo.checkpoints.adapters import OUTPUT_ACTIVATIONS
 from entropy_elbo.data.preprocess import CHOICES as PREPROCESS_CHOICES
-from entropy_elbo.devices import resolve_device
 from entropy_elbo.errors import EntropyElboError
 from entropy_elbo.models.config import ACTIVATIONS
 from entropy_elbo.threads import model_work, use_threads
@@ -169,21 +167,3 @@ def checkpoint_options(f):  # noqa: ANN001, ANN201
     for option in reversed(options):
         wrapper = option(wrapper)
     return wrapper
-
-
-
-def watched() -> bool:
-    """Whether a person is watching stderr (a terminal), not a log or a script."""
-    return sys.stderr.isatty()
-
-
-
-def join_ranks(device: str) -> tuple[distributed.Context | None, torch.device]:
-    """Under torchrun with several processes: this rank, joined to the group, and its device; else (None, device)."""
-    dev = resolve_device(device)
-    ctx = distributed.context_from_env()
-    if ctx is None or ctx.world_size == 1:
-        return None, dev
-    return ctx, distributed.setup(ctx, dev)
-
-

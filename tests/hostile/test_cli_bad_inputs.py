@@ -223,7 +223,7 @@ def test_a_bug_of_ours_is_still_one_line(kit: Path, monkeypatch: pytest.MonkeyPa
     def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise ZeroDivisionError("simulated bug")
 
-    monkeypatch.setattr("entropy_elbo.cli.measure.estimate", broken)
+    monkeypatch.setattr("entropy_elbo.measure.estimate_batches", broken)
     result = invoke(["estimate", kit / "vae1.safetensors", "--data", kit / "x.npy"])
     assert result.exit_code == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip() == (
