@@ -16,7 +16,7 @@ from torch import Tensor
 
 from entropy_elbo import entropies
 from entropy_elbo.errors import EntropyElboError
-from entropy_elbo.models.protocol import GaussianVAE
+from entropy_elbo.models.protocol import GaussianVAE, check_protocol
 from entropy_elbo.montecarlo import RowSeed, sampled_terms
 
 FIXED_NOTE = (
@@ -336,6 +336,7 @@ def estimate(
     `seed` draws each data row's samples from its own stream (`RowSeed`): the same number for any batch size
     and any number of processes; `generator` instead draws them in order from one torch generator.
     """
+    check_protocol(model)
     check_samples(samples)
     it = iter(batches)
     first = next(it, None)

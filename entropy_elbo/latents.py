@@ -31,7 +31,7 @@ from torch import Tensor
 from entropy_elbo.elbo import check_encoder_output
 from entropy_elbo.entropies import LOG_2PI_E, gaussian_entropy
 from entropy_elbo.errors import EntropyElboError
-from entropy_elbo.models.protocol import GaussianVAE
+from entropy_elbo.models.protocol import GaussianVAE, check_protocol
 
 PRIOR_ENTROPY = 0.5 * LOG_2PI_E  # H[N(0, 1)] = 0.5 log(2 pi e) ~ 1.4189 nats
 PAPER_THRESHOLD = 1.0  # nats; Fig. 3b and Fig. 7 of the paper
@@ -249,6 +249,7 @@ def collapse(model: GaussianVAE, batches: Iterable[np.ndarray | Tensor], *, devi
              threshold: float | None = None, delta: float | None = None, active_threshold: float = ACTIVE_THRESHOLD,
              lucas_epsilon: float = LUCAS_EPSILON, lucas_delta: float = LUCAS_DELTA) -> CollapseResult:
     """Per-latent collapse of `model` over `batches`, running only its encoder (eq. 24; App. C.2)."""
+    check_protocol(model)
     prior_log_var = None if model.prior_log_var is None else model.prior_log_var.detach()
     return collapse_from_encodings(
         encoder_outputs(model, batches, torch.device(device)), prior_log_var=prior_log_var, threshold=threshold,

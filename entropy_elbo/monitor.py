@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from entropy_elbo.checkpoints import LoadOptions, wrap_module
+from entropy_elbo.checkpoints import LoadOptions
 from entropy_elbo.distributed import Context, all_or_none, all_reduce_sums, merge_over_ranks, shard_rows
 from entropy_elbo.elbo import (
     FIXED_NOTE,
@@ -49,6 +49,7 @@ from entropy_elbo.latents import (
     stream_sums,
     summarize_collapse,
 )
+from entropy_elbo.opening import open_module, variance_known
 from entropy_elbo.runs import append_log
 
 R_TOLERANCE = 0.2  # warn when |r - 1| exceeds it ...
@@ -163,7 +164,8 @@ class Monitor:
         self.rank, self.world, self._rows = rank_block(rows, distributed)
         device = module_device(model)
         with untouched(model, device):
-            self.vae, self.introspection = wrap_module(model, self._rows.to(device), options)
+            opened = open_module(model, self._rows.to(device), options=options)
+        self.vae, self.introspection = opened.model, opened.introspection
         self.rows: list[dict[str, object]] = []
         self._warned: set[str] = set()  # "fixed", "r", "collapse:k"
         self._ever_active: set[int] = set()
@@ -178,9 +180,7 @@ class Monitor:
     def mc_samples(self) -> int:
         """S, or 0 for a fixed decoder variance whose value nobody gave (the MC ELBO would be at a made-up sigma^2)."""
         intro = self.introspection
-        if intro is not None and intro.decoder.kind == "fixed" and intro.decoder.value is None:
-            return 0
-        return self.samples
+        return self.samples if intro is None or variance_known(intro) else 0
 
     def measure(self) -> tuple[Estimate, CollapseResult]:
         """The estimate and the collapse metrics of the model as it is now, over the whole batch (all ranks)."""

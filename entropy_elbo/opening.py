@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -155,7 +155,7 @@ def score_rows(x: Rows) -> Tensor:
     """A few hundred rows spread evenly over the data (a copy, so a read-only memmap is fine), to score a
     checkpoint's readings: the first rows of a file sorted by class or time would mislead."""
     if isinstance(x, Tensor):
-        return x[torch.as_tensor(spread_rows(len(x)))].to(torch.float32)
+        return x[torch.as_tensor(spread_rows(len(x)), device=x.device)].to(torch.float32)
     return torch.from_numpy(np.array(x[spread_rows(len(x))], dtype=np.float32))
 
 
@@ -175,8 +175,8 @@ def open_checkpoint(source: str | Path | nn.Module, data: object = None, *, key:
     dev = torch.device(device)
     x, first, rest, name = data_rows(data, key) if data is not None else (None, None, None, "data")
     rows = x if x is not None else first
-    if rows is not None:
-        opts.input_shape, opts.rows = tuple(rows.shape[1:]), score_rows(rows)
+    if rows is not None:  # a copy: the caller's LoadOptions stays as it was
+        opts = replace(opts, input_shape=tuple(rows.shape[1:]), rows=score_rows(rows))
     loaded, notes = open_model(source, dev, opts, rows)
     again = data if first is not None and iter(data) is not data else None  # a list: readable again
     opened = Opened(loaded.model, loaded.source, loaded.introspection, loaded.metadata, name, x, first, rest, again,
@@ -192,13 +192,25 @@ def open_checkpoint(source: str | Path | nn.Module, data: object = None, *, key:
     return opened
 
 
+def open_module(module: nn.Module, rows: Tensor, *, options: LoadOptions | None = None,
+                needs: str = "any") -> Opened:
+    """A live module read and judged on `rows` (the Monitor's fixed batch) as `open_checkpoint` reads a checkpoint,
+    without choosing threads or a batch size: the training loop owns those. The caller keeps its train/eval flags
+    and RNG state (monitor.untouched)."""
+    opts = replace(options or LoadOptions(), input_shape=tuple(rows.shape[1:]), rows=score_rows(rows))
+    loaded, _ = open_model(module, rows.device, opts, rows)
+    opened = Opened(loaded.model, loaded.source, loaded.introspection, loaded.metadata, "data", None, rows[:1])
+    judge(opened, needs)
+    return opened
+
+
 def open_model(source: str | Path | nn.Module, dev: torch.device, opts: LoadOptions,
                rows: Rows | None) -> tuple[LoadedModel, list[str]]:
     """The model in `source` (a path or a live module) and the notes on how a folder was followed."""
     if isinstance(source, nn.Module):
         if rows is None:
             raise EntropyElboError(f"data: a live {type(source).__name__} is read by running it; pass data rows")
-        example = score_rows(rows)[:2].to(dev)
+        example = (rows if isinstance(rows, Tensor) else score_rows(rows))[:2].to(dev)
         model, intro = wrap_module(source, example, opts)
         return LoadedModel(model, f"live {type(source).__name__}", {"introspection": intro} if intro else {}), []
     if not isinstance(source, (str, Path)):
@@ -227,8 +239,11 @@ def as_trained_rows(opened: Opened, spec: str | None, preprocess: str) -> np.nda
 
 def judge(opened: Opened, needs: str) -> None:
     """Refuse what cannot be measured: readings the data leave tied, rows of another size than the model's D, and
-    for an ELBO ("likelihood") a decoder outside the Gaussian form or a fixed variance nobody gave."""
+    for an ELBO (`needs` "likelihood") a decoder outside the Gaussian form or a fixed variance nobody gave; "any"
+    (the Monitor) judges the likelihood only where a decoder variance is known, so an ELBO will be computed."""
     intro, name = opened.introspection, opened.data_name
+    if needs == "any":
+        needs = "encoder" if intro is not None and not variance_known(intro) else "likelihood"
     want = getattr(getattr(opened.model, "config", None), "data_dim", None)
     if want is not None and opened.d != want:
         raise EntropyElboError(f"{name}: rows have {opened.d} values but the model expects {want}; pass matching "
@@ -246,8 +261,13 @@ def judge(opened: Opened, needs: str) -> None:
     if intro.refusal:
         raise EntropyElboError(f"{intro.source}: {intro.refusal}; `collapse` still applies (it needs only the "
                                "encoder)")
-    if intro.decoder.kind == "fixed" and intro.decoder.value is None:
+    if not variance_known(intro):
         value = "VALUE" if intro.decoder.implied is None else f"{intro.decoder.implied:g} (what its loss implies)"
         raise EntropyElboError(f"{intro.source}: its decoder variance was never learned ({intro.decoder.evidence}); "
                                f"pass --decoder-variance {value} for the Monte Carlo ELBO at that sigma^2, or "
                                "--decoder-variance optimal for the ELBO at the best sigma^2 given the rest")
+
+
+def variance_known(intro: Introspection) -> bool:
+    """Whether the decoder variance is learned or given: without it no Monte Carlo ELBO is honest."""
+    return not (intro.decoder.kind == "fixed" and intro.decoder.value is None)

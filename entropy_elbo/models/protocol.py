@@ -61,3 +61,13 @@ class VAEBase(torch.nn.Module):
 
     def decoder_log_var(self, z: Tensor) -> Tensor:
         return self.decode(z)[1]
+
+
+def check_protocol(model: object) -> None:
+    """Refuse a model that does not meet `GaussianVAE` (a user's own module, not read yet), saying what reads it."""
+    if not isinstance(model, GaussianVAE):
+        from entropy_elbo.errors import EntropyElboError
+
+        raise EntropyElboError(f"model: a {type(model).__name__} is not read yet (this function takes a model that "
+                               "meets entropy_elbo.models.GaussianVAE); pass it to entropy_elbo.estimate(model, data) "
+                               "or entropy_elbo.collapse(model, data), which read any VAE module")
