@@ -18,6 +18,7 @@ from entropy_elbo import entropies
 from entropy_elbo.errors import EntropyElboError
 from entropy_elbo.models.protocol import GaussianVAE, check_protocol
 from entropy_elbo.montecarlo import RowSeed, sampled_terms
+from entropy_elbo.stationarity import stationarity_warnings
 
 FIXED_NOTE = (
     "the decoder variance was never learned (fixed), so the entropy form (Thm. 1) does not hold: "
@@ -163,24 +164,47 @@ def _sampling_stderr(var_sum: Tensor, samples: int, n: int) -> float | None:
 def summarize(model: GaussianVAE, acc: dict[str, Tensor], *, samples: int, d: int) -> Estimate:
     """Turn the float64 sums of `accumulate` into the estimate (Thm. 2 eq. 14; Thm. 3 eq. 22; eq. 76)."""
     n = int(acc["n"].item())
-    h = model.latent_dim
     kind = model.decoder_variance
-    prior_log_var = model.prior_log_var
+    ents, dec_ent_se, f_h_sampling_se, sigma2 = _entropies(model, acc, n=n, samples=samples, d=d)
+    mc = mc_se = mc_sampling_se = None
+    if samples > 0:
+        mc = float(acc["f"]) / n
+        mc_se = _stderr(acc["f"], acc["f_sq"], n)
+        mc_sampling_se = _sampling_stderr(acc["f_var_s"], samples, n)
+    if kind == "fixed":
+        f_h, note = None, FIXED_NOTE
+    else:
+        f_h = None if ents["decoder"] is None else entropies.entropy_elbo(*ents.values())
+        note = None if ents["decoder"] is not None else ("a decoder variance network needs samples for its entropy: "
+                                                         "samples >= 1 (--samples 1 or more)")
+    ppca = None
+    if getattr(model, "ppca", None) is not None and kind != "fixed":
+        w, _, s2 = model.ppca()
+        ppca = entropies.ppca_log_likelihood(w.detach().cpu(), float(s2.detach()), acc["scatter"].cpu() / n)
+    est = Estimate(
+        n=n, d=d, h=model.latent_dim, decoder_variance=kind, entropy_elbo=f_h, entropies=ents,
+        mc_elbo=mc, mc_stderr=mc_se, mc_sampling_stderr=mc_sampling_se, mc_samples=samples,
+        stationarity=_stationarity(model, acc, n=n, samples=samples, d=d, sigma2=sigma2), ppca_loglik=ppca,
+        note=note, decoder_entropy_stderr=dec_ent_se, entropy_elbo_sampling_stderr=f_h_sampling_se,
+    )
+    est.warnings = stationarity_warnings(est)
+    return est
+
+
+def _entropies(model: GaussianVAE, acc: dict[str, Tensor], *, n: int, samples: int,
+               d: int) -> tuple[dict[str, float | None], float | None, float | None, object]:
+    """The three entropies (eq. 14; the decoder's sampled for a variance network, eq. 22), the decoder entropy's
+    spread and sampling errors, and a constant sigma^2 (None for a network)."""
+    h = model.latent_dim
     const_log_tau2 = model.encoder_log_var_constant
     if const_log_tau2 is not None:  # linear VAE: no data needed (Cor. 1, eq. 20)
         enc_ent = float(entropies.encoder_entropy(const_log_tau2.detach().double()))
     else:
         enc_ent = float(acc["encoder_entropy"]) / n
+    prior_log_var = model.prior_log_var
     prior_ent = entropies.prior_entropy(h, None if prior_log_var is None else prior_log_var.detach())
-    a = acc["a"] / n
-    if prior_log_var is not None:
-        a = a / prior_log_var.detach().double().exp()
-
-    dec_ent: float | None = None
-    dec_ent_se: float | None = None
-    f_h_sampling_se: float | None = None
-    sigma2: object = None
-    if kind in ("scalar", "per-dim", "fixed"):
+    dec_ent = dec_ent_se = f_h_sampling_se = sigma2 = None
+    if model.decoder_variance in ("scalar", "per-dim", "fixed"):
         log_sigma2 = model.decoder_log_var(torch.zeros(1, h, device=acc["n"].device)).detach().double().cpu()
         dec_ent = float(entropies.decoder_entropy(log_sigma2, d))
         sigma2 = log_sigma2.exp().tolist()
@@ -188,24 +212,20 @@ def summarize(model: GaussianVAE, acc: dict[str, Tensor], *, samples: int, d: in
         dec_ent = float(acc["decoder_entropy"]) / n
         dec_ent_se = _stderr(acc["decoder_entropy"], acc["decoder_entropy_sq"], n)
         f_h_sampling_se = _sampling_stderr(acc["decoder_entropy_var_s"], samples, n)
+    return {"encoder": enc_ent, "prior": prior_ent, "decoder": dec_ent}, dec_ent_se, f_h_sampling_se, sigma2
 
-    mc = mc_se = mc_sampling_se = None
-    r_d: Tensor | None = None
-    if samples > 0:
-        mc = float(acc["f"]) / n
-        mc_se = _stderr(acc["f"], acc["f_sq"], n)
-        mc_sampling_se = _sampling_stderr(acc["f_var_s"], samples, n)
-        r_d = acc["r"].cpu() / n
 
-    if kind == "fixed":
-        f_h, note = None, FIXED_NOTE
-    else:
-        f_h = None if dec_ent is None else entropies.entropy_elbo(enc_ent, prior_ent, dec_ent)
-        note = None if dec_ent is not None else ("a decoder variance network needs samples for its entropy: "
-                                                         "samples >= 1 (--samples 1 or more)")
-
+def _stationarity(model: GaussianVAE, acc: dict[str, Tensor], *, n: int, samples: int, d: int,
+                  sigma2: object) -> dict[str, object]:
+    """a_h (eq. 76, over the prior's variances for VAE-2), r and the gap identity's terms, sigma^2 and sigma*^2 =
+    sigma^2 r, and for a scalar sigma^2 the Monte Carlo ELBO at sigma*^2 from the same samples."""
+    kind, prior_log_var = model.decoder_variance, model.prior_log_var
+    a = acc["a"] / n
+    if prior_log_var is not None:
+        a = a / prior_log_var.detach().double().exp()
     stationarity: dict[str, object] = {"a": a.cpu().tolist()}
-    if r_d is not None:
+    if samples > 0:
+        r_d = acc["r"].cpu() / n
         r = float(r_d.mean())
         stationarity["r"] = r
         if kind != "fixed":  # the gap is to the entropy ELBO, which a fixed sigma^2 does not have
@@ -222,21 +242,7 @@ def summarize(model: GaussianVAE, acc: dict[str, Tensor], *, samples: int, d: in
                 stationarity["mc_sampling_stderr_at_sigma2_optimal"] = at[2]
     if sigma2 is not None:
         stationarity["sigma2"] = sigma2
-
-    ppca = None
-    if getattr(model, "ppca", None) is not None and kind != "fixed":
-        w, _, s2 = model.ppca()
-        ppca = entropies.ppca_log_likelihood(w.detach().cpu(), float(s2.detach()), acc["scatter"].cpu() / n)
-
-    est = Estimate(
-        n=n, d=d, h=h, decoder_variance=kind, entropy_elbo=f_h,
-        entropies={"encoder": enc_ent, "prior": prior_ent, "decoder": dec_ent},
-        mc_elbo=mc, mc_stderr=mc_se, mc_sampling_stderr=mc_sampling_se, mc_samples=samples,
-        stationarity=stationarity, ppca_loglik=ppca, note=note, decoder_entropy_stderr=dec_ent_se,
-        entropy_elbo_sampling_stderr=f_h_sampling_se,
-    )
-    est.warnings = stationarity_warnings(est)
-    return est
+    return stationarity
 
 
 def at_variance(acc: dict[str, Tensor], *, n: int, d: int, samples: int, sigma2: float,
@@ -256,59 +262,6 @@ def at_variance(acc: dict[str, Tensor], *, n: int, d: int, samples: int, sigma2:
         stderr = math.sqrt(max(0.0, ratio**2 * var_ll + var_kl - 2 * ratio * cov) / n)
     sampling = None if samples < 2 else ratio * _sampling_stderr(acc["f_var_s"], samples, n)
     return value, stderr, sampling
-
-
-STATIONARY_TOL = 0.1  # warn when r or any a_h is further than this from 1 (README, "When a number is not trusted")
-
-
-def stationarity_warnings(est: Estimate) -> list[str]:
-    """Why the entropy ELBO may not be this checkpoint's ELBO: r or a_h far from 1 (gap identity, eq. 76)."""
-    st, out = est.stationarity, []
-    fixed = est.decoder_variance == "fixed"
-    r = st.get("r")
-    if isinstance(r, float) and abs(r - 1) > STATIONARY_TOL:
-        if fixed:
-            out.append(f"r = {r:.4g}: the stated decoder variance sigma^2 is far from the best one given the rest "
-                       f"(sigma*^2 = sigma^2 r = {st.get('sigma2_optimal', float('nan')):.4g}), so the Monte Carlo "
-                       "ELBO is that of a poor variance choice; at_optimal_variance (--decoder-variance optimal) gives "
-                       "the ELBO at sigma*^2")
-        else:
-            out.append(f"r = {r:.4g} is far from 1: the decoder term D(1-r)/2 = {0.5 * est.d * (1 - r):.4g} nats/point "
-                       "of the gap identity (eq. 76) is not zero, so the entropy ELBO is not this checkpoint's ELBO; "
-                       "the model is not at a stationary point, or its output activation or decoder variance was "
-                       "misread (see `entropy-elbo inspect`)")
-    a = st.get("a") or []
-    far = [(h, v) for h, v in enumerate(a) if abs(v - 1) > STATIONARY_TOL]
-    if far:
-        shown = ", ".join(f"z{h} {v:.3g}" for h, v in far[:8]) + (", ..." if len(far) > 8 else "")
-        term = 0.5 * sum(1 - v for v in a)
-        what = ("" if fixed else "so the entropy ELBO is not this checkpoint's ELBO; ")
-        out.append(f"a_h = mean_n(nu^2 + tau^2) is far from 1 for {len(far)} of {len(a)} latents ({shown}): the "
-                   f"encoder term sum_h (1-a_h)/2 = {term:.4g} nats/point of the gap identity (eq. 76) is not zero, "
-                   f"{what}the encoder is not at a stationary point, or its variance parameterization (log-variance, "
-                   "softplus std, log-std) was misread (see `entropy-elbo inspect`)")
-    return out
-
-
-def at_optimal_variance(est: Estimate) -> Estimate:
-    """The estimate of a fixed-variance model with sigma^2 replaced by sigma*^2 = sigma^2 r, the variance that
-    maximises the Monte Carlo ELBO given the rest (closed form from the same pass and samples)."""
-    st = dict(est.stationarity)
-    if "mc_elbo_at_sigma2_optimal" not in st:
-        raise EntropyElboError("the optimal decoder variance (--decoder-variance optimal) needs a scalar decoder "
-                               "variance and an estimate with samples >= 1 (--samples 1 or more)")
-    s2 = float(st["sigma2_optimal"])
-    st.update(r=1.0, sigma2=s2, sigma2_optimal=s2)  # no gap: a fixed sigma^2 has no entropy ELBO to be apart from
-    mc, se, sse = (st.pop(k) for k in ("mc_elbo_at_sigma2_optimal", "mc_stderr_at_sigma2_optimal",
-                                       "mc_sampling_stderr_at_sigma2_optimal"))
-    ents = dict(est.entropies, decoder=est.d * float(entropies.gaussian_entropy(torch.tensor(math.log(s2)))))
-    note = (f"decoder variance set to sigma*^2 = sigma^2 r = {s2:.6g} (--decoder-variance optimal), the value that "
-            "maximises the Monte Carlo ELBO given the encoder and decoder mean: the best ELBO this fixed-variance "
-            "model reaches, not one it was trained at; the entropy form still does not apply (sigma^2 was never "
-            "learned)")
-    out = replace(est, mc_elbo=mc, mc_stderr=se, mc_sampling_stderr=sse, stationarity=st, entropies=ents, note=note)
-    out.warnings = stationarity_warnings(out)
-    return out
 
 
 def _stderr(total: Tensor, total_sq: Tensor, n: int) -> float | None:
@@ -336,8 +289,8 @@ def estimate(
     `seed` draws each data row's samples from its own stream (`RowSeed`): the same number for any batch size
     and any number of processes; `generator` instead draws them in order from one torch generator.
     """
-    check_protocol(model)
     check_samples(samples)
+    check_protocol(model)
     it = iter(batches)
     first = next(it, None)
     if first is None:

@@ -249,7 +249,7 @@ def collapse(model: GaussianVAE, batches: Iterable[np.ndarray | Tensor], *, devi
              threshold: float | None = None, delta: float | None = None, active_threshold: float = ACTIVE_THRESHOLD,
              lucas_epsilon: float = LUCAS_EPSILON, lucas_delta: float = LUCAS_DELTA) -> CollapseResult:
     """Per-latent collapse of `model` over `batches`, running only its encoder (eq. 24; App. C.2)."""
-    check_protocol(model)
+    check_protocol(model, ("encode", "prior_log_var"))
     prior_log_var = None if model.prior_log_var is None else model.prior_log_var.detach()
     return collapse_from_encodings(
         encoder_outputs(model, batches, torch.device(device)), prior_log_var=prior_log_var, threshold=threshold,

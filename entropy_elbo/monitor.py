@@ -34,7 +34,6 @@ from entropy_elbo.elbo import (
     UNITS,
     Estimate,
     accumulate,
-    at_optimal_variance,
     check_finite_estimate,
     summarize,
 )
@@ -51,6 +50,7 @@ from entropy_elbo.latents import (
 )
 from entropy_elbo.opening import open_module, variance_known
 from entropy_elbo.runs import append_log
+from entropy_elbo.stationarity import at_optimal_variance
 
 R_TOLERANCE = 0.2  # warn when |r - 1| exceeds it ...
 R_PATIENCE = 5  # ... at this many steps in a row (early in training r is far from 1 anyway)

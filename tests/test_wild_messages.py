@@ -17,9 +17,10 @@ from entropy_elbo.checkpoints.likelihood import bernoulli_loss, loss_reason
 from entropy_elbo.checkpoints.peers import check_pythae, lightning_implied_variance, pythae_implied_variance
 from entropy_elbo.checkpoints.readings import AmbiguousReading, Reading, choose, spread_rows
 from entropy_elbo.cli import main
-from entropy_elbo.elbo import Estimate, at_optimal_variance, estimate
+from entropy_elbo.elbo import Estimate, estimate
 from entropy_elbo.errors import CheckpointError, EntropyElboError
 from entropy_elbo.opening import score_rows
+from entropy_elbo.stationarity import at_optimal_variance
 
 
 class PlainVAE(nn.Module):

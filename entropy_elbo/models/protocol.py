@@ -63,9 +63,12 @@ class VAEBase(torch.nn.Module):
         return self.decode(z)[1]
 
 
-def check_protocol(model: object) -> None:
-    """Refuse a model that does not meet `GaussianVAE` (a user's own module, not read yet), saying what reads it."""
-    if not isinstance(model, GaussianVAE):
+def check_protocol(model: object, needs: tuple[str, ...] = ("encode", "decode", "decoder_log_var", "prior_log_var",
+                                                           "encoder_log_var_constant", "latent_dim",
+                                                           "decoder_variance")) -> None:
+    """Refuse a model without the parts of `GaussianVAE` that a pass `needs` (a user's own module, not read yet),
+    naming the front door that reads it."""
+    if not all(hasattr(model, name) for name in needs):
         from entropy_elbo.errors import EntropyElboError
 
         raise EntropyElboError(f"model: a {type(model).__name__} is not read yet (this function takes a model that "
