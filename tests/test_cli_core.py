@@ -66,11 +66,3 @@ def test_estimate_table_names_every_figure_and_unit(tmp_path, trained_linear):
                    "pPCA log-likelihood", "sigma^2 (optimal)", "eq. 14", "eq. 26"):
         assert figure in text
 
-
-def test_every_command_has_help_and_appears_in_readme():
-    from pathlib import Path
-
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    for name, command in main.commands.items():
-        assert command.help, name
-        assert f"entropy-elbo {name}" in readme, f"README does not document `entropy-elbo {name}`"
