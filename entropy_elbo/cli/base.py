@@ -11,7 +11,7 @@ import torch
 
 from entropy_elbo import distributed
 from entropy_elbo.checkpoints import LoadOptions
-from entropy_elbo.checkpoints.adapters import OUTPUT_ACTIVATIONS
+from entropy_elbo.checkpoints.mlp import OUTPUT_ACTIVATIONS
 from entropy_elbo.data.preprocess import CHOICES as PREPROCESS_CHOICES
 from entropy_elbo.devices import resolve_device
 from entropy_elbo.errors import EntropyElboError
