@@ -20,7 +20,7 @@ from torch import nn
 from torch.distributions import Normal
 from torch.utils.data import DataLoader, TensorDataset
 
-from entropy_elbo.checkpoints.peers import lightning_implied_variance
+from entropy_elbo.checkpoints.torchfiles import lightning_implied_variance
 
 C, S, H, N = 1, 8, 3, 256  # one channel, 8x8 images, 3 latents
 D = C * S * S

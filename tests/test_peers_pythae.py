@@ -23,7 +23,7 @@ from test_checkpoints_wild import (
 from torch import nn
 from torch.distributions import Normal
 
-from entropy_elbo.checkpoints.peers import PYTHAE_GAUSSIAN, PYTHAE_REFUSED
+from entropy_elbo.checkpoints.pythae import PYTHAE_GAUSSIAN, PYTHAE_REFUSED
 
 D, H, N = 6, 3, 300
 

@@ -14,8 +14,9 @@ from click.testing import CliRunner
 from torch import nn
 
 from entropy_elbo.checkpoints.likelihood import bernoulli_loss, loss_reason
-from entropy_elbo.checkpoints.peers import check_pythae, lightning_implied_variance, pythae_implied_variance
+from entropy_elbo.checkpoints.pythae import check_pythae, pythae_implied_variance
 from entropy_elbo.checkpoints.readings import AmbiguousReading, Reading, choose, spread_rows
+from entropy_elbo.checkpoints.torchfiles import lightning_implied_variance
 from entropy_elbo.cli import main
 from entropy_elbo.elbo import Estimate, estimate
 from entropy_elbo.errors import CheckpointError, EntropyElboError

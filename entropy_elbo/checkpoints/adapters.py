@@ -1,235 +1,22 @@
-"""Adapters that make a found model meet the `GaussianVAE` protocol.
+"""`ModuleAdapter`: any torch module with its own methods meeting the `GaussianVAE` protocol.
 
-- `ShapesMLP`: a plain MLP state_dict, the architecture read from the weights' shapes (`--activation`).
-- `ModuleAdapter`: any torch module (the user's class, TorchScript, a trusted pickle) through its own
-  `encode`/`decode` (or `encoder`/`decoder`, pythae style), with variances taken from named parameters,
-  hooked sub-modules or the methods' extra outputs.
+The module (the user's class, TorchScript, a trusted pickle, a peer library's class) runs through its own
+`encode`/`decode` (or `encoder`/`decoder`, pythae style, or `forward`); `plan_module` runs it once on a probe
+batch to decide where the mean and the variances come out: named parameters, hooked sub-modules or the
+methods' extra outputs.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
 
-from entropy_elbo.checkpoints.introspect import (
-    Finding,
-    find_mean_head,
-    last,
-    layer_names,
-    sub_layers,
-    to_log_var,
-    variance_value,
-)
+from entropy_elbo.checkpoints.introspect import Finding, last, to_log_var, variance_value
 from entropy_elbo.errors import CheckpointError, ModelError, first_line
-from entropy_elbo.models.mlp import activation as make_activation
 from entropy_elbo.models.protocol import VAEBase
-
-DECODER_WORDS = ("dec", "generat", "p_x", "px")
-ENCODER_WORDS = ("enc", "infer", "q_z", "qz", "recog")
-
-
-@dataclass
-class MLPLayout:
-    """Which Linear layers do what, in order; each layer is a state_dict module name."""
-
-    d: int
-    h: int
-    trunk: list[str]
-    mean_head: list[str]
-    var_head: list[str]  # empty when the variance is a constant or the second half of the output
-    decoder: list[str]
-    split: bool = False  # mean and log-variance are the two halves of the encoder's last layer
-    notes: list[str] = field(default_factory=list)
-    dec_split: bool = False  # the decoder's last layer gives 2 x D: mean, then the variance (the authors' VAE-3)
-
-
-def _linear_shape(state: dict[str, Tensor], layer: str) -> tuple[int, int]:
-    w = state[f"{layer}.weight" if layer else "weight"]
-    return int(w.shape[1]), int(w.shape[0])  # (in, out)
-
-
-def _chain(state: dict[str, Tensor], layers: list[str], start: int, what: str) -> int:
-    """Check that `layers` chain from `start` features; returns the output size."""
-    size = start
-    for layer in layers:
-        n_in, n_out = _linear_shape(state, layer)
-        if n_in != size:
-            raise CheckpointError(f"{what}: layer {layer!r} takes {n_in} inputs but gets {size}; the architecture "
-                                  "cannot be read from shapes, pass --model FILE.py:NAME")
-        size = n_out
-    return size
-
-
-def mlp_layout(state: dict[str, Tensor], encoder: Finding | None, decoder: Finding) -> MLPLayout:
-    """Read an MLP VAE's architecture from its Linear layers' names, order and shapes."""
-    layers = layer_names(state)
-    for n in layers:
-        w = state[f"{n}.weight" if n else "weight"]
-        if w.dim() != 2:
-            raise CheckpointError(f"layer {n!r} has a {w.dim()}-d weight {tuple(w.shape)} (not a Linear layer); "
-                                  "the architecture cannot be read from shapes, pass --model FILE.py:NAME")
-    var_head = sub_layers(state, encoder.name) if encoder is not None and encoder.kind == "head" else []
-    dec_net = sub_layers(state, decoder.name) if decoder.kind == "network" else []
-    means = find_mean_head(state)
-    means = [m for m in means if m not in var_head and m not in dec_net]
-    if len(means) > 1:
-        raise CheckpointError(f"encoder mean head: several candidates ({', '.join(means)}); pass --model FILE.py:NAME")
-    mean_head = sub_layers(state, means[0]) if means else []
-    rest = [n for n in layers if n not in var_head and n not in mean_head and n not in dec_net]
-    heads = [layers.index(n) for n in mean_head + var_head]
-    trunk, dec = [], []
-    for n in rest:
-        low = n.lower()
-        if any(w in low for w in DECODER_WORDS):
-            dec.append(n)
-        elif any(w in low for w in ENCODER_WORDS) or (heads and layers.index(n) < min(heads)):
-            trunk.append(n)
-        elif heads and layers.index(n) > max(heads):
-            dec.append(n)
-        else:
-            raise CheckpointError(f"layer {n!r}: cannot tell whether it belongs to the encoder or the decoder; "
-                                  "pass --model FILE.py:NAME")
-    if not trunk and not mean_head:
-        raise CheckpointError("no encoder layers found by name (encoder.*, fc_mu, ...); pass --model FILE.py:NAME")
-    if not dec:
-        raise CheckpointError("no decoder layers found by name (decoder.*, ...); pass --model FILE.py:NAME")
-    d = _linear_shape(state, (trunk or mean_head)[0])[0]
-    trunk_out = _chain(state, trunk, d, "encoder")
-    split = False
-    notes: list[str] = []
-    if mean_head:
-        h = _chain(state, mean_head, trunk_out, "encoder mean head")
-        if var_head and _chain(state, var_head, trunk_out, "encoder variance head") != h:
-            raise CheckpointError(f"encoder heads {means[0]!r} and {encoder.name!r} have different output sizes")
-    else:
-        h = _linear_shape(state, dec[0])[0]
-        if encoder is None and trunk_out == 2 * h:
-            split = True
-            notes.append(f"encoder's last layer has {trunk_out} = 2 x {h} outputs (the decoder takes {h}): "
-                         "first half the mean, second half the variance")
-        elif trunk_out != h:
-            raise CheckpointError(f"encoder outputs {trunk_out} values but the decoder takes {h}; "
-                                  "pass --model FILE.py:NAME")
-        if var_head and _chain(state, var_head, trunk_out, "encoder variance head") != h:
-            raise CheckpointError(f"encoder variance head {encoder.name!r} does not output H={h} values; "
-                                  "pass --model FILE.py:NAME")
-    out = _chain(state, dec, h, "decoder")
-    dec_split = out == 2 * d and decoder.kind == "fixed" and decoder.name is None
-    if dec_split:
-        notes.append(f"decoder's last layer has {out} = 2 x {d} outputs: first half the mean, second half the "
-                     "variance, a network of z (VAE-3)")
-    elif out != d:
-        raise CheckpointError(f"decoder outputs {out} values but the encoder takes {d}; pass --model FILE.py:NAME")
-    if dec_net and _chain(state, dec_net, h, "decoder variance network") not in (1, d):
-        raise CheckpointError(f"decoder variance network {decoder.name!r} does not output 1 or D={d} values")
-    return MLPLayout(d, h, trunk, mean_head, var_head, dec, split, notes, dec_split)
-
-
-OUTPUTS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "leaky_relu": nn.functional.leaky_relu}
-OUTPUT_ACTIVATIONS = ("linear", *OUTPUTS)
-
-
-class ShapesMLP(VAEBase):
-    """A VAE rebuilt from a plain MLP state_dict: Linear layers with one activation between them."""
-
-    prior_key: str | None = None  # a learned prior log-variance (VAE-2's logalpha2)
-
-    @property
-    def prior_log_var(self) -> Tensor | None:
-        return None if self.prior_key is None else self.tensor(self.prior_key).reshape(-1)
-
-    def __init__(self, state: dict[str, Tensor], layout: MLPLayout, encoder: Finding | None, decoder: Finding,
-                 activation: str = "relu", output: str | None = None, head_activation: bool = False) -> None:
-        super().__init__()
-        self.layout, self.enc, self.dec = layout, encoder, decoder
-        self.latent_dim = layout.h
-        self.decoder_variance = decoder.kind  # type: ignore[assignment]
-        self.act = make_activation(activation)
-        self.output = None if output == "linear" else output
-        self.out_act = None if self.output is None else OUTPUTS[self.output]
-        self.head_activation = head_activation  # the activation also after the encoder heads (the authors' main.py)
-        self.weights = nn.ParameterDict()
-        self._names: dict[str, str] = {}
-        for k, v in state.items():
-            if v.is_floating_point():
-                safe = f"t{len(self._names)}"
-                self._names[k] = safe
-                self.weights[safe] = nn.Parameter(v.detach().clone().float(), requires_grad=False)
-        self.dec_net = sub_layers(state, decoder.name) if decoder.kind == "network" and not layout.dec_split else []
-        linear = (len(layout.trunk) == 1 and not layout.mean_head and not layout.split and len(layout.decoder) == 1
-                  and encoder is not None and encoder.kind == "constant" and decoder.kind == "scalar"
-                  and not self.output)
-        self.ppca = self._ppca if linear else None  # a linear VAE defines a pPCA model (eq. 26)
-
-    def _ppca(self) -> tuple[Tensor, Tensor, Tensor]:
-        """(W, mu0, sigma^2) of the pPCA model the linear decoder defines: its weight, its bias (eq. 26)."""
-        layer = self.layout.decoder[0]
-        prefix = f"{layer}." if layer else ""
-        bias = self._names.get(prefix + "bias")
-        w = self.tensor(prefix + "weight")
-        mu0 = self.weights[bias] if bias is not None else torch.zeros(w.shape[0], device=w.device)
-        return w, mu0, self.decoder_log_var(torch.zeros(1, self.latent_dim, device=w.device)).exp()
-
-    def tensor(self, key: str) -> Tensor:
-        return self.weights[self._names[key]]
-
-    def _run(self, x: Tensor, layers: list[str], act_last: bool) -> Tensor:
-        for i, layer in enumerate(layers):
-            prefix = f"{layer}." if layer else ""
-            bias = self._names.get(prefix + "bias")
-            x = nn.functional.linear(x, self.tensor(prefix + "weight"), None if bias is None else self.weights[bias])
-            if i < len(layers) - 1 or act_last:
-                x = self.act(x)
-        return x
-
-    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        lay = self.layout
-        x = x.reshape(x.shape[0], -1)  # (B, D)
-        trunk = self._run(x, lay.trunk, act_last=bool(lay.mean_head))
-        if lay.split:
-            nu, raw = trunk[:, : lay.h], trunk[:, lay.h:]
-            return nu, to_log_var(raw, self.enc_param)
-        head = self.head_activation
-        nu = self._run(trunk, lay.mean_head, act_last=head) if lay.mean_head else trunk  # (B, H)
-        if self.enc is not None and self.enc.kind == "constant":
-            return nu, self.encoder_log_var_constant.expand_as(nu)
-        return nu, to_log_var(self._run(trunk, lay.var_head, act_last=head), self.enc_param)
-
-    @property
-    def enc_param(self) -> str:
-        return self.enc.param if self.enc is not None and self.enc.param else "logvar"
-
-    @property
-    def encoder_log_var_constant(self) -> Tensor | None:
-        if self.enc is None or self.enc.kind != "constant":
-            return None
-        return to_log_var(self.tensor(self.enc.name), self.enc_param).reshape(-1)
-
-    def decode(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        out = self._run(z, self.layout.decoder, act_last=False)  # (B, D), or (B, 2D) for a split output
-        mu = out[:, : self.layout.d] if self.layout.dec_split else out
-        if self.out_act is not None:
-            mu = self.out_act(mu)
-        if self.layout.dec_split:
-            return mu, to_log_var(out[:, self.layout.d:], self.dec.param or "logvar")
-        return mu, self.decoder_log_var(z)
-
-    def decoder_log_var(self, z: Tensor) -> Tensor:
-        dec = self.dec
-        if self.layout.dec_split:
-            return self.decode(z)[1]
-        if dec.kind == "network":
-            return to_log_var(self._run(z, self.dec_net, act_last=False), dec.param or "logvar")
-        if dec.kind == "fixed":
-            return torch.tensor(math.log(dec.value) if dec.value else 0.0, dtype=torch.float64, device=z.device)
-        raw = self.tensor(dec.name)
-        return to_log_var(raw, dec.param or "logvar").reshape(-1 if raw.numel() > 1 else ())
-
-
-# ---------------------------------------------------------------------------------------------- modules
 
 
 def _tensors(out: object) -> list[Tensor]:
@@ -390,16 +177,16 @@ def run_foreign(fn, batch: Tensor, via: str, hint: str = ""):  # noqa: ANN001, A
                          f"({type(err).__name__}: {first_line(err)}){hint}") from None
 
 
+
 def plan_module(module: nn.Module, state: dict[str, Tensor], encoder: Finding | None, decoder: Finding,
                 probe: Tensor, explicit: bool = False) -> ModulePlan:
     """Run the module once on `probe` to learn H, D, and where mean and variances come out; `explicit`: the
     decoder variance was given by a flag (else a named parameter beside a decode() variance is ambiguous)."""
-    scripted = isinstance(module, torch.jit.ScriptModule)
     encode_via = "encode" if hasattr(module, "encode") else "encoder" if hasattr(module, "encoder") else "forward"
     decode_via = "decode" if hasattr(module, "decode") else "decoder" if hasattr(module, "decoder") else None
-    fn = _encoder_fn(module, encode_via)
+    hint = "; check --model-kwargs or the data's shape"
     with torch.no_grad():
-        out = run_foreign(fn, probe, encode_via, "; check --model-kwargs or the data's shape")
+        out = run_foreign(_encoder_fn(module, encode_via), probe, encode_via, hint)
     mean_field = "embedding" if _field(out, "embedding") is not None else None
     ts = _tensors(out)
     mean_index, var_index = _forward_pair(ts, probe) if encode_via == "forward" else (0, 1)
@@ -407,22 +194,38 @@ def plan_module(module: nn.Module, state: dict[str, Tensor], encoder: Finding | 
     if nu is None or nu.dim() != 2:
         raise CheckpointError(f"{encode_via}() returned {type(out).__name__}; expected (mean, log-variance) tensors "
                               "of shape (B, H) or an object with embedding and log_covariance")
-    h, d = int(nu.shape[1]), int(probe[0].numel())
-    split = False
-    if encoder is None and len(ts) == 1 and mean_field is None and h % 2 == 0 and decode_via is not None:
-        split = _decodes(module, decode_via, torch.zeros(probe.shape[0], h // 2), d)
-        if split:
-            noise = any(last(k) == "noise_std" for k, _ in module.named_parameters())
-            h //= 2
-            encoder = Finding("output", f"second half of {encode_via}()'s output",
-                              "softplus_std" if noise else "logvar",
-                              f"{encode_via}() returns one tensor of {2 * h} = 2 x {h} values per row and the decoder "
-                              f"takes {h}: first half the mean, second half the variance, "
-                              + ("a softplus std (the paper authors' verification/VAE.py convention, with noise_std)"
-                                 if noise else "read as a log-variance (the common default)"),
-                              "--encoder-var-param P")
-    pythae_var = mean_field is not None and _field(out, "log_covariance") is not None
-    second = ts[var_index] if len(ts) > var_index and mean_field is None else None
+    plan = ModulePlan(encode_via, decode_via, encoder, decoder, "fixed", int(nu.shape[1]), int(probe[0].numel()),
+                      mean_field, mean_index, var_index)
+    if encoder is None and len(ts) == 1 and mean_field is None and plan.h % 2 == 0 and decode_via is not None:
+        plan = _split_output(module, plan, probe)
+    plan.encoder = _encoder_output(module, plan, out, ts, nu)
+    return _plan_decoder(module, plan, probe, explicit)
+
+
+def _split_output(module: nn.Module, plan: ModulePlan, probe: Tensor) -> ModulePlan:
+    """One (B, 2H) encoder output whose first half the decoder takes: mean, then variance (the authors' VAEs)."""
+    encode_via, d = plan.encode_via, plan.d
+    if not _decodes(module, plan.decode_via, torch.zeros(probe.shape[0], plan.h // 2), d):
+        return plan
+    noise = any(last(k) == "noise_std" for k, _ in module.named_parameters())
+    h = plan.h // 2
+    encoder = Finding("output", f"second half of {encode_via}()'s output",
+                      "softplus_std" if noise else "logvar",
+                      f"{encode_via}() returns one tensor of {2 * h} = 2 x {h} values per row and the decoder "
+                      f"takes {h}: first half the mean, second half the variance, "
+                      + ("a softplus std (the paper authors' verification/VAE.py convention, with noise_std)"
+                         if noise else "read as a log-variance (the common default)"),
+                      "--encoder-var-param P")
+    return replace(plan, encoder=encoder, h=h, split=True)
+
+
+def _encoder_output(module: nn.Module, plan: ModulePlan, out: object, ts: list[Tensor], nu: Tensor) -> Finding:
+    """Where the encoder variance comes out: the method's own output where it gives one (a named head then
+    counts only through it), else the named head or parameter."""
+    encoder, encode_via, var_index, h = plan.encoder, plan.encode_via, plan.var_index, plan.h
+    scripted = isinstance(module, torch.jit.ScriptModule)
+    pythae_var = plan.mean_field is not None and _field(out, "log_covariance") is not None
+    second = ts[var_index] if len(ts) > var_index and plan.mean_field is None else None
     isotropic = second is not None and h > 1 and tuple(second.shape) == (nu.shape[0], 1)
     fits = second is not None and (second.shape == nu.shape or isotropic)
     method_var = encode_via != "forward" and (pythae_var or fits)
@@ -432,21 +235,27 @@ def plan_module(module: nn.Module, state: dict[str, Tensor], encoder: Finding | 
         name = "log_covariance" if pythae_var else f"{encode_via}()[{var_index}]"
         encoder = Finding("output", name, encoder.param, f"{encoder.evidence}; {why}, so {encode_via}()'s variance "
                           f"output is read (as {encoder.param}), not the layer's raw output", encoder.override)
-    if encoder is None:
-        if pythae_var:
-            encoder = Finding("output", "log_covariance", "logvar", f"{encode_via}() returns an object with "
-                              "embedding and log_covariance (pythae convention: log-variance)",
-                              "--encoder-var NAME --encoder-var-param P")
-        elif fits:
-            shape = f"(B, 1): one log-variance per data point shared by all {h} latents (isotropic), broadcast " \
-                "over them" if isotropic else f"(B, {h})"
-            encoder = Finding("output", f"{encode_via}()[{var_index}]", "logvar", f"{encode_via}() returns {len(ts)} "
-                              f"tensors, a mean of shape (B, {h}) and output {var_index} of shape {shape}: [mean, "
-                              "log-variance] (PyTorch-VAE convention)", "--encoder-var NAME --encoder-var-param P")
-        else:
-            raise CheckpointError(f"encoder variance: {encode_via}() returns {len(ts)} tensor(s) and no layer is "
-                                  "named like a variance head; name it with --encoder-var NAME")
-    z = torch.zeros(probe.shape[0], h, dtype=probe.dtype, device=probe.device)
+    if encoder is not None:
+        return encoder
+    if pythae_var:
+        return Finding("output", "log_covariance", "logvar", f"{encode_via}() returns an object with "
+                       "embedding and log_covariance (pythae convention: log-variance)",
+                       "--encoder-var NAME --encoder-var-param P")
+    if fits:
+        shape = f"(B, 1): one log-variance per data point shared by all {h} latents (isotropic), broadcast " \
+            "over them" if isotropic else f"(B, {h})"
+        return Finding("output", f"{encode_via}()[{var_index}]", "logvar", f"{encode_via}() returns {len(ts)} "
+                       f"tensors, a mean of shape (B, {h}) and output {var_index} of shape {shape}: [mean, "
+                       "log-variance] (PyTorch-VAE convention)", "--encoder-var NAME --encoder-var-param P")
+    raise CheckpointError(f"encoder variance: {encode_via}() returns {len(ts)} tensor(s) and no layer is "
+                          "named like a variance head; name it with --encoder-var NAME")
+
+
+def _plan_decoder(module: nn.Module, plan: ModulePlan, probe: Tensor, explicit: bool) -> ModulePlan:
+    """Run the decoder once on zero latents: check its output's size and find where its variance comes out."""
+    decoder, decode_via, d = plan.decoder, plan.decode_via, plan.d
+    scripted = isinstance(module, torch.jit.ScriptModule)
+    z = torch.zeros(probe.shape[0], plan.h, dtype=probe.dtype, device=probe.device)
     dec_source = {"scalar": "param", "per-dim": "param", "fixed": "fixed", "network": "hook"}[decoder.kind]
     if decode_via is not None:
         dfn = module.decode if decode_via == "decode" else module.decoder
@@ -460,17 +269,16 @@ def plan_module(module: nn.Module, state: dict[str, Tensor], encoder: Finding | 
             raise CheckpointError(f"{decode_via}() returned {got}; expected {d} (the input's size)")
         if decoder.kind == "network" and scripted:
             dec_source = "output"
-        if decoder.kind in ("scalar", "per-dim") and not explicit and len(dts) >= 2 and mean_field is None \
+        if decoder.kind in ("scalar", "per-dim") and not explicit and len(dts) >= 2 and plan.mean_field is None \
                 and dts[1][0].numel() in (1, d):
             raise CheckpointError(f"decoder variance: several candidates (parameter {decoder.name!r}, {decode_via}()'s "
                                   f"second output of shape {tuple(dts[1].shape)}); pick one with --decoder-var NAME "
                                   f"or --decoder-var '{decode_via}()[1]'")
-        if decoder.kind == "fixed" and decoder.name is None and len(dts) >= 2 and mean_field is None:
+        if decoder.kind == "fixed" and decoder.name is None and len(dts) >= 2 and plan.mean_field is None:
             decoder, dec_source = _decoder_output(dfn, z, dts[1], decode_via, len(dts), d, decoder.override), "output"
     elif decoder.kind == "network" and scripted:
         raise CheckpointError("decoder variance network: TorchScript module without decode(); pass --model")
-    return ModulePlan(encode_via, decode_via, encoder, decoder, dec_source, h, d, mean_field, mean_index, var_index,
-                      split)
+    return replace(plan, decoder=decoder, dec_source=dec_source)
 
 
 def _decodes(module: nn.Module, via: str, z: Tensor, d: int) -> bool:

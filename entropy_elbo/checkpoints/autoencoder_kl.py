@@ -11,13 +11,19 @@ stated or optimal sigma^2 applies. Images are (N, C, H, W) arrays scaled to [-1,
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
 
-from entropy_elbo.checkpoints.introspect import ENC_OVERRIDE, Finding
-from entropy_elbo.checkpoints.peers import quiet_logger
+from entropy_elbo.checkpoints.introspect import ENC_OVERRIDE, Finding, Introspection
+from entropy_elbo.checkpoints.raw import RawCheckpoint
+from entropy_elbo.checkpoints.source import Built, Source, quiet_logger
+from entropy_elbo.checkpoints.torchfiles import read_safetensors
 from entropy_elbo.checkpoints.user import build_to_fit
 from entropy_elbo.errors import CheckpointError, ModelError, parse_json
+
+if TYPE_CHECKING:
+    from entropy_elbo.checkpoints.options import LoadOptions
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 AUTOENCODER_KL_DECODER = ("diffusers AutoencoderKL's decoder returns an image and no variance: it is trained with "
@@ -147,3 +153,53 @@ def build_autoencoder_kl(config: dict, state: dict[str, Tensor], input_shape: tu
         raise CheckpointError(f"{source}: AutoencoderKL takes images (N, {vae.config.in_channels}, H, W); the data's "
                               f"rows have shape {tuple(shape)}")
     return AutoencoderKLAdapter(vae.eval(), shape)
+
+
+def read_autoencoder_kl(path: Path, config: dict | None, raw: RawCheckpoint | None = None) -> RawCheckpoint:
+    """diffusers AutoencoderKL weights, with the config saved beside them or one read from their shapes."""
+    if raw is None:
+        if not path.is_file():
+            raise CheckpointError(f"{path.parent}: a diffusers AutoencoderKL folder without {WEIGHTS}; entropy-elbo "
+                                  "reads only safetensors weights (save_pretrained's default)")
+        raw = read_safetensors(path)
+    raw.fmt = "diffusers"
+    raw.meta["config_from"] = f"{path.parent / 'config.json'}" if config is not None else "the weights' shapes"
+    try:
+        raw.meta["config"] = config if config is not None else config_from_shapes(raw.state)
+    except CheckpointError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+    return raw
+
+
+def autoencoder_kl_assumptions(intro: Introspection, module: AutoencoderKLAdapter, config_from: str) -> None:
+    """Spatial latents, the config's source and the pixel range diffusers expects."""
+    intro.latent_shape = list(module.latent_shape)
+    c, h, w = module.latent_shape
+    intro.notes.append(f"spatial latents: {c} channels x {h} x {w} positions = H {c * h * w}, from "
+                       "encode(x).latent_dist (mean, logvar); collapse also reports each channel")
+    intro.assume(f"architecture from {config_from}", "diffusers builds AutoencoderKL from its config; "
+                 + ("norm_num_groups 32 is diffusers' default, not in the weights" if "shapes" in config_from
+                    else "saved by save_pretrained"), "a config.json beside the weights")
+    intro.assume("pixels scaled to [-1, 1]", "diffusers' AutoencoderKL is trained on [-1, 1] images; data outside "
+                 "that range is refused", "rescale the data")
+
+
+class DiffusersSource(Source):
+    """diffusers' AutoencoderKL: a save_pretrained folder or a safetensors file in its (or LDM's) key names."""
+
+    name = "diffusers AutoencoderKL"
+    formats = ("diffusers",)
+    prior_evidence = "AutoencoderKL's KL term is against N(0, I)"
+
+    def build(self, raw: RawCheckpoint, options: LoadOptions, source: str) -> Built:
+        module = build_autoencoder_kl(raw.meta["config"], raw.state, options.input_shape, source)
+        return Built(module, "diffusers AutoencoderKL (diffusers' own class)", raw.state)
+
+    def encoder_variance(self, found: Finding | None) -> Finding | None:
+        return logvar_finding()  # the latent distribution's own log-variance, not a hooked layer
+
+    def implied_variance(self, raw: RawCheckpoint, d: int) -> tuple[float | None, str] | None:
+        return None, AUTOENCODER_KL_DECODER
+
+    def assume(self, intro: Introspection, built: Built, raw: RawCheckpoint) -> None:
+        autoencoder_kl_assumptions(intro, built.module, str(raw.meta["config_from"]))

@@ -7,11 +7,15 @@ candidate is an error listing them all, never a silent pick.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from entropy_elbo.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from entropy_elbo.checkpoints.options import LoadOptions
 
 PARAMS = ("logvar", "logstd", "std", "var", "softplus_std", "softplus_var")
 
@@ -239,6 +243,22 @@ def frozen_at_zero(state: dict[str, Tensor], found: Finding, code: nn.Module | N
                    "VAE-0), so sigma^2 = 1 is fixed, not learned, and the entropy form does not apply",
                    f"--decoder-var {found.name} to claim it was learned, or --decoder-variance VALUE",
                    value=1.0)
+
+
+def decoder_finding(state: dict[str, Tensor], options: LoadOptions, d: int | None,
+                    code: nn.Module | None = None) -> Finding:
+    """The decoder variance under the flags: a method's output, a fixed or optimal sigma^2, or what the names say."""
+    if options.decoder_var in ("decode()[1]", "decoder()[1]"):  # the method's second output, not a parameter
+        return Finding("fixed", None, "logvar", f"--decoder-var {options.decoder_var}", DEC_OVERRIDE)
+    found = find_decoder_variance(state, name=options.decoder_var, param=options.decoder_var_param, d=d)
+    if options.decoder_variance is not None and options.decoder_var is None:
+        ignored = f"; the learned {found.name!r} was set aside" if found.kind != "fixed" else ""
+        if options.optimal_variance:
+            return Finding("fixed", None, "var", "--decoder-variance optimal: the value that maximises the Monte Carlo "
+                           f"ELBO given the encoder and decoder mean{ignored}", DEC_OVERRIDE, value=1.0)
+        return Finding("fixed", None, "var", f"sigma^2 = {options.decoder_variance} from --decoder-variance{ignored}",
+                       DEC_OVERRIDE, value=float(options.decoder_variance))
+    return found if options.decoder_var is not None else frozen_at_zero(state, found, code)
 
 
 def has_decoder_variance(state: dict[str, Tensor]) -> bool:

@@ -1,25 +1,45 @@
-"""What the entropy form does not cover: Bernoulli decoders and priors other than N(0, I) or a learned diagonal.
+"""The decoder likelihood a checkpoint was trained with (Gaussian, Bernoulli, other), decided here for every source,
+and the priors the entropy form does not cover.
 
-A prior of another kind changes the KL and the prior entropy of every figure, so it is refused outright.
-A Bernoulli (BCE) decoder leaves the encoder-only collapse metrics valid, so it is refused where a decoder
-likelihood is needed (`estimate`, `compare`): `bernoulli_reason` says why, or None.
+A prior other than N(0, I) or a learned diagonal changes the KL and the prior entropy of every figure, so it is
+refused outright. A Bernoulli (BCE) decoder leaves the encoder-only collapse metrics valid, so it is refused where
+a decoder likelihood is needed (`estimate`, `compare`): `likelihood_refusal` says why, or None (pythae refuses a
+BCE config when its folder is read: `bernoulli_refusal`). Another loss (MS-SSIM, perceptual, a KL capacity) is no
+ELBO at any sigma^2: `NOT_AN_ELBO` says why, and no fixed decoder variance is implied.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from entropy_elbo.checkpoints.introspect import last
-from entropy_elbo.errors import CheckpointError
+from entropy_elbo.checkpoints.introspect import Finding, has_decoder_variance, last
+from entropy_elbo.errors import CheckpointError, ModelError
+
+if TYPE_CHECKING:
+    from entropy_elbo.checkpoints.options import LoadOptions
+    from entropy_elbo.checkpoints.raw import RawCheckpoint
 
 MIXTURE_PRIOR_NAMES = ("pseudo_inputs", "pseudo_input", "prior_means", "prior_mean", "prior_mu", "prior_logits",
                        "mixture_logits", "mixture_weights", "prior_components", "prior_log_vars", "prior_stds")
 BCE_WORDS = ("bce", "binary_cross_entropy", "bernoulli", "cross_entropy")
 LOSS_KEYS = ("recon_loss", "reconstruction_loss", "loss", "likelihood")
 OUTSIDE = "outside the entropy form (Thm. 1 needs a Gaussian decoder)"
+KL_CAPACITY = "its loss targets a KL capacity C (a weight times |KL - C|), so it is not the ELBO at any one sigma^2"
+NOT_GAUSSIAN = "not a Gaussian log-likelihood"
+# losses that are not the ELBO at any one sigma^2, so no fixed decoder variance is implied: pythae's and PyTorch-VAE's
+# model classes in one table (their names differ: pythae's MSSSIM_VAE is PyTorch-VAE's MSSIMVAE)
+NOT_AN_ELBO = {
+    "MSSSIM_VAE": f"its reconstruction loss is an MS-SSIM similarity, {NOT_GAUSSIAN}",
+    "MSSIMVAE": f"its reconstruction loss is an MS-SSIM similarity, {NOT_GAUSSIAN}",
+    "VAEGAN": f"its reconstruction loss is a distance in a discriminator's features, {NOT_GAUSSIAN}",
+    "LogCoshVAE": f"its reconstruction loss is a log-cosh loss, {NOT_GAUSSIAN}",
+    "DFCVAE": f"its reconstruction loss is a perceptual (VGG feature) distance, {NOT_GAUSSIAN}",
+    "DisentangledBetaVAE": KL_CAPACITY,
+}
 
 
 def refuse_other_priors(state: dict[str, Tensor]) -> None:
@@ -56,7 +76,7 @@ def bernoulli_loss(config: object) -> tuple[str, str] | None:
 
 
 def loss_reason(meta: dict[str, object]) -> str | None:
-    """A Bernoulli loss named in a Lightning checkpoint's hyper_parameters, else None (pythae: peers.check_pythae)."""
+    """A Bernoulli loss named in a Lightning checkpoint's hyper_parameters, else None (pythae: bernoulli_refusal)."""
     found = bernoulli_loss(meta.get("hyper_parameters"))
     if found is None:
         return None
@@ -82,3 +102,36 @@ def sigmoid_reason(model: object, rows: Tensor, output: str | None) -> str | Non
     return ("its decoder has no learned variance and a sigmoid output on data in [0, 1]: Bernoulli probabilities "
             f"trained with a BCE loss (as pytorch/examples' vae), {OUTSIDE}; a Gaussian ELBO of it would be a wrong "
             "number. If the sigmoid output is a Gaussian mean, say so with --output-activation sigmoid")
+
+
+def bernoulli_refusal(what: str, config: dict) -> str | None:
+    """Why a peer model whose config names a Bernoulli loss is refused outright (pythae), else None."""
+    found = bernoulli_loss(config)
+    if found is None:
+        return None
+    return (f"{what} was trained with {found[0]} {found[1]!r}: a Bernoulli decoder, not a Gaussian one, so neither "
+            "the entropy ELBO nor the Gaussian ELBO applies; refused")
+
+
+def likelihood_refusal(raw: RawCheckpoint, state: dict[str, Tensor], model: object, decoder: Finding, d: int,
+                       options: LoadOptions, output: str | None) -> str | None:
+    """Why no Gaussian decoder likelihood applies to a model read from `raw` (a Bernoulli decoder), else None:
+    the loss its hyper_parameters name, or, for a decoder with no learned variance, a sigmoid output on the
+    data's rows. `output`: the output activation read from shapes (None: the model's own methods decide)."""
+    reason = loss_reason(raw.meta)
+    rows = options.rows
+    if (reason is not None or raw.fmt == "pythae" or decoder.kind != "fixed" or has_decoder_variance(state)
+            or rows is None or rows[0].numel() != d or options.output_activation == "sigmoid"):
+        return reason
+    try:
+        return sigmoid_reason(model, rows, output)
+    except (RuntimeError, ValueError, CheckpointError, ModelError):
+        return None  # the model cannot run on these rows: the estimate's own checks say why
+
+
+def bernoulli_undecided(candidates: list, rows: Tensor, decoder_kind: str, pythae: bool,
+                        output_flag: str | None) -> bool:
+    """Whether readings that fit about equally well all have a sigmoid output on data in [0, 1] with no learned
+    decoder variance: a Bernoulli decoder, left undecided and refused as such where a likelihood is needed."""
+    return not (pythae or output_flag or decoder_kind != "fixed" or float(rows.min()) < 0 or float(rows.max()) > 1
+                or any(c.output != "sigmoid" for c in candidates))

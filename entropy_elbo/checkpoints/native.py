@@ -7,15 +7,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from entropy_elbo.atomic import atomic_write
+from entropy_elbo.checkpoints.introspect import Finding, Introspection
+from entropy_elbo.checkpoints.source import Source
 from entropy_elbo.entropies import LOG_VAR_LIMIT
 from entropy_elbo.errors import CheckpointError, EntropyElboError
 from entropy_elbo.models import ModelConfig, VAEBase, build_model, model_shell
+
+if TYPE_CHECKING:
+    from entropy_elbo.checkpoints.options import LoadOptions
+    from entropy_elbo.checkpoints.raw import RawCheckpoint
 
 FORMAT = "entropy-elbo/1"
 
@@ -151,3 +158,36 @@ def build_checked(config: ModelConfig, state: dict[str, torch.Tensor], path: Pat
         return build_model(config, source=str(path))
     except (RuntimeError, ValueError, TypeError, IndexError, MemoryError) as err:
         raise CheckpointError(f"{path}: its metadata is damaged ({err}); re-save the checkpoint") from None
+
+
+def native_introspection(path: Path, model: VAEBase) -> Introspection:
+    """Our own files need no guessing: everything is in the saved config."""
+    config = model.config
+    lsig = model.decoder_log_var(torch.zeros(1, config.latent_dim)).detach().double().exp().reshape(-1)
+    value = float(lsig[0]) if lsig.numel() == 1 else lsig.tolist()
+    dec = Finding(model.decoder_variance, "log_sigma2", "logvar", "entropy-elbo checkpoint: stored in its config",
+                  "none needed", value=value)
+    const = model.encoder_log_var_constant
+    enc = (Finding("constant", "log_tau2", "logvar", "entropy-elbo linear VAE: one tau per latent", "none needed",
+                   value=const.detach().double().exp().tolist()) if const is not None else
+           Finding("head", "fc_var", "logvar", "entropy-elbo checkpoint: its log-variance head", "none needed"))
+    return Introspection(str(path), "entropy-elbo", config.kind, config.latent_dim, config.data_dim, dec, enc)
+
+
+class NativeSource(Source):
+    """Our own files: opened whole by `load_checkpoint` before any reader runs, so no raw format and no guessing."""
+
+    name = "entropy-elbo checkpoint"
+
+    def recognise(self, raw: RawCheckpoint, options: LoadOptions) -> bool:
+        return False  # never read as a RawCheckpoint: `opens` takes the file first
+
+    def opens(self, path: Path, options: LoadOptions) -> bool:
+        """Whether `path` is one of ours and no --model class replaces its saved architecture."""
+        return path.is_file() and is_native(path) and options.model is None
+
+    def load(self, path: Path, device: torch.device | str) -> tuple[VAEBase, dict[str, object]]:
+        """The saved model and its metadata, with an Introspection that needs no guess."""
+        model, meta = load_checkpoint(path, device=device)
+        meta["introspection"] = native_introspection(path, model)
+        return model, meta

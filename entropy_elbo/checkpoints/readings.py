@@ -25,13 +25,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from entropy_elbo.checkpoints.introspect import layer_names
 from entropy_elbo.entropies import LOG_2PI, kl_to_prior
 from entropy_elbo.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from entropy_elbo.checkpoints.introspect import Finding
+    from entropy_elbo.checkpoints.mlp import MLPLayout
 
 MARGIN = 0.01  # nats per data point
 DIM_MARGIN = 0.01  # nats per data point and observed dimension, against a convention (module docstring)
@@ -201,3 +207,29 @@ def _beats(a: Scored, b: Scored, margin: float = MARGIN) -> tuple[bool, bool]:
         return False, True
     se = float(diff.std()) / math.sqrt(len(diff)) if len(diff) > 1 else math.inf
     return float(diff.mean()) > max(4 * se, margin), False
+
+
+AUTHORS_MAIN = {"encoder_hidden", "encoder_hidden2", "encoder_mu", "encoder_logvar", "decoder_hidden",
+                "decoder_hidden2", "decoder_out"}
+
+
+def reading_convention(state: dict[str, Tensor], layout: MLPLayout,
+                       decoder: Finding) -> tuple[str, dict[str, object]]:
+    """The convention whose reading comes first (readings.choose): a known codebase whose layer names the
+    state_dict follows, else the common default."""
+    names = set(layer_names(state))
+    if names >= AUTHORS_MAIN:
+        return ("the paper authors' main.py/model.py layer names: LeakyReLU after every layer, both encoder heads "
+                "and the decoder output"), {"activation": "leaky_relu", "head_activation": True, "output": "leaky_relu"}
+    sequential = all(n.startswith(("encoder.", "decoder.")) or n in ("encoder", "decoder") for n in names)
+    if sequential and (decoder.name in ("noise_std", "sigma_param") or layout.dec_split):
+        usual: dict[str, object] = {"activation": "relu", "output": "linear"}
+        if layout.split:
+            usual["enc_param"] = "softplus_std"
+        if layout.dec_split:
+            usual["dec_param"] = "softplus_std"
+        return ("the paper authors' verification/VAE.py and streamingVAE convention (encoder/decoder Sequentials "
+                "with ReLU, a softplus std in the second half of a 2 x H or 2 x D output, softplus(noise_std))"), usual
+    return ("no known codebase's names, so the common default (ReLU between layers, a linear output, no activation "
+            "after the heads, log-variances)"), {"activation": "relu", "output": "linear", "head_activation": False,
+                                                 "enc_param": "logvar", "dec_param": "logvar"}

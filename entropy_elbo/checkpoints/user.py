@@ -10,11 +10,17 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
+from entropy_elbo.checkpoints.raw import RawCheckpoint
+from entropy_elbo.checkpoints.source import Built, Source
 from entropy_elbo.errors import CheckpointError, first_line, parse_json
+
+if TYPE_CHECKING:
+    from entropy_elbo.checkpoints.options import LoadOptions
 
 
 def parse_kwargs(text: str | dict | None) -> dict[str, object]:
@@ -127,3 +133,19 @@ def fitting_state(model: nn.Module, state: dict[str, Tensor], prefix: str, sourc
             parts.append(f"shape (file vs model) {'; '.join(shapes[:3])}")
         raise CheckpointError(f"{source}: {advice.format('; '.join(parts))}")
     return best
+
+
+class UserSource(Source):
+    """--model FILE.py:NAME: the user's own class, built with --model-kwargs, loaded strictly with any format's
+    weights (the format's own source still says what its loss implies)."""
+
+    name = "user class (--model)"
+
+    def recognise(self, raw: RawCheckpoint, options: LoadOptions) -> bool:
+        return options.model is not None
+
+    def build(self, raw: RawCheckpoint, options: LoadOptions, source: str) -> Built:
+        module = build_user_model(options.model, parse_kwargs(options.model_kwargs))
+        load_strict(module, raw.state, raw.prefix, source)
+        state = {k: v for k, v in module.state_dict().items() if isinstance(v, Tensor)}
+        return Built(module, f"user class {options.model}", state, own_code=True)

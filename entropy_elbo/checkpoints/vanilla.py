@@ -10,10 +10,16 @@ any way is not taken for it.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
 
 from entropy_elbo.checkpoints.introspect import DECODER_VAR_NAMES
+from entropy_elbo.checkpoints.raw import RawCheckpoint
+from entropy_elbo.checkpoints.source import Built, Source
+
+if TYPE_CHECKING:
+    from entropy_elbo.checkpoints.options import LoadOptions
 
 
 class VanillaLayout(nn.Module):
@@ -73,3 +79,21 @@ def vanilla_from_shapes(state: dict[str, Tensor]) -> VanillaLayout | None:
     for name, value in extra.items():
         module.register_buffer(name, value.detach().clone())
     return module.eval()
+
+
+class VanillaSource(Source):
+    """A state_dict that fits PyTorch-VAE's VanillaVAE exactly, rebuilt as that layout and run through it."""
+
+    name = "PyTorch-VAE VanillaVAE layout"
+
+    def recognise(self, raw: RawCheckpoint, options: LoadOptions) -> bool:
+        return True
+
+    def build(self, raw: RawCheckpoint, options: LoadOptions, source: str) -> Built | None:
+        module = vanilla_from_shapes(raw.state)
+        if module is None:
+            return None
+        note = (f"architecture read from shapes: {len(module.encoder)} conv blocks, input "
+                f"{'x'.join(map(str, module.input_shape))}, 3x3 stride-2 convolutions, LeakyReLU, Tanh output "
+                "(PyTorch-VAE's VanillaVAE); pass --model FILE.py:NAME if yours differs")
+        return Built(module, "PyTorch-VAE VanillaVAE layout read from shapes", raw.state, notes=[note])

@@ -10,7 +10,7 @@ import click
 import torch
 
 from entropy_elbo.checkpoints import LoadOptions
-from entropy_elbo.checkpoints.adapters import OUTPUT_ACTIVATIONS
+from entropy_elbo.checkpoints.mlp import OUTPUT_ACTIVATIONS
 from entropy_elbo.data.preprocess import CHOICES as PREPROCESS_CHOICES
 from entropy_elbo.errors import EntropyElboError
 from entropy_elbo.models.config import ACTIVATIONS

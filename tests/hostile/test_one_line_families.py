@@ -119,7 +119,7 @@ def test_deep_json_in_every_json_input_is_one_line(kit: Path, tmp_path: Path) ->
     (run / "log.jsonl").write_text(json.dumps({"epoch": 1}) + "\n")
     assert_user_error(invoke(["train", "linear", "--resume", run]), 1, "run.json", "nested too deeply")
     assert_user_error(invoke(["plot", run, "--out", tmp_path / "p.png"]), 1, "run.json", "nested too deeply")
-    from entropy_elbo.checkpoints.peers import lightning_implied_variance
+    from entropy_elbo.checkpoints.torchfiles import lightning_implied_variance
     nested: dict[str, object] = {"kld_weight": 0.1}  # a Lightning hyper_parameters nested past the recursion limit
     for _ in range(50_000):
         nested = {"params": nested}

@@ -1,100 +1,47 @@
-"""Checkpoint files from the wild, read without running their code.
+"""PyTorch and Lightning files, read without running their code: state_dicts (`.pt`/`.pth`, or a dict holding
+one), Lightning `.ckpt`, safetensors, and (only through `raw.trusted_load`, with `--trust-code`) TorchScript
+archives and whole pickled modules. Every other `torch.load` is `weights_only=True`.
 
-state_dicts (`.pt`/`.pth`, or a dict holding one), Lightning `.ckpt`, safetensors, pythae model folders;
-TorchScript archives, whole pickled modules and pythae's pickled networks are code, so they are opened only
-through `trusted_load`, the one door to a loader that can run code, which stays shut without `--trust-code`.
-Every other `torch.load` is `weights_only=True`.
+A file holding a module (TorchScript, a trusted pickle, a live module) is run through its own methods; a
+state_dict is built by the sources after this one in the table (the user's class, PyTorch-VAE's layout, a plain
+MLP). PyTorch-VAE's Lightning hyper_parameters (`kld_weight`) imply the fixed decoder variance its loss stands for.
 """
 
 from __future__ import annotations
 
-import pickle
 import re
 import warnings
 import zipfile
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from entropy_elbo.checkpoints.autoencoder_kl import WEIGHTS, config_from_shapes, folder_config, is_autoencoder_kl
+from entropy_elbo.checkpoints.likelihood import KL_CAPACITY, NOT_AN_ELBO, config_items
 from entropy_elbo.checkpoints.native import read_metadata
-from entropy_elbo.checkpoints.peers import check_pythae, custom_route
-from entropy_elbo.errors import CheckpointError, first_line, parse_json
+from entropy_elbo.checkpoints.raw import RawCheckpoint, trusted_load
+from entropy_elbo.checkpoints.source import Built, Source
+from entropy_elbo.errors import CheckpointError, first_line
 from entropy_elbo.limits import check_memory, size_text
+
+if TYPE_CHECKING:
+    from entropy_elbo.checkpoints.options import LoadOptions
 
 STATE_KEYS = ("state_dict", "model_state_dict", "model")
 WRAPPER_PREFIXES = ("model.", "module.", "vae.", "net.", "_orig_mod.", "_forward_module.")
-TRUST_HINT = "pass --trust-code only if you trust whoever wrote the file"
-T = TypeVar("T")
+MODULE_KINDS = {"torchscript": "TorchScript module", "live module": "live module (in this process)"}
 
 
-@dataclass
-class RawCheckpoint:
-    """What a checkpoint file holds: tensors by name and/or a module, the format, and side metadata."""
-
-    fmt: str  # state_dict | lightning | safetensors | torchscript | pythae | pickled module
-    state: dict[str, Tensor]
-    module: nn.Module | None = None
-    meta: dict[str, object] = field(default_factory=dict)
-    prefix: str = ""  # the wrapper prefix stripped from every key (Lightning's "model.")
+def read_torch_file(path: Path, trusted: bool) -> RawCheckpoint:
+    """A torch.save file (or TorchScript archive) -> tensors, and the module when a trusted file held one."""
+    return from_object(torch_load(path, trusted), path)
 
 
-def read_checkpoint(path: str | Path, *, trust_code: bool = False, model_given: bool = False) -> RawCheckpoint:
-    """Read `path` (a file or a pythae folder) into tensors and, where the format has one, a module.
-
-    `model_given`: the user's --model class supplies the networks, so a pythae folder's pickles are not needed.
-    """
-    path = Path(path)
-    if path.is_dir() and (config := folder_config(path)) is not None:
-        return _read_autoencoder_kl(path / WEIGHTS, config)
-    if path.is_dir():
-        return _read_pythae(path, trust_code, model_given)
-    if read_metadata(path) is not None:
-        raw = _read_safetensors(path)
-        if is_autoencoder_kl(raw.state):
-            return _read_autoencoder_kl(path, folder_config(path.parent), raw)
-        return raw
-    return _from_object(_torch_load(path, trust_code), path)
-
-
-def trusted_load(path: Path, what: str, trusted: bool, load: Callable[[], T], instead: str = "") -> T:
-    """The one door to loaders that run code from a file (TorchScript, pickle): shut unless --trust-code."""
-    if not trusted:
-        raise CheckpointError(f"{path}: {what}; needs --trust-code: loading it runs code from the file, so it was "
-                              f"refused; {TRUST_HINT}{instead}")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return load()
-    except KeyboardInterrupt:
-        raise
-    except BaseException as err:  # noqa: BLE001 -- the file's own code ran: any failure is one line
-        raise CheckpointError(f"{path}: loading the {what} failed ({type(err).__name__}: {first_line(err)})") from None
-
-
-def _read_autoencoder_kl(path: Path, config: dict | None, raw: RawCheckpoint | None = None) -> RawCheckpoint:
-    """diffusers AutoencoderKL weights, with the config saved beside them or one read from their shapes."""
-    if raw is None:
-        if not path.is_file():
-            raise CheckpointError(f"{path.parent}: a diffusers AutoencoderKL folder without {WEIGHTS}; entropy-elbo "
-                                  "reads only safetensors weights (save_pretrained's default)")
-        raw = _read_safetensors(path)
-    raw.fmt = "diffusers"
-    raw.meta["config_from"] = f"{path.parent / 'config.json'}" if config is not None else "the weights' shapes"
-    try:
-        raw.meta["config"] = config if config is not None else config_from_shapes(raw.state)
-    except CheckpointError as err:
-        raise CheckpointError(f"{path}: {err}") from None
-    return raw
-
-
-def _read_safetensors(path: Path) -> RawCheckpoint:
+def read_safetensors(path: Path) -> RawCheckpoint:
+    """A safetensors file's tensors, with its string metadata."""
     try:
         state = load_file(path)
     except (SafetensorError, OSError, RuntimeError) as err:
@@ -113,7 +60,8 @@ def is_torchscript(path: Path) -> bool:
     return any(n == "constants.pkl" or n.endswith("/constants.pkl") or n.startswith("code/") for n in names)
 
 
-def _torch_load(path: Path, trusted: bool) -> object:
+
+def torch_load(path: Path, trusted: bool) -> object:
     """torch.load with weights_only=True; TorchScript and arbitrary pickles only through `trusted_load`."""
     if is_torchscript(path):
         return trusted_load(path, "TorchScript archive", trusted, lambda: torch.jit.load(str(path), map_location="cpu"))
@@ -166,7 +114,7 @@ def _blocked(err: BaseException) -> str | None:
     return f"refused global {match.group(1)}" if match else None
 
 
-def _from_object(obj: object, path: Path) -> RawCheckpoint:
+def from_object(obj: object, path: Path) -> RawCheckpoint:
     """A loaded object -> tensors (and the module when a trusted pickle held one)."""
     if isinstance(obj, torch.jit.ScriptModule):
         return RawCheckpoint("torchscript", {k: v for k, v in obj.state_dict().items() if isinstance(v, Tensor)},
@@ -224,50 +172,43 @@ def _strip_prefix(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], str]:
     return state, prefix
 
 
-def _pythae_model_folder(path: Path) -> Path:
-    """The folder, its final_model/, or the one <Model>_training_<date>/final_model/ of a pipeline's output_dir."""
-    if (path / "model_config.json").is_file():
-        return path
-    runs = sorted(p.parent for p in [*path.glob("final_model/model_config.json"),
-                                     *path.glob("*_training_*/final_model/model_config.json")])
-    if len(runs) > 1:
-        raise CheckpointError(f"{path}: holds {len(runs)} pythae runs ({', '.join(str(r) for r in runs[:4])}); "
-                              "pass the final_model folder of the one to read")
-    return runs[0] if runs else path
 
 
-def _read_pythae(path: Path, trusted: bool, model_given: bool = False) -> RawCheckpoint:
-    """A pythae model folder: model_config.json, model.pt ({"model_state_dict": ...}), maybe pickled nets."""
-    path = _pythae_model_folder(path)
-    config_file = path / "model_config.json"
-    if not config_file.is_file():
-        raise CheckpointError(f"{path}: a folder without model_config.json; pass a pythae model folder or a file")
-    try:
-        text = config_file.read_text()
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"{config_file}: cannot be read ({err})") from None
-    config = parse_json(text, str(config_file))
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{config_file}: expected a JSON object with name, input_dim and latent_dim")
-    try:
-        check_pythae(config)
-    except CheckpointError as err:
-        raise CheckpointError(f"{path}: {err}") from None
-    weights = path / "model.pt"
-    if not weights.is_file():
-        raise CheckpointError(f"{path}: no model.pt beside model_config.json; the pythae folder is incomplete")
-    raw = _from_object(_torch_load(weights, trusted), weights)
-    raw.fmt, raw.meta = "pythae", {"model_config": config}
-    pickled = [p for p in ("encoder.pkl", "decoder.pkl") if (path / p).is_file() and not model_given]
-    for name in pickled:  # pythae writes custom networks with cloudpickle or pickle
-        net = trusted_load(path / name, f"pythae custom network pickled in {name}", trusted,
-                           lambda n=name: pickle.loads((path / n).read_bytes()),  # noqa: S301 -- trusted only
-                           f", or {custom_route(config)}")
-        raw.meta[name[:-4]] = _as_module(net, path / name)
-    return raw
+# ---------------------------------------------------------------------------------------------- PyTorch-VAE
+
+def lightning_implied_variance(hparams: object, d: int) -> tuple[float | None, str] | None:
+    """PyTorch-VAE: loss = MSE(mean over D) + kld_weight * KL implies sigma^2 = D * kld_weight / 2 (x beta)."""
+    found = {k: v for k, v in config_items(hparams) if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
+    weight = next((found[k] for k in ("kld_weight", "M_N") if isinstance(found.get(k), (int, float))), None)
+    if weight is None or not weight > 0:
+        return None
+    other = NOT_AN_ELBO.get(str(found.get("name")))
+    if other:
+        return None, f"hyper_parameters: PyTorch-VAE {found['name']}: {other}; no sigma^2 is implied"
+    beta = found.get("beta")
+    loss_type = found.get("loss_type", "B" if beta is not None else None)  # PyTorch-VAE's BetaVAE defaults to 'B'
+    if loss_type == "B":
+        return None, f"hyper_parameters: kld_weight {weight:g} with loss_type 'B': {KL_CAPACITY}; no sigma^2 is " \
+                     "implied"
+    scale = float(beta) if isinstance(beta, (int, float)) and loss_type == "H" else 1.0
+    sigma2 = d * float(weight) * scale / 2
+    weights = f"kld_weight {weight:g}" + (f" x beta {scale:g}" if scale != 1.0 else "")
+    return sigma2, (f"hyper_parameters: {weights}; PyTorch-VAE's loss MSE (mean over D={d}) + {weights} KL is "
+                    f"{weights} times the negative ELBO at sigma^2 = D x {weights} / 2 = {sigma2:g}, a fixed decoder "
+                    "variance it never learned")
 
 
-def _as_module(net: object, path: Path) -> nn.Module:
-    if not isinstance(net, nn.Module):
-        raise CheckpointError(f"{path}: holds a {type(net).__name__}, not a torch module")
-    return net
+class TorchFileSource(Source):
+    """A PyTorch or Lightning file; builds the module only when the file held one (TorchScript, a pickle)."""
+
+    name = "PyTorch / Lightning file"
+    formats = ("state_dict", "lightning", "safetensors", "torchscript", "pickled module", "live module")
+
+    def recognise(self, raw: RawCheckpoint, options: LoadOptions) -> bool:
+        return raw.module is not None
+
+    def build(self, raw: RawCheckpoint, options: LoadOptions, source: str) -> Built:
+        return Built(raw.module, MODULE_KINDS.get(raw.fmt, "pickled module (trusted)"), raw.state, own_code=True)
+
+    def implied_variance(self, raw: RawCheckpoint, d: int) -> tuple[float | None, str] | None:
+        return lightning_implied_variance(raw.meta.get("hyper_parameters"), d)
