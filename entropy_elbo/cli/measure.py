@@ -38,8 +38,8 @@ from entropy_elbo.elbo import at_optimal_variance, estimate, estimate_without_da
 from entropy_elbo.errors import EntropyElboError
 from entropy_elbo.forecast import forecast_message
 from entropy_elbo.latents import ACTIVE_THRESHOLD, LUCAS_DELTA, LUCAS_EPSILON, check_settings, collapse
-from entropy_elbo.launch import parse_ints
 from entropy_elbo.montecarlo import iwae_bound
+from entropy_elbo.run_settings import parse_ints
 
 
 @main.command()
