@@ -17,7 +17,8 @@ import torch
 from _common import emit, manifold_vae1, parse_args
 
 from entropy_elbo.data import manifold
-from entropy_elbo.train import MODEL_DEFAULTS, TrainConfig, train
+from entropy_elbo.run_settings import MODEL_DEFAULTS
+from entropy_elbo.train import TrainConfig, train
 
 GOAL = 1.15
 LOG_2PI = math.log(2 * math.pi)

@@ -306,8 +306,8 @@ def sharded_trainer(ctx: Context) -> Callable[..., list[dict[str, object]]]:
     def train_sharded(model: VAEBase, x: np.ndarray, config: TrainConfig, *, device: torch.device,
                       on_epoch: Callable[[dict[str, object]], None] | None = None,
                       heldout: np.ndarray | None = None, run: RunFolder | None = None, resume: bool = False,
-                      metadata: dict[str, object] | None = None, progress: bool | None = None
-                      ) -> list[dict[str, object]]:
+                      metadata: dict[str, object] | None = None, progress: bool | None = None,
+                      threads: int | None = None) -> list[dict[str, object]]:
         if resume:
             raise EntropyElboError("--resume under torchrun is not supported; resume the run in one process")
         per_rank = rows_per_rank(len(x), ctx)
@@ -325,7 +325,7 @@ def sharded_trainer(ctx: Context) -> Callable[..., list[dict[str, object]]]:
                 return all_or_none(ctx, device, lambda: train(
                     model, block, rank_config, device=device, on_epoch=on_epoch if main else None,
                     heldout=heldout if main else None, run=run if main else None, metadata=metadata,
-                    progress=progress if main else False))
+                    progress=progress if main else False, threads=threads))
         finally:
             del ddp  # DDP's reducer holds the process group: free it before teardown destroys the group
             gc.collect()

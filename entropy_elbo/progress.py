@@ -10,7 +10,8 @@ from __future__ import annotations
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TextIO
 
 BAR = 12  # characters of the bar
@@ -20,6 +21,20 @@ def clock(seconds: float) -> str:
     """0:03:07 for 187 seconds."""
     s = int(round(max(0.0, seconds)))
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def fixed(value: float | None, digits: int = 4) -> str:
+    """Fixed point, or scientific where fixed point would print a non-zero value as 0.0000; n/a for None."""
+    if value is None:
+        return "n/a"
+    if value != 0 and abs(value) < 0.5 * 10.0 ** -digits:
+        return f"{value:.{max(1, digits - 2)}e}"
+    return f"{value:.{digits}f}"
+
+
+def message(text: str) -> None:
+    """Free text for the user, on stderr as is (the library's default; the CLI passes its own)."""
+    print(text, file=sys.stderr, flush=True)
 
 
 def fit_line(head: str, figures: Sequence[str], width: int) -> str:
@@ -95,3 +110,26 @@ class ProgressLine:
             self.stream.write("\n")
             self.stream.flush()
             self.drawn = False
+
+
+@contextmanager
+def epoch_progress(total: int, quiet: bool = False, done: int = 0) -> Iterator[Callable[[dict[str, object]], None]]:
+    """Progress over epochs after the `done` a resumed run has behind it: count, bar and ETA, then the sampled
+    ELBO, the relative gap, the active latents (mean encoder entropy <= 1.0 nat, eq. 24) and the entropy ELBO,
+    dropped in reverse order to fit the terminal. Yields update(the epoch's log row)."""
+    line = ProgressLine(total, "epoch", quiet=quiet, done=done)
+
+    def update(row: dict[str, object]) -> None:
+        figures = [f"ELBO {row['elbo']:.4f} nats/point"]
+        gap = row.get("relative_gap")
+        if gap is not None:
+            figures.append(f"gap {100 * gap:+.2f}%")
+        if row.get("active_latents") is not None:
+            figures.append(f"active latents {row['active_latents']}/{len(row.get('latent_entropies') or ()) or '?'}")
+        figures.append(f"entropy ELBO {fixed(row.get('entropy_elbo'))}")
+        line.update(float(row["epoch"]), figures)
+
+    try:
+        yield update
+    finally:
+        line.close()

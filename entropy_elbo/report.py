@@ -20,6 +20,7 @@ from entropy_elbo.elbo import Estimate
 from entropy_elbo.errors import EntropyElboError
 from entropy_elbo.latents import CollapseResult
 from entropy_elbo.progress import ProgressLine
+from entropy_elbo.progress import fixed as _fmt
 
 
 class Stdout:
@@ -52,15 +53,6 @@ class Stdout:
 stdout = Stdout()
 out = Console(file=stdout, soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
-
-
-def _fmt(value: float | None, digits: int = 4) -> str:
-    """Fixed point, or scientific where fixed point would print a non-zero value as 0.0000."""
-    if value is None:
-        return "n/a"
-    if value != 0 and abs(value) < 0.5 * 10.0 ** -digits:
-        return f"{value:.{max(1, digits - 2)}e}"
-    return f"{value:.{digits}f}"
 
 
 def _short(values: object) -> str:
@@ -141,29 +133,6 @@ def print_json(data: object) -> None:
 def message(text: str, console: Console | None = None) -> None:
     """Free text for the user, on stderr (or `console`), printed as is: rich markup in it is escaped."""
     (console or err).print(escape(text), highlight=False)
-
-
-@contextmanager
-def epoch_progress(total: int, quiet: bool = False, done: int = 0) -> Iterator[object]:
-    """Progress over epochs after the `done` a resumed run has behind it: count, bar and ETA, then the sampled
-    ELBO, the relative gap, the active latents (mean encoder entropy <= 1.0 nat, eq. 24) and the entropy ELBO,
-    dropped in reverse order to fit the terminal."""
-    line = ProgressLine(total, "epoch", quiet=quiet, done=done)
-
-    def update(row: dict[str, object]) -> None:
-        figures = [f"ELBO {row['elbo']:.4f} nats/point"]
-        gap = row.get("relative_gap")
-        if gap is not None:
-            figures.append(f"gap {100 * gap:+.2f}%")
-        if row.get("active_latents") is not None:
-            figures.append(f"active latents {row['active_latents']}/{len(row.get('latent_entropies') or ()) or '?'}")
-        figures.append(f"entropy ELBO {_fmt(row.get('entropy_elbo'))}")
-        line.update(float(row["epoch"]), figures)
-
-    try:
-        yield update
-    finally:
-        line.close()
 
 
 @contextmanager

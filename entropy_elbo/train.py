@@ -6,7 +6,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -16,6 +16,7 @@ from entropy_elbo import entropies
 from entropy_elbo.errors import EntropyElboError
 from entropy_elbo.models.protocol import VAEBase
 from entropy_elbo.montecarlo import sample_latents
+from entropy_elbo.progress import epoch_progress
 from entropy_elbo.runs import (
     RunFolder,
     append_log,
@@ -25,6 +26,7 @@ from entropy_elbo.runs import (
     rewrite_log,
     save_state,
 )
+from entropy_elbo.threads import model_work, use_threads
 
 
 @dataclass(frozen=True)
@@ -67,17 +69,6 @@ class TrainConfig:
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
-    @classmethod
-    def from_settings(cls, settings: dict[str, object]) -> TrainConfig:
-        """The config from a merged settings dict (defaults < model < preset < flags); other keys are ignored."""
-        return cls(**{f.name: settings[f.name] for f in fields(cls) if f.name in settings})
-
-
-def sampled_elbo(model: VAEBase, x: Tensor, samples: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
-    """Per-point sampled ELBO (eq. 2) with gradients, and the encoder log-variances: (B,), (B, H)."""
-    f, log_tau2, _ = sampled_elbo_parts(model, x, samples, generator)
-    return f, log_tau2
-
 
 def train(
     model: VAEBase,
@@ -91,11 +82,13 @@ def train(
     resume: bool = False,
     metadata: dict[str, object] | None = None,
     progress: bool | None = None,
+    threads: int | None = None,
 ) -> list[dict[str, object]]:
     """Train `model` on the rows of x (kept on the device); returns one log row per epoch (nats per data point).
 
     `progress` shows a line per epoch on stderr (count, ETA, ELBO, gap, active latents); None: when stderr is a
-    terminal. False silences it.
+    terminal. False silences it. On the CPU, torch's threads are set by `entropy_elbo.threads.use_threads`:
+    `threads` (the CLI's --threads), else OMP_NUM_THREADS, else a choice from the size of a step.
 
     With `run`, every epoch appends its row to the run's log and writes the checkpoint and the resume state
     atomically; `resume=True` carries on from that state with the optimizer and every random state restored.
@@ -106,22 +99,13 @@ def train(
     n, d = data.shape[0], int(np.prod(data.shape[1:]))
     if n == 0:
         raise EntropyElboError("data: no rows to train on")
+    if device.type == "cpu":
+        use_threads(model_work(model, config.batch_size, config.samples), threads)
     torch.manual_seed(config.seed)
     gen = torch.Generator(device=device).manual_seed(config.seed)
     model.to(device).train()
     opt = torch.optim.Adam(parameter_groups(model, config), lr=config.lr)
-    history: list[dict[str, object]] = []
-    start = 0
-    if resume:
-        if run is None:
-            raise EntropyElboError("resume: needs the run folder whose state to continue from")
-        remove_temporaries(run)
-        if run.state.exists():  # else killed before its first epoch was saved: start it from scratch
-            start = load_state(run.state, model, opt, gen)
-        history = [r for r in read_log(run.log) if int(r.get("epoch", 0)) <= start]
-        rewrite_log(run.log, history)  # rows of an epoch that was cut short are redone
-    from entropy_elbo.report import epoch_progress
-
+    start, history = (0, []) if not resume else resume_from(run, model, opt, gen)
     show = sys.stderr.isatty() if progress is None else progress
     with epoch_progress(config.epochs, not show, start) as shown:
         for epoch in range(start, config.epochs):
@@ -138,39 +122,20 @@ def train(
     return history
 
 
-def epoch_row(
-    model: VAEBase, epoch: int, n: int, d: int, elbo_sum: Tensor, ent_sum: Tensor, seconds: float
-) -> dict[str, object]:
-    """One log row: the epoch's sampled ELBO and the entropy ELBO at the epoch's end (Thm. 2, eq. 14)."""
-    h = model.latent_dim
-    with torch.no_grad():
-        prior_log_var = model.prior_log_var
-        prior = entropies.prior_entropy(h, None if prior_log_var is None else prior_log_var.detach())
-        decoder = None
-        if model.decoder_variance in ("scalar", "per-dim"):
-            log_sigma2 = model.decoder_log_var(torch.zeros(1, h, device=elbo_sum.device))
-            decoder = float(entropies.decoder_entropy(log_sigma2.detach(), d))
-    encoder = float(ent_sum) / n
-    elbo = float(elbo_sum) / n
-    f_h = None if decoder is None else entropies.entropy_elbo(encoder, prior, decoder)
-    return {
-        "epoch": epoch + 1, "elbo": elbo, "entropy_elbo": f_h,
-        "relative_gap": None if f_h is None or elbo == 0 else (elbo - f_h) / abs(elbo),
-        "encoder_entropy": encoder, "prior_entropy": prior, "decoder_entropy": decoder, "seconds": seconds,
-    }
+def resume_from(run: RunFolder | None, model: VAEBase, opt: torch.optim.Optimizer, gen: torch.Generator
+                ) -> tuple[int, list[dict[str, object]]]:
+    """Restore the run's saved state into model, optimizer and generator: (epochs done, their log rows)."""
+    if run is None:
+        raise EntropyElboError("resume: needs the run folder whose state to continue from")
+    remove_temporaries(run)
+    start = 0
+    if run.state.exists():  # else killed before its first epoch was saved: start it from scratch
+        start = load_state(run.state, model, opt, gen)
+    history = [r for r in read_log(run.log) if int(r.get("epoch", 0)) <= start]
+    rewrite_log(run.log, history)  # rows of an epoch that was cut short are redone
+    return start, history
 
 
-# Defaults per model, chosen so that `train` ends near a stationary point on the paper's small data sets.
-MODEL_DEFAULTS: dict[str, dict[str, object]] = {
-    "linear": {"epochs": 400, "batch_size": 500, "lr": 1e-2, "samples": 10},
-    "vae1": {"epochs": 300, "batch_size": 250, "lr": 3e-3, "samples": 10},
-    "demo": {"epochs": 300, "batch_size": 250, "lr": 3e-3, "samples": 10},
-}
-MODEL_DEFAULTS.update({
-    "vae2": {"epochs": 300, "batch_size": 250, "lr": 3e-3, "samples": 10},
-    "vae3": {"epochs": 300, "batch_size": 250, "lr": 3e-3, "samples": 10},
-    "conv": {"epochs": 10, "batch_size": 64, "lr": 1e-3, "samples": 1},
-})
 COLLAPSE_THRESHOLD = 1.0  # nats: latent h is collapsed when its mean encoder entropy exceeds it (eq. 24)
 
 

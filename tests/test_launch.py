@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -123,3 +128,53 @@ def test_a_linear_vaes_entropy_elbo_needs_no_data(tmp_path: Path, data: str) -> 
     assert res.output == "Error: estimate: pass --data (only --samples 0 of a linear VAE needs none)\n"
     res = runner.invoke(main, ["estimate", str(tmp_path / "mlp" / "model.safetensors"), "--samples", "0"])
     assert res.exit_code == 1 and "needs --data (only a linear VAE's comes from its parameters alone)" in res.output
+
+
+def test_python_training_sets_the_threads_the_cli_sets_for_the_same_work(tmp_path: Path, data: str,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from entropy_elbo import threads
+    from entropy_elbo.models import build_model, model_config
+    from entropy_elbo.train import TrainConfig, train
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 8)
+    monkeypatch.setattr(threads, "idle_cores", lambda interval=0.05: 3.0)
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items()]
+
+    def after(call: Callable[[], object]) -> int:
+        torch.set_num_threads(5)  # neither the choice for small work (1) nor for large (3 idle cores)
+        call()
+        return torch.get_num_threads()
+
+    def cli(name: str, *more: str) -> None:
+        args = ["train", "vae1", "--data", data, *flags, "--quiet", "--out", str(tmp_path / name), *more]
+        assert CliRunner().invoke(main, args).exit_code == 0
+
+    try:
+        for large, want in ((False, 1), (True, 3)):  # a step's work below or above LARGE_WORK
+            monkeypatch.setattr(threads, "LARGE_WORK", 1 if large else threads.LARGE_WORK)
+            api = after(partial(train_run, "vae1", data=data, out=tmp_path / f"api{large}", progress=False, **SMALL))
+            assert api == after(partial(cli, f"cli{large}")) == want
+            model = build_model(model_config("vae1", (10,), 2))
+            x = make_synthetic("ppca", n=100, seed=0)
+            assert after(partial(train, model, x, TrainConfig(epochs=1, batch_size=100, samples=2))) == want
+        assert after(partial(train_run, "vae1", data=data, out=tmp_path / "api2", threads=2, progress=False,
+                             **SMALL)) == after(partial(cli, "cli2", "--threads", "2")) == 2
+    finally:
+        torch.set_num_threads(1)
+
+
+def test_the_trainer_draws_nothing_itself(tmp_path: Path, data: str) -> None:
+    """Training from Python loads neither rich nor click; its messages go to the `notify` it is given."""
+    code = ("import sys, json; from entropy_elbo.launch import train_run; "
+            f"r = train_run('linear', data={data!r}, out={str(tmp_path / 'r')!r}, epochs=1, progress=False); "
+            "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('rich', 'click', 'entropy_elbo') "
+            "and (m.split('.')[0] != 'entropy_elbo' or m in ('entropy_elbo.report', 'entropy_elbo.cli')))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert json.loads(done.stdout) == []
+    Path(data).touch()  # a note on resume, said through `notify`
+    heard: list[str] = []
+    train_run(resume=tmp_path / "r", epochs=2, progress=False, notify=heard.append)
+    assert heard == [f"note: {data} was modified since the run started, but its size and the hashes of its first "
+                     "and last MiB are unchanged; resuming"]

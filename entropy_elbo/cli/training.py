@@ -14,7 +14,6 @@ from entropy_elbo.atomic import check_writable
 from entropy_elbo.checkpoints import load_model, save_checkpoint
 from entropy_elbo.cli.base import (
     activation_option,
-    cpu_threads,
     device_option,
     json_option,
     main,
@@ -34,11 +33,12 @@ from entropy_elbo.data import (
 from entropy_elbo.devices import resolve_device
 from entropy_elbo.elbo import estimate
 from entropy_elbo.errors import EntropyElboError
-from entropy_elbo.launch import parse_ints, train_run
+from entropy_elbo.launch import train_run
 from entropy_elbo.models import MODELS, ModelConfig, build_model
 from entropy_elbo.presets import PRESETS
+from entropy_elbo.run_settings import MODEL_DEFAULTS, parse_ints
 from entropy_elbo.threads import use_threads
-from entropy_elbo.train import MODEL_DEFAULTS, TrainConfig, train
+from entropy_elbo.train import TrainConfig, train
 
 
 @main.command()
@@ -106,7 +106,7 @@ def train_cmd(ctx: click.Context, model: str | None, data_spec: str | None, out:
     """
     given = {k: v for k, v in flags.items() if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
     result = train_run(model, out=out, resume=resume, device=device, progress=not quiet,
-                       threads=ctx.meta.get("threads"), data=data_spec, **given)
+                       threads=ctx.meta.get("threads"), notify=report.message, data=data_spec, **given)
     if not result.main_process:
         return
     last = result.history[-1]
@@ -123,8 +123,8 @@ def fit(config: ModelConfig, x: np.ndarray, settings: TrainConfig, dev: torch.de
     check_writable(out)
     torch.manual_seed(settings.seed)
     model = build_model(config)
-    cpu_threads(model, settings.batch_size, settings.samples, dev)
-    history = train(model, np.asarray(x), settings, device=dev, progress=not quiet)
+    history = train(model, np.asarray(x), settings, device=dev, progress=not quiet,
+                    threads=click.get_current_context().meta.get("threads"))
     save_checkpoint(model, out, training=settings.to_dict(), data={"source": source, "shape": list(x.shape)})
     return history
 

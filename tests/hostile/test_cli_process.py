@@ -20,8 +20,9 @@ from safetensors.torch import load_file
 
 from entropy_elbo.checkpoints import load_model, save_checkpoint
 from entropy_elbo.models import ModelConfig, build_model
+from entropy_elbo.run_settings import MODEL_DEFAULTS
 from entropy_elbo.runs import read_log
-from entropy_elbo.train import MODEL_DEFAULTS, TrainConfig, train
+from entropy_elbo.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
