@@ -75,26 +75,26 @@ def print_collapse(result: CollapseResult, source: str, as_json: bool, extra: di
     names = {"entropy": "entropy criterion (eq. 24)", "active_units": "active units (Burda et al. 2016)",
              "lucas": "(epsilon, delta)-collapse (Lucas et al. 2019)"}
     for metric, count in result.counts.items():  # the summary first
-        out.print(f"{names[metric]}: {count} of {result.h} latents collapsed, {result.h - count} active",
+        out().print(f"{names[metric]}: {count} of {result.h} latents collapsed, {result.h - count} active",
                   highlight=False)
     if result.disagreements:
         which = ", ".join(f"z{k}" for k in result.disagreements)
-        out.print(f"the metrics disagree on {len(result.disagreements)} latents: {which}", highlight=False)
+        out().print(f"the metrics disagree on {len(result.disagreements)} latents: {which}", highlight=False)
     else:
-        out.print("the three metrics agree on every latent", highlight=False)
+        out().print("the three metrics agree on every latent", highlight=False)
     if result.latent_shape:  # spatial latents: one line per channel instead of thousands of rows
         for row in result.channel_rows():
             pos = row["collapsed_positions"]
-            out.print(f"channel {row['channel']}: mean encoder entropy {row['mean_encoder_entropy']:.4f} nats per "
+            out().print(f"channel {row['channel']}: mean encoder entropy {row['mean_encoder_entropy']:.4f} nats per "
                       f"latent over {row['positions']} positions (min {row['min_encoder_entropy']:.4f}, max "
                       f"{row['max_encoder_entropy']:.4f}): {'collapsed' if row['collapsed'] else 'active'}; "
                       f"collapsed positions: entropy {pos['entropy']}, inactive units {pos['active_units']}, "
                       f"Lucas {pos['lucas']}", highlight=False)
     else:
-        out.print(collapse_table(result, source, top))
+        out().print(collapse_table(result, source, top))
     for line in [] if result.latent_shape else collapse_bars(result)[: (top + 1) if top else None]:
-        out.print(line, highlight=False)
+        out().print(line, highlight=False)
     if top and top < result.h:
-        out.print(f"... {result.h - top} more latents of lower H[q] not shown (--top {top}; --top 0 shows all)",
+        out().print(f"... {result.h - top} more latents of lower H[q] not shown (--top {top}; --top 0 shows all)",
                   highlight=False)
-    err.print(escape(f"thresholds: {collapse_settings_line(result)}"), highlight=False)
+    err().print(escape(f"thresholds: {collapse_settings_line(result)}"), highlight=False)

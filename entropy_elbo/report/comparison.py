@@ -39,7 +39,7 @@ def print_comparison(cmp: Comparison, as_json: bool) -> None:
     if as_json:
         print_json(cmp.to_dict())
         return
-    out.print(comparison_table(cmp))
+    out().print(comparison_table(cmp))
     if cmp.note:
         message(f"note: {cmp.note}")
 

@@ -66,8 +66,8 @@ def print_estimate(est: Estimate, source: str, as_json: bool) -> None:
         print_json(est.to_dict())
         return
     for warning in est.warnings:
-        err.print(f"[bold red]warning:[/bold red] {escape(warning)}", highlight=False)
-    out.print(estimate_table(est, source))
+        err().print(f"[bold red]warning:[/bold red] {escape(warning)}", highlight=False)
+    out().print(estimate_table(est, source))
     for note in (est.note, iwae_note(est)):
         if note:
             message(f"note: {note}")

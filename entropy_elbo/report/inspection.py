@@ -49,7 +49,7 @@ def print_reading(intro: object) -> None:
     """How a checkpoint from the wild was read (one line), then each assumption made, one stderr line each."""
     message(wild_summary(intro))
     for a in getattr(intro, "assumptions", []):
-        err.print(escape(f"assumed: {a.what} ({a.evidence}; override: {a.override})"), highlight=False)
+        err().print(escape(f"assumed: {a.what} ({a.evidence}; override: {a.override})"), highlight=False)
 
 
 def print_inspection(intro: object, as_json: bool) -> None:
@@ -57,7 +57,7 @@ def print_inspection(intro: object, as_json: bool) -> None:
     if as_json:
         print_json(intro.to_dict())
         return
-    out.print(inspection_table(intro))
+    out().print(inspection_table(intro))
     if intro.decoder.kind == "fixed":
         message("note: a fixed decoder variance: no entropy ELBO (Thm. 1 needs a learned sigma^2); estimate gives "
                 "the Monte Carlo ELBO at --decoder-variance VALUE, or at the best sigma^2 given the rest with "

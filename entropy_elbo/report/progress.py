@@ -68,7 +68,7 @@ def rows_progress(total: int | None, quiet: bool = False) -> Iterator[object]:
         yield lambda rows: None
         return
     columns = (TextColumn("rows"), MofNCompleteColumn(), BarColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err, transient=True) as progress:
+    with Progress(*columns, console=err(), transient=True) as progress:
         task = progress.add_task("stream", total=total)
         yield lambda rows: progress.update(task, completed=rows)
 

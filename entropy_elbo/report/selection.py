@@ -48,7 +48,7 @@ def print_selection(summaries: list, sel: object, source: str, n_text: str, as_j
                                     "start_row": "row index", "stop_row": "row index"}})
         return
     for table in selection_tables(summaries, sel.latents, source, n_text):
-        out.print(table)
+        out().print(table)
     for s in summaries:
         moving = [str(h) for h, ok in zip(sel.latents, s.near_stationary, strict=True) if not ok]
         if moving:
