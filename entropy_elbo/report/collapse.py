@@ -8,6 +8,7 @@ from rich.table import Table
 
 from entropy_elbo.latents import CollapseResult
 from entropy_elbo.report.console import err, out, print_json
+from entropy_elbo.report.layout import show
 
 _VERDICT = {True: "[red]yes[/red]", False: "[green]no[/green]"}
 
@@ -91,7 +92,7 @@ def print_collapse(result: CollapseResult, source: str, as_json: bool, extra: di
                       f"collapsed positions: entropy {pos['entropy']}, inactive units {pos['active_units']}, "
                       f"Lucas {pos['lucas']}", highlight=False)
     else:
-        out().print(collapse_table(result, source, top))
+        show(collapse_table(result, source, top))
     for line in [] if result.latent_shape else collapse_bars(result)[: (top + 1) if top else None]:
         out().print(line, highlight=False)
     if top and top < result.h:

@@ -6,8 +6,9 @@ from rich import box
 from rich.table import Table
 
 from entropy_elbo.compare import Comparison
-from entropy_elbo.report.console import message, out, print_json
+from entropy_elbo.report.console import message, print_json
 from entropy_elbo.report.figures import fmt
+from entropy_elbo.report.layout import show
 
 
 def comparison_table(cmp: Comparison) -> Table:
@@ -39,7 +40,7 @@ def print_comparison(cmp: Comparison, as_json: bool) -> None:
     if as_json:
         print_json(cmp.to_dict())
         return
-    out().print(comparison_table(cmp))
+    show(comparison_table(cmp))
     if cmp.note:
         message(f"note: {cmp.note}")
 

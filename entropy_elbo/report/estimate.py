@@ -6,8 +6,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from entropy_elbo.elbo import Estimate
-from entropy_elbo.report.console import err, message, out, print_json
+from entropy_elbo.report.console import err, message, print_json
 from entropy_elbo.report.figures import fmt, short
+from entropy_elbo.report.layout import show
 
 
 def estimate_table(est: Estimate, source: str) -> Table:
@@ -67,7 +68,7 @@ def print_estimate(est: Estimate, source: str, as_json: bool) -> None:
         return
     for warning in est.warnings:
         err().print(f"[bold red]warning:[/bold red] {escape(warning)}", highlight=False)
-    out().print(estimate_table(est, source))
+    show(estimate_table(est, source))
     for note in (est.note, iwae_note(est)):
         if note:
             message(f"note: {note}")

@@ -5,8 +5,9 @@ from __future__ import annotations
 from rich.markup import escape
 from rich.table import Table
 
-from entropy_elbo.report.console import err, message, out, print_json
+from entropy_elbo.report.console import err, message, print_json
 from entropy_elbo.report.figures import variance_text
+from entropy_elbo.report.layout import show
 
 
 def wild_summary(intro: object) -> str:
@@ -23,26 +24,31 @@ FLAG_WIDTH = len("--decoder-var-param")  # the longest override flag: that colum
 
 def inspection_table(intro: object) -> Table:
     """What was found in a checkpoint, how sure, and which flag overrides each guess."""
-    t = Table(title=f"{intro.source}: {intro.model_kind} ({intro.fmt})")
+    t = Table(title=escape(f"{intro.source}: {intro.model_kind} ({intro.fmt})"))
     t.add_column("item", overflow="fold")
     t.add_column("found", overflow="fold")
     t.add_column("evidence", overflow="fold")
     t.add_column("override", overflow="fold", min_width=FLAG_WIDTH)  # a flag is never cut at 80 columns
-    t.add_row("latents H", str(intro.h), "output size of the encoder's mean", "--model")
-    t.add_row("observed dims D", str(intro.d), "input size of the encoder", "--model")
+    add_row(t, "latents H", str(intro.h), "output size of the encoder's mean", "--model")
+    add_row(t, "observed dims D", str(intro.d), "input size of the encoder", "--model")
     dec, enc = intro.decoder, intro.encoder
-    t.add_row("decoder variance", f"{dec.kind}: {dec.name or '-'} [{dec.param or '-'}]", dec.evidence, dec.override)
-    t.add_row("  sigma^2", variance_text(dec.value), "variance implied by the stored value", "")
-    t.add_row("encoder variance", f"{enc.kind}: {enc.name} [{enc.param}]", enc.evidence, enc.override)
+    add_row(t, "decoder variance", f"{dec.kind}: {dec.name or '-'} [{dec.param or '-'}]", dec.evidence, dec.override)
+    add_row(t, "  sigma^2", variance_text(dec.value), "variance implied by the stored value", "")
+    add_row(t, "encoder variance", f"{enc.kind}: {enc.name} [{enc.param}]", enc.evidence, enc.override)
     if enc.value is not None:
-        t.add_row("  tau^2", variance_text(enc.value), "shared by all data points", "")
+        add_row(t, "  tau^2", variance_text(enc.value), "shared by all data points", "")
     if intro.prior is not None:
-        t.add_row("prior variance", f"learned: {intro.prior.name}", intro.prior.evidence, intro.prior.override)
+        add_row(t, "prior variance", f"learned: {intro.prior.name}", intro.prior.evidence, intro.prior.override)
     for note in intro.notes:
-        t.add_row("note", "", note, "")
+        add_row(t, "note", "", note, "")
     for a in intro.assumptions:
-        t.add_row("assumed", a.what, a.evidence, a.override)
+        add_row(t, "assumed", a.what, a.evidence, a.override)
     return t
+
+
+def add_row(t: Table, *cells: str) -> None:
+    """A row of plain text: brackets in names ("[logvar]", "m[1].pt") show as written, not as rich markup."""
+    t.add_row(*map(escape, cells))
 
 
 def print_reading(intro: object) -> None:
@@ -57,7 +63,7 @@ def print_inspection(intro: object, as_json: bool) -> None:
     if as_json:
         print_json(intro.to_dict())
         return
-    out().print(inspection_table(intro))
+    show(inspection_table(intro))
     if intro.decoder.kind == "fixed":
         message("note: a fixed decoder variance: no entropy ELBO (Thm. 1 needs a learned sigma^2); estimate gives "
                 "the Monte Carlo ELBO at --decoder-variance VALUE, or at the best sigma^2 given the rest with "

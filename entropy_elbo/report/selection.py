@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from entropy_elbo.report.console import message, out, print_json
+from entropy_elbo.report.console import message, print_json
+from entropy_elbo.report.layout import show
 
 
 def selection_tables(summaries: list, latents: tuple[int, ...], source: str, n_text: str) -> list[Table]:
@@ -48,7 +49,7 @@ def print_selection(summaries: list, sel: object, source: str, n_text: str, as_j
                                     "start_row": "row index", "stop_row": "row index"}})
         return
     for table in selection_tables(summaries, sel.latents, source, n_text):
-        out().print(table)
+        show(table)
     for s in summaries:
         moving = [str(h) for h, ok in zip(sel.latents, s.near_stationary, strict=True) if not ok]
         if moving:
