@@ -1,4 +1,5 @@
-"""Figures of a training run from its log: Fig. 1 (ELBO and three entropies; relative gap) and Fig. 7 (per latent).
+"""Figures written to files: a training run from its log, Fig. 1 (ELBO and three entropies; relative gap) and Fig. 7
+(per latent); the per-latent entropies of `collapse` (Fig. 7, bottom); the streaming BIC of `select` (Fig. 3a).
 
 matplotlib is an optional extra (`pip install 'entropy-elbo[plot]'`).
 """
@@ -6,23 +7,27 @@ matplotlib is an optional extra (`pip install 'entropy-elbo[plot]'`).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from entropy_elbo.entropies import LOG_2PI_E
 from entropy_elbo.errors import EntropyElboError, parse_json
 from entropy_elbo.runs import LOG, read_log, run_for_resume
 
+if TYPE_CHECKING:
+    from entropy_elbo.latents import CollapseResult
+
 PRIOR_ENTROPY = 0.5 * LOG_2PI_E  # H[N(0, 1)] ~ 1.4189 nats
 
 
-def require_matplotlib():  # noqa: ANN201
-    """matplotlib.pyplot on the Agg backend, or a clear error naming the extra to install."""
+def import_pyplot(needs: str = "--plot needs matplotlib: ") -> object:
+    """matplotlib.pyplot on the file-only Agg backend, or our error, opening with `needs`, saying how to install it."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise EntropyElboError("plot: needs matplotlib; pip install 'entropy-elbo[plot]' (or matplotlib)") from None
+        raise EntropyElboError(f"{needs}pip install 'entropy-elbo[plot]' (or matplotlib)") from None
     return plt
 
 
@@ -98,7 +103,7 @@ def plot_run(rows: list[dict[str, object]], out: str | Path, threshold: float = 
     """Four panels: ELBO vs entropies (Fig. 1 top), relative gap in % (Fig. 1 bottom, symlog: linear over the
     converged range), per-latent encoder entropies over training (one labelled line per latent) and of the last
     epoch sorted, collapsed ones red (Fig. 7). The file's extension picks the format. Returns the figure."""
-    plt = require_matplotlib()
+    plt = import_pyplot("plot: needs matplotlib; ")
     epochs = [r["epoch"] for r in rows]
     fig, ax = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)
     if title:
@@ -148,3 +153,60 @@ def plot_run(rows: list[dict[str, object]], out: str | Path, threshold: float = 
     finally:
         plt.close(fig)
     return fig
+
+
+def plot_collapse(result: CollapseResult, path: str, source: str) -> None:
+    """A PNG of the mean encoder entropy per latent, highest first, collapsed in red (the paper's Fig. 7, bottom)."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise EntropyElboError("--plot needs matplotlib: pip install 'entropy-elbo[plot]'") from None
+    order = result.order
+    values = [result.mean_entropy[k] for k in order]
+    colors = ["tab:red" if result.collapsed["entropy"][k] else "tab:blue" for k in order]
+    fig = Figure(figsize=(max(4.0, 0.35 * result.h + 1.5), 3.2), layout="constrained")
+    ax = fig.add_subplot()
+    ax.bar(range(result.h), values, color=colors)
+    ax.set_xticks(range(result.h), [str(k) for k in order], fontsize=7)
+    cut = result.entropy_threshold
+    label = "threshold" if len(set(cut)) > 1 else f"threshold {cut[0]:.3g}"
+    ax.step([i - 0.5 for i in range(result.h + 1)], [cut[k] for k in order] + [cut[order[-1]]], where="post", color="k",
+            linestyle="--", linewidth=1, label=label)
+    ax.axhline(max(result.prior_entropy), color="gray", linestyle=":", linewidth=1,
+               label=f"prior entropy {max(result.prior_entropy):.3f}")
+    ax.set_xlabel("latent h (by mean encoder entropy)")
+    ax.set_ylabel("mean H[q(z_h|x)] (nats)")
+    n_active = result.h - result.counts["entropy"]
+    ax.set_title(f"{source}: {n_active} of {result.h} latents active (eq. 24)", fontsize=9)
+    ax.legend(fontsize=7, loc="best")
+    try:
+        fig.savefig(path, dpi=120)  # the extension picks the format
+    except OSError as e:
+        raise EntropyElboError(f"--plot {path}: cannot write it ({e.strerror}); choose a writable path") from None
+    except ValueError as e:  # matplotlib has no writer for the extension
+        raise EntropyElboError(f"--plot {path}: {str(e).splitlines()[0]}; pick one of those extensions") from None
+
+
+def plot_bic(sel: object, segments: list, path: str) -> None:
+    """Fig. 3(a): entropy BIC (solid) and sampled BIC (transparent) per candidate H over the stream."""
+    import numpy as np
+
+    plt = import_pyplot()
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    x = sel.start + sel.rows  # rows seen after each batch
+    ent, smp = sel.bic_entropy, sel.bic_sampled
+    for i, h in enumerate(sel.latents):
+        line, = ax.plot(x, smp[:, i], alpha=0.2, linewidth=0.5)
+        ax.plot(x, ent[:, i], color=line.get_color(), linewidth=1.5, label=f"H={h}: entropy BIC (eq. 20)")
+    ax.plot([], [], color="grey", alpha=0.4, label="sampled BIC (transparent)")
+    for seg in segments[:-1]:
+        ax.axvline(seg.stop, color="black", linestyle=":", linewidth=0.8)
+    lo, hi = np.percentile(smp, [0.5, 99.5]), np.percentile(ent, [0, 100])
+    ax.set_ylim(min(lo[0], hi[0]), max(lo[1], hi[1]))
+    ax.set_xlabel("data points seen")
+    ax.set_ylabel(f"BIC per batch (n = {int(sel.rows[0])}); lower is better")
+    ax.set_title("Streaming linear VAEs: BIC from the sampled ELBO and from the entropies (Fig. 3a)")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

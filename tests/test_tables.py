@@ -1,10 +1,13 @@
-"""Tables at 80 columns keep what a user needs whole: inspect's override flags, select's rows."""
+"""Tables keep what a user needs whole: inspect's override flags at 80 columns, every number at any width."""
 
 from __future__ import annotations
 
 import io
+import json
+import re
 from types import SimpleNamespace
 
+import pytest
 from rich.console import Console
 
 from entropy_elbo import report
@@ -73,3 +76,122 @@ def test_the_read_line_says_where_the_decoder_variance_is_or_that_nothing_holds_
                                encoder=SimpleNamespace(name="fc_var", param="logvar"))
     assert "decoder variance fixed (no parameter holds it);" in report.wild_summary(intro(None, "var"))
     assert "decoder variance scalar (logsigma2, logvar);" in report.wild_summary(intro("logsigma2", "logvar"))
+
+
+# ---------------------------------------------------------------------------------------------- any width (#26)
+
+WIDTHS = (20, 40, 60, 80)
+
+
+def whole(number: str, text: str) -> bool:
+    """Whether `number` appears in `text` as a whole number: no digit or point glued to either end."""
+    return re.search(rf"(?<![\d.]){re.escape(number)}(?!\d)", text) is not None
+
+
+def estimate_figures(d: dict) -> list[str]:
+    """The estimate table's numbers, rounded as it rounds them."""
+    st = d["stationarity"]
+    shown = [report.fmt(d[k]) for k in ("entropy_elbo", "mc_elbo", "mc_stderr", "mc_sampling_stderr", "iwae",
+                                        "iwae_stderr") if d.get(k) is not None]
+    shown += [report.fmt(v) for v in d["entropies"].values()] + [f"{100 * d['relative_difference']:.3f}"]
+    shown += [report.fmt(st["r"], 5), report.fmt(st["gap"], 5), *(f"{a:.4g}" for a in st["a"][:8])]
+    return shown + [report.short(st["sigma2"]), report.short(st["sigma2_optimal"]), *(str(d[k]) for k in "ndh")]
+
+
+def collapse_figures(d: dict) -> list[str]:
+    """The collapse table's numbers per latent."""
+    return [f for r in d["latents"] for f in (f"z{r['latent']}", f"{r['mean_encoder_entropy']:.3f}",
+                                             f"{r['distance_to_prior_entropy']:.3f}", f"{r['mean_kl']:.3f}",
+                                             f"{r['encoder_mean_variance']:.3g}",
+                                             f"{r['lucas_fraction_kl_below_epsilon']:.3f}")]
+
+
+def comparison_figures(d: dict) -> list[str]:
+    """The comparison table's numbers per estimator and size."""
+    shown = []
+    for r in d["runs"]:
+        shown += [str(r["n"]), report.fmt(r["mean"]), f"{r['std']:.3g}", f"{1000 * r['seconds']:.3g}"]
+        shown += [f"{r[k]:.3g}" for k in ("variance_ratio", "speed_ratio") if r[k] is not None]
+    return shown
+
+
+def selection_figures(d: dict) -> list[str]:
+    """The selection tables' numbers: each BIC's pick and share, mean and std per H."""
+    shown = []
+    for s in d["segments"]:
+        shown += [str(s["start_row"]), str(s["stop_row"]), str(s["tail_batches"])]
+        for m in (s["entropy_bic"], s["sampled_bic"]):
+            shown += [f"H={m['selected']}", f"{100 * m['agreement']:.0f}%"]
+            shown += [f"{v:.2f}" for v in m["mean"].values()] + [f"{v:.3f}" for v in m["std"].values()]
+    return shown
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Each command's result, with the call that prints it (as_json -> None) and the numbers its table shows."""
+    import torch
+
+    from entropy_elbo.checkpoints import LoadOptions, inspect_checkpoint, save_checkpoint
+    from entropy_elbo.compare import compare
+    from entropy_elbo.data import make_synthetic
+    from entropy_elbo.elbo import estimate
+    from entropy_elbo.latents import collapse
+    from entropy_elbo.models import ModelConfig, build_model
+    from entropy_elbo.select import select_stream, summarize, window_segments
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(kind="vae1", data_dim=10, latent_dim=3))
+    x = make_synthetic("ppca", n=200, seed=0)
+    path = tmp_path_factory.mktemp("tables") / "a_checkpoint_with_a_rather_long_name.safetensors"
+    save_checkpoint(model, path)
+    est = estimate(model, [x], samples=3, seed=0)
+    col = collapse(model, [x])
+    intro = inspect_checkpoint(path, LoadOptions())
+    cmp = compare(model, x, sizes=[10, 100], repeats=3, mc_samples=(1, 10))
+    sel = select_stream([x], (1, 2, 3), batch_size=10, samples=2)
+    summaries = summarize(sel, window_segments(sel, 10), tail=4)
+    return {
+        "estimate": (lambda j: report.print_estimate(est, str(path), j), estimate_figures),
+        "collapse": (lambda j: report.print_collapse(col, str(path), j), collapse_figures),
+        "inspect": (lambda j: report.print_inspection(intro, j), lambda d: [str(d["h"]), str(d["d"]),
+                                                                          report.short(d["decoder"]["value"])]),
+        "compare": (lambda j: report.print_comparison(cmp, j), comparison_figures),
+        "select": (lambda j: report.print_selection(summaries, sel, "ppca", "n = 10 rows per batch", j),
+                   selection_figures),
+    }
+
+
+@pytest.mark.parametrize("command", ["estimate", "collapse", "inspect", "compare", "select"])
+def test_a_table_never_cuts_a_number_at_any_width(outputs: dict, command: str, monkeypatch, capsys) -> None:
+    """Every number of the JSON output appears whole in the table, rounded as the table rounds it, and no "…"
+    anywhere, at 20, 40, 60 and 80 columns (narrow ones turn the table into "column: value" lines)."""
+    show, figures = outputs[command]
+    show(True)
+    shown = figures(json.loads(capsys.readouterr().out))
+    assert shown
+    for width in WIDTHS:
+        monkeypatch.setenv("COLUMNS", str(width))
+        show(False)
+        text = capsys.readouterr().out
+        assert "…" not in text, (width, text)
+        cut = [number for number in shown if not whole(number, text)]
+        assert not cut, (width, cut, text)
+
+
+def test_a_table_that_fits_is_laid_out_by_rich_unchanged() -> None:
+    """At a width where every column fits whole, `show` leaves the table to rich: the same text as before."""
+    from rich.table import Table
+
+    from entropy_elbo.report.layout import show
+
+    def table() -> Table:
+        t = Table(title="t")
+        t.add_column("name")
+        t.add_column("value", justify="right")
+        t.add_row("entropy ELBO", "-5.3104 nats/point")
+        return t
+
+    mine, theirs = (Console(file=io.StringIO(), width=80, soft_wrap=True) for _ in range(2))
+    show(table(), mine)
+    theirs.print(table())
+    assert mine.file.getvalue() == theirs.file.getvalue()

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from entropy_elbo.data.files import COPY_CHUNK_ROWS, Scaler, _drop_column, iter_batches
+from entropy_elbo.data.batches import iter_batches
+from entropy_elbo.data.files import COPY_CHUNK_ROWS, without_column
+from entropy_elbo.data.scaling import Scaler
 from entropy_elbo.errors import DataError
 
 CHOICES = ("auto", "as-trained", "none")
@@ -52,7 +54,7 @@ def as_trained(x: np.ndarray, rec: dict[str, object], spec: str, choice: str = "
         raise DataError(f"{spec}: rows of shape {got}, but the checkpoint was trained from raw rows of shape {raw}; "
                         "--preprocess as-trained needs the raw file (or pass --preprocess none)")
     if rec.get("drop_column") is not None:
-        x = _drop_column(x, int(rec["drop_column"]), Path(spec))
+        x = without_column(x, int(rec["drop_column"]), Path(spec))
     if rec.get("scale", "none") != "none":
         x = _scaled(x, Scaler(str(rec["scale"]), np.asarray(rec["shift"]), np.asarray(rec["scale_by"])), spec)
     return x, f"note: {spec} preprocessed as in training (recorded in the checkpoint): {done}"

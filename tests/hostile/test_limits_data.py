@@ -152,9 +152,9 @@ def gz(path: Path, head: bytes, zeros: bytes, repeats: int) -> Path:
 
 
 def test_a_gzipped_csv_that_inflates_like_a_bomb_is_refused_while_reading(tmp_path, monkeypatch):
-    from entropy_elbo.data import files
+    from entropy_elbo.data import text
 
-    monkeypatch.setattr(files, "TEXT_CHECK", 2**20)  # judged every MiB of text (8 MiB outside tests)
+    monkeypatch.setattr(text, "TEXT_CHECK", 2**20)  # judged every MiB of text (8 MiB outside tests)
     path = gz(tmp_path / "zeros.csv.gz", b"", b"0,0,0,0\n" * 8192, 128)  # 8 MiB of text from about 20 KiB
     with pytest.raises(DataError, match=r"zeros\.csv\.gz: the gzipped text read so far inflates from .* KiB to "
                                         r".* more than 100-fold"):
