@@ -13,7 +13,7 @@ from entropy_elbo.report.estimate import estimate_table, iwae_note, iwae_rows, p
 from entropy_elbo.report.figures import fmt, short
 from entropy_elbo.report.figures import fmt as _fmt  # the name the command line and the tests know
 from entropy_elbo.report.inspection import FLAG_WIDTH, inspection_table, print_inspection, print_reading, wild_summary
-from entropy_elbo.report.progress import counted, rows_progress, work_progress
+from entropy_elbo.report.progress import rows_progress, work_progress
 from entropy_elbo.report.selection import print_selection, selection_tables
 
 __all__ = [
@@ -24,7 +24,6 @@ __all__ = [
     "collapse_settings_line",
     "collapse_table",
     "comparison_table",
-    "counted",
     "err",
     "estimate_table",
     "fmt",

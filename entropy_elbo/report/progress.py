@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -28,13 +28,6 @@ def work_progress(total: float, unit: str, quiet: bool = False) -> Iterator[obje
         yield tick
     finally:
         line.close()
-
-
-def counted(batches: Iterable, tick: object) -> Iterator:
-    """The batches, telling `tick` each one's rows as it passes."""
-    for batch in batches:
-        yield batch
-        tick(len(batch))
 
 
 @contextmanager
