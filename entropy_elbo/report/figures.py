@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from entropy_elbo.progress import fixed as fmt  # noqa: F401  (one way to print a figure, shared with training)
+
 
 def short(values: object) -> str:
     """A number to 6 significant digits, or a list's first 8 to 4 (with ", ..." when there are more)."""
