@@ -16,7 +16,7 @@ from torch import Tensor
 
 from entropy_elbo import entropies
 from entropy_elbo.errors import EntropyElboError
-from entropy_elbo.models.protocol import GaussianVAE, check_protocol
+from entropy_elbo.models.protocol import GaussianVAE, check_protocol, constant_log_sigma2
 from entropy_elbo.montecarlo import RowSeed, sampled_terms
 from entropy_elbo.stationarity import stationarity_warnings
 
@@ -66,9 +66,7 @@ class Estimate:
     @property
     def relative_difference(self) -> float | None:
         """(MC ELBO - entropy ELBO) / |MC ELBO|."""
-        if self.mc_elbo is None or self.entropy_elbo is None or self.mc_elbo == 0:
-            return None
-        return (self.mc_elbo - self.entropy_elbo) / abs(self.mc_elbo)
+        return entropies.relative_difference(self.mc_elbo, self.entropy_elbo)
 
     def to_dict(self) -> dict[str, object]:
         out = asdict(self)
@@ -205,7 +203,7 @@ def _entropies(model: GaussianVAE, acc: dict[str, Tensor], *, n: int, samples: i
     prior_ent = entropies.prior_entropy(h, None if prior_log_var is None else prior_log_var.detach())
     dec_ent = dec_ent_se = f_h_sampling_se = sigma2 = None
     if model.decoder_variance in ("scalar", "per-dim", "fixed"):
-        log_sigma2 = model.decoder_log_var(torch.zeros(1, h, device=acc["n"].device)).detach().double().cpu()
+        log_sigma2 = constant_log_sigma2(model)
         dec_ent = float(entropies.decoder_entropy(log_sigma2, d))
         sigma2 = log_sigma2.exp().tolist()
     elif samples > 0:
@@ -356,7 +354,7 @@ def estimate_without_data(model: GaussianVAE, d: int) -> Estimate | None:
         enc_ent = float(entropies.encoder_entropy(const_log_tau2.detach().double()))
         prior_log_var = model.prior_log_var
         prior_ent = entropies.prior_entropy(h, None if prior_log_var is None else prior_log_var.detach())
-        log_sigma2 = model.decoder_log_var(torch.zeros(1, h, device=const_log_tau2.device)).detach().double().cpu()
+        log_sigma2 = constant_log_sigma2(model)
         dec_ent = float(entropies.decoder_entropy(log_sigma2, d))
     return Estimate(n=0, d=d, h=h, decoder_variance=model.decoder_variance,
                     entropy_elbo=entropies.entropy_elbo(enc_ent, prior_ent, dec_ent),

@@ -50,21 +50,42 @@ def entropy_elbo(mean_encoder_entropy: float, prior_ent: float, mean_decoder_ent
     return mean_encoder_entropy - prior_ent - mean_decoder_entropy
 
 
-def kl_to_prior(nu: Tensor, log_tau2: Tensor, prior_log_var: Tensor | None = None) -> Tensor:
-    """KL(N(nu, tau^2) || N(0, A)) summed over latents, closed form (eq. 2): (B, H) -> (B,)."""
+def latent_kl(nu: Tensor, log_tau2: Tensor, prior_log_var: Tensor | None = None) -> Tensor:
+    """KL(N(nu_h, tau_h^2) || N(0, A_h)) per latent, closed form (the summand of eq. 2's KL): (B, H) -> (B, H)."""
     nu, log_tau2 = nu.double(), log_tau2.double()
     if prior_log_var is None:
-        return 0.5 * (nu.pow(2) + log_tau2.exp() - log_tau2 - 1).sum(-1)
+        return 0.5 * (nu.pow(2) + log_tau2.exp() - log_tau2 - 1)
     log_a = prior_log_var.double()
-    return 0.5 * ((nu.pow(2) + log_tau2.exp()) / log_a.exp() + log_a - log_tau2 - 1).sum(-1)
+    return 0.5 * ((nu.pow(2) + log_tau2.exp()) / log_a.exp() + log_a - log_tau2 - 1)
 
 
-def gaussian_log_likelihood(x: Tensor, mu: Tensor, log_sigma2: Tensor) -> Tensor:
-    """log N(x; mu, diag sigma^2) summed over every non-batch dimension (eq. 2): -> (..., B)."""
-    x, mu, log_sigma2 = x.double(), mu.double(), log_sigma2.double()
-    per_dim = -0.5 * (LOG_2PI + log_sigma2 + (x - mu).pow(2) / log_sigma2.exp())
-    per_dim = per_dim.expand(torch.broadcast_shapes(per_dim.shape, mu.shape))
-    return per_dim.flatten(-x.dim() + 1).sum(-1)
+def kl_to_prior(nu: Tensor, log_tau2: Tensor, prior_log_var: Tensor | None = None) -> Tensor:
+    """KL(N(nu, tau^2) || N(0, A)) summed over latents, closed form (eq. 2): (B, H) -> (B,)."""
+    return latent_kl(nu, log_tau2, prior_log_var).sum(-1)
+
+
+def gaussian_log_likelihood(x: Tensor, mu: Tensor, log_sigma2: Tensor,
+                            dtype: torch.dtype | None = torch.float64) -> Tensor:
+    """log N(x; mu, diag sigma^2) summed over every non-batch dimension of x (eq. 2): mu (..., B, *row) -> (..., B).
+
+    In float64 by default; `dtype=None` keeps the inputs' own (the trainer's float32 gradient pass)."""
+    if dtype is not None:
+        x, mu, log_sigma2 = x.to(dtype), mu.to(dtype), log_sigma2.to(dtype)
+    return residual_log_likelihood((x - mu).pow(2) * (-log_sigma2).exp(), log_sigma2, x.dim() - 1)
+
+
+def residual_log_likelihood(scaled_sq: Tensor, log_sigma2: Tensor, row_dims: int) -> Tensor:
+    """The same from the scaled squared residuals (x - mu)^2 / sigma^2, for a caller that keeps them (r, eq. 76),
+    summed over the last `row_dims` dimensions: -0.5 sum (log 2 pi sigma^2 + (x - mu)^2 / sigma^2)."""
+    per_dim = (LOG_2PI + log_sigma2) + scaled_sq  # the constants on log sigma^2's own (often scalar) shape first
+    return -0.5 * per_dim.expand(torch.broadcast_shapes(per_dim.shape, scaled_sq.shape)).flatten(-row_dims).sum(-1)
+
+
+def relative_difference(elbo: float | None, entropy_elbo_value: float | None) -> float | None:
+    """(ELBO - entropy ELBO) / |ELBO|, the relative difference of Fig. 1 (None when either is missing or ELBO = 0)."""
+    if elbo is None or entropy_elbo_value is None or elbo == 0:
+        return None
+    return (elbo - entropy_elbo_value) / abs(elbo)
 
 
 def gap_to_elbo(r: Tensor, a: Tensor) -> float:

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from entropy_elbo.elbo import check_encoder_output
-from entropy_elbo.entropies import LOG_2PI_E, gaussian_entropy
+from entropy_elbo.entropies import LOG_2PI_E, gaussian_entropy, latent_kl
 from entropy_elbo.errors import EntropyElboError
 from entropy_elbo.models.protocol import GaussianVAE, check_protocol
 
@@ -44,13 +44,6 @@ METRICS = ("entropy", "active_units", "lucas")
 def latent_entropy(log_tau2: Tensor) -> Tensor:
     """Entropy of each q(z_h|x_n), H = 0.5 log(2 pi e tau^2) (eq. 24, left side): (B, H) -> (B, H)."""
     return gaussian_entropy(log_tau2)
-
-
-def latent_kl(nu: Tensor, log_tau2: Tensor, prior_log_var: Tensor | None = None) -> Tensor:
-    """KL(q(z_h|x_n) || p(z_h)) per latent, closed form (the summand of eq. 2's KL): (B, H) -> (B, H)."""
-    nu, log_tau2 = nu.double(), log_tau2.double()
-    log_a = torch.zeros((), dtype=torch.float64, device=nu.device) if prior_log_var is None else prior_log_var.double()
-    return 0.5 * ((nu.pow(2) + log_tau2.exp()) / log_a.exp() + log_a - log_tau2 - 1)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from entropy_elbo.entropies import LOG_2PI, decoder_entropy, gaussian_entropy
+from entropy_elbo.entropies import (
+    decoder_entropy,
+    gaussian_entropy,
+    gaussian_log_likelihood,
+    residual_log_likelihood,
+)
 from entropy_elbo.errors import EntropyElboError
 from entropy_elbo.models.protocol import GaussianVAE
 
@@ -116,8 +121,7 @@ def sampled_terms(
         # (x - mu)^2 / sigma^2 built in place in one float64 copy of mu: the block's largest buffer
         sq = mu.to(torch.float64, copy=True).reshape(s, *x.shape)  # (s, B, ...)
         sq.sub_(xd).square_().mul_((-log_sigma2).exp())
-        # constants first on log sigma^2's own (often scalar) shape, then one full-size temporary
-        ll = -0.5 * ((LOG_2PI + log_sigma2) + sq).flatten(2).sum(-1)  # (s, B)
+        ll = residual_log_likelihood(sq, log_sigma2, x.dim() - 1)  # (s, B)
         ll_sum += ll.sum(0)
         ll_sq += ll.pow(2).sum(0)
         ent = gaussian_entropy(log_sigma2).expand_as(sq).flatten(2).sum(-1)  # (s, B)
@@ -151,8 +155,8 @@ class IWAEBound:
 
 def _diag_normal_log_prob(z: Tensor, mean: Tensor, log_var: Tensor) -> Tensor:
     """log N(z; mean, diag exp(log_var)) in float64, summed over the last dimension: (..., H) -> (...)."""
-    dist = torch.distributions.Normal(mean.double(), (0.5 * log_var.double()).exp(), validate_args=False)
-    return dist.log_prob(z.double()).sum(-1)
+    z, mean, log_var = z.double(), mean.double(), log_var.double()
+    return residual_log_likelihood((z - mean).pow(2) * (-log_var).exp(), log_var, 1)
 
 
 def iwae_terms(
@@ -174,9 +178,7 @@ def iwae_terms(
         mu = mu.reshape(s, *x.shape)  # (s, B, ...)
         if log_sigma2.dim() > 0 and log_sigma2.shape[0] == s * b:
             log_sigma2 = log_sigma2.reshape(s, b, *log_sigma2.shape[1:])
-        scale = (0.5 * log_sigma2.double()).exp()
-        per_dim = torch.distributions.Normal(mu.double(), scale, validate_args=False).log_prob(x.double())
-        log_w = per_dim.flatten(2).sum(-1)  # (s, B) log p(x|z)
+        log_w = gaussian_log_likelihood(x, mu, log_sigma2)  # (s, B) log p(x|z), float64
         log_w += _diag_normal_log_prob(z, torch.zeros_like(nu), prior_log_var)  # + log p(z)
         log_w -= _diag_normal_log_prob(z, nu, log_tau2)  # - log q(z|x)
         lse = torch.logaddexp(lse, torch.logsumexp(log_w, 0))

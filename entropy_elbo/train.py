@@ -14,7 +14,7 @@ from torch import Tensor
 
 from entropy_elbo import entropies
 from entropy_elbo.errors import EntropyElboError
-from entropy_elbo.models.protocol import VAEBase
+from entropy_elbo.models.protocol import VAEBase, constant_log_sigma2
 from entropy_elbo.montecarlo import sample_latents
 from entropy_elbo.progress import epoch_progress
 from entropy_elbo.runs import (
@@ -161,8 +161,7 @@ def sampled_elbo_parts(
     network = model.decoder_variance == "network"
     if network:
         log_sigma2 = log_sigma2.reshape(mu.shape)  # (S, B, ...)
-    per_dim = -0.5 * (entropies.LOG_2PI + log_sigma2 + (x - mu).pow(2) * (-log_sigma2).exp())
-    loglik = per_dim.expand_as(mu).flatten(2).sum(-1).mean(0)  # (B,)
+    loglik = entropies.gaussian_log_likelihood(x, mu, log_sigma2, dtype=None).mean(0)  # (B,)
     f = loglik - entropies.kl_to_prior(nu, log_tau2, model.prior_log_var).to(loglik.dtype)
     dec_ent = entropies.gaussian_entropy(log_sigma2.detach()).flatten(2).sum(-1).mean(0) if network else None
     return f, log_tau2, dec_ent
@@ -224,7 +223,7 @@ def epoch_summary(model: VAEBase, epoch: int, n: int, d: int, elbo_sum: Tensor, 
             decoder = float(dec_sum) / n
             sigma2: object = math.exp(2 * decoder / d - entropies.LOG_2PI_E)  # geometric mean over z and d
         else:
-            log_sigma2 = model.decoder_log_var(torch.zeros(1, h, device=elbo_sum.device)).detach().double().cpu()
+            log_sigma2 = constant_log_sigma2(model)
             decoder = float(entropies.decoder_entropy(log_sigma2, d))
             sigma2 = log_sigma2.exp().tolist()
     encoder = float(latent.sum())
@@ -232,7 +231,7 @@ def epoch_summary(model: VAEBase, epoch: int, n: int, d: int, elbo_sum: Tensor, 
     f_h = None if model.decoder_variance == "fixed" else entropies.entropy_elbo(encoder, prior, decoder)
     return {
         "epoch": epoch + 1, "elbo": elbo, "entropy_elbo": f_h,
-        "relative_gap": None if f_h is None or elbo == 0 else (elbo - f_h) / abs(elbo),
+        "relative_gap": entropies.relative_difference(elbo, f_h),
         "encoder_entropy": encoder, "prior_entropy": prior, "decoder_entropy": decoder,
         "latent_entropies": latent.tolist(), "active_latents": int((latent <= COLLAPSE_THRESHOLD).sum()),
         "sigma2": sigma2,

@@ -19,6 +19,7 @@ from entropy_elbo.checkpoints.source import Source
 from entropy_elbo.entropies import LOG_VAR_LIMIT
 from entropy_elbo.errors import CheckpointError, EntropyElboError
 from entropy_elbo.models import ModelConfig, VAEBase, build_model, model_shell
+from entropy_elbo.models.protocol import constant_log_sigma2
 
 if TYPE_CHECKING:
     from entropy_elbo.checkpoints.options import LoadOptions
@@ -163,7 +164,7 @@ def build_checked(config: ModelConfig, state: dict[str, torch.Tensor], path: Pat
 def native_introspection(path: Path, model: VAEBase) -> Introspection:
     """Our own files need no guessing: everything is in the saved config."""
     config = model.config
-    lsig = model.decoder_log_var(torch.zeros(1, config.latent_dim)).detach().double().exp().reshape(-1)
+    lsig = constant_log_sigma2(model).exp().reshape(-1)
     value = float(lsig[0]) if lsig.numel() == 1 else lsig.tolist()
     dec = Finding(model.decoder_variance, "log_sigma2", "logvar", "entropy-elbo checkpoint: stored in its config",
                   "none needed", value=value)

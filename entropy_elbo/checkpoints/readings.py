@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from entropy_elbo.checkpoints.introspect import layer_names
-from entropy_elbo.entropies import LOG_2PI, kl_to_prior
+from entropy_elbo.entropies import kl_to_prior, residual_log_likelihood
 from entropy_elbo.errors import CheckpointError
 
 if TYPE_CHECKING:
@@ -109,7 +109,7 @@ def score(model: object, x: Tensor, eps: Tensor) -> tuple[Tensor, float, float] 
     if model.decoder_variance == "fixed":  # the best variance given the rest, so that readings compare fairly
         log_sigma2 = torch.log(sq.mean()).reshape(())
     ratio = sq * (-log_sigma2).exp()
-    ll = -0.5 * (LOG_2PI + log_sigma2 + ratio).expand_as(sq).sum(-1).mean(0)  # (B,)
+    ll = residual_log_likelihood(ratio, log_sigma2, 1).mean(0)  # (B,)
     f = ll - kl_to_prior(nu, log_tau2, prior_log_var)
     a = (nu.pow(2) + log_tau2.exp()).mean(0)
     if prior_log_var is not None:

@@ -74,3 +74,11 @@ def check_protocol(model: object, needs: tuple[str, ...] = ("encode", "decode", 
         raise EntropyElboError(f"model: a {type(model).__name__} is not read yet (this function takes a model that "
                                "meets entropy_elbo.models.GaussianVAE); pass it to entropy_elbo.estimate(model, data) "
                                "or entropy_elbo.collapse(model, data), which read any VAE module")
+
+
+def constant_log_sigma2(model: GaussianVAE) -> Tensor:
+    """log sigma^2 of a decoder variance that does not depend on z (scalar, per-dim or fixed), read once on the
+    model's own device: () or (D,), float64 on the CPU, detached."""
+    device = next((t.device for t in (*model.parameters(), *model.buffers())), torch.device("cpu"))
+    with torch.no_grad():
+        return model.decoder_log_var(torch.zeros(1, model.latent_dim, device=device)).detach().double().cpu()
