@@ -253,11 +253,11 @@ def judge(opened: Opened, needs: str) -> None:
     likelihood = needs == "likelihood"
     if intro.unresolved and not (likelihood and intro.refusal):
         raise EntropyElboError(f"{intro.source}: {intro.unresolved}")
-    if not likelihood or intro.fmt == "entropy-elbo":
-        return
-    if intro.d is not None and opened.d != intro.d:
+    if intro.d is not None and opened.d != intro.d:  # collapse too: its encoder takes the same D values
         raise EntropyElboError(f"{name}: rows have {opened.d} values but the checkpoint's model takes {intro.d}; "
                                "pass matching data")
+    if not likelihood or intro.fmt == "entropy-elbo":
+        return
     if intro.refusal:
         raise EntropyElboError(f"{intro.source}: {intro.refusal}; `collapse` still applies (it needs only the "
                                "encoder)")
