@@ -32,7 +32,6 @@ from entropy_elbo.data import (
 )
 from entropy_elbo.devices import resolve_device
 from entropy_elbo.elbo import estimate
-from entropy_elbo.errors import EntropyElboError
 from entropy_elbo.launch import train_run
 from entropy_elbo.models import MODELS, ModelConfig, build_model
 from entropy_elbo.presets import PRESETS
@@ -198,32 +197,15 @@ def select_cmd(data: str, key: str | None, latents: str, batch_size: int, lr: fl
     batch's sampled ELBO (Appendix A); n is the batch's row count.
     """
     from entropy_elbo import select as sel_mod
-    from entropy_elbo.data import stream_phases
 
     dev = resolve_device(device)
     candidates = parse_ints(latents, "--latents")
     if plot is not None:
         report.import_pyplot()
     x, _ = resolve_data(data, key=key)
-    check_latents(candidates, x, data)
+    sel_mod.check_latents(candidates, x, data)
     total = len(x)
-    if phases == "stream":
-        if total % 3:
-            raise EntropyElboError(f"--phases stream: {data} has {total} rows, not three equal phases; "
-                                   "give the phase lengths instead")
-        segments = sel_mod.phase_segments(*zip(*[(p.stop - p.start, p.dim) for p in stream_phases(total // 3)],
-                                               strict=True))
-    elif phases is not None:
-        dims = parse_ints(true_dims, "--true-dims") if true_dims else None
-        lengths = parse_ints(phases, "--phases")
-        if dims is not None and len(dims) != len(lengths):
-            raise EntropyElboError(f"--true-dims: {len(dims)} values for {len(lengths)} phases; give one per phase")
-        if sum(lengths) != total:
-            raise EntropyElboError(f"--phases: they add up to {sum(lengths)} rows but {data} has {total}; "
-                                   "make them add up to the number of rows")
-        segments = sel_mod.phase_segments(lengths, dims)
-    else:
-        segments = None
+    segments = sel_mod.phases_segments(phases, true_dims, total, data)
     chunks = (c.reshape(len(c), -1) for c in iter_batches(x, 65_536, source=data))
     if dev.type == "cpu":  # one linear VAE per candidate: about H D weights each
         use_threads(float(sum(candidates)) * int(np.prod(x.shape[1:])) * batch_size * samples,
@@ -239,12 +221,3 @@ def select_cmd(data: str, key: str | None, latents: str, batch_size: int, lr: fl
     if plot is not None:
         report.plot_bic(result, segments, str(plot))
         report.message(f"wrote {plot}")
-
-
-
-def check_latents(candidates: tuple[int, ...], x: np.ndarray, source: str) -> None:
-    """select: every candidate H must satisfy 1 <= H <= D."""
-    d = int(np.prod(x.shape[1:]))
-    if max(candidates) > d:
-        raise EntropyElboError(f"--latents {max(candidates)}: {source} has D={d} values per row; "
-                               f"pass candidates 1 <= H <= {d}")

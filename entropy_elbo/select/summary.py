@@ -115,3 +115,34 @@ def summarize(sel: StreamSelection, segments: Sequence[Segment], tail: int = DEF
         out.append(SegmentSummary(seg, len(idx), len(keep), _method_summary(ent[keep], sel.latents),
                                   _method_summary(smp[keep], sel.latents), gap.mean(0), se))
     return out
+
+
+def phases_segments(phases: str | None, true_dims: str | None, total: int, source: str) -> list[Segment] | None:
+    """The segments that `--phases` names: 'stream' (the paper's three equal phases of true dimension 6, 2, 4),
+    comma-separated phase lengths adding up to the rows (with `--true-dims`, one per phase), or None (windows)."""
+    from entropy_elbo.data import stream_phases
+    from entropy_elbo.run_settings import parse_ints
+
+    if phases == "stream":
+        if total % 3:
+            raise EntropyElboError(f"--phases stream: {source} has {total} rows, not three equal phases; "
+                                   "give the phase lengths instead")
+        return phase_segments(*zip(*[(p.stop - p.start, p.dim) for p in stream_phases(total // 3)], strict=True))
+    if phases is None:
+        return None
+    dims = parse_ints(true_dims, "--true-dims") if true_dims else None
+    lengths = parse_ints(phases, "--phases")
+    if dims is not None and len(dims) != len(lengths):
+        raise EntropyElboError(f"--true-dims: {len(dims)} values for {len(lengths)} phases; give one per phase")
+    if sum(lengths) != total:
+        raise EntropyElboError(f"--phases: they add up to {sum(lengths)} rows but {source} has {total}; "
+                               "make them add up to the number of rows")
+    return phase_segments(lengths, dims)
+
+
+def check_latents(candidates: Sequence[int], x: np.ndarray, source: str) -> None:
+    """Every candidate H must satisfy 1 <= H <= D."""
+    d = int(np.prod(x.shape[1:]))
+    if max(candidates) > d:
+        raise EntropyElboError(f"--latents {max(candidates)}: {source} has D={d} values per row; "
+                               f"pass candidates 1 <= H <= {d}")
