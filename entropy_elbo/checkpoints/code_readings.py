@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from entropy_elbo.checkpoints.options import LoadOptions
 
 ENC_PARAMS = ("logvar", "logstd", "std", "var", "softplus_std")
+A_SANE = 0.5  # max|a_h - 1| of a reading that may overturn the convention: stationarity (a_h = 1) is evidence too
 Assumed = list[tuple[str, str, str]]
 
 
@@ -61,8 +62,14 @@ def _score_encoder(module: nn.Module, plan: ModulePlan, x: Tensor) -> ModulePlan
     def build(r: Reading) -> ModuleAdapter:
         return ModuleAdapter(module, replace(plan, encoder=replace(enc, param=r.enc_param)))
 
-    chosen, _, evidence = choose(build, [Reading("", "", enc_param=p) for p in params], x,
-                                 f"{enc.param} (the convention for {enc.name})", flat=False)
+    chosen, scored, evidence = choose(build, [Reading("", "", enc_param=p) for p in params], x,
+                                      f"{enc.param} (the convention for {enc.name})", flat=False)
+    by = {c.reading.enc_param: c for c in scored}
+    win, usual = by[chosen.enc_param], by[enc.param]
+    if chosen.enc_param != enc.param and not (win.a_far <= A_SANE and win.a_far < usual.a_far):
+        evidence += (f"; but that reading's max|a_h-1| is {win.a_far:.3g} (a trained encoder has a_h near 1), so "
+                     f"the convention {enc.param} is kept")
+        chosen = Reading("", "", enc_param=enc.param)
     return replace(plan, encoder=replace(enc, param=chosen.enc_param, evidence=f"{enc.evidence}; {evidence}",
                                          override="--encoder-var-param P"))
 
