@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from entropy_elbo.checkpoints.introspect import Finding, Introspection, find_encoder_variance, find_prior
 from entropy_elbo.checkpoints.likelihood import likelihood_refusal, refuse_other_priors
 from entropy_elbo.checkpoints.options import LoadOptions
+from entropy_elbo.checkpoints.outputs import output_index
 from entropy_elbo.checkpoints.raw import RawCheckpoint
 from entropy_elbo.checkpoints.source import Built, Source
 from entropy_elbo.checkpoints.sources import home, pick
@@ -37,13 +38,17 @@ def adapt(raw: RawCheckpoint, options: LoadOptions, source: str,
     _variance_assumptions(intro, built.module is not None, options.optimal_variance, own.prior_evidence)
     for item in wrapped.assumed:
         intro.assume(*item)
-    intro.refusal = likelihood_refusal(raw, built.state, wrapped.model, wrapped.decoder, wrapped.d, options,
-                                      wrapped.output)
+    intro.refusal = wrapped.refusal or likelihood_refusal(raw, built.state, wrapped.model, wrapped.decoder,
+                                                          wrapped.d, options, wrapped.output)
     return wrapped.model, intro
 
 
 def _encoder_finding(built: Built, own: Source, options: LoadOptions) -> Finding | None:
     """The encoder variance by name or flag; a peer library's module gives its own (pythae, diffusers)."""
+    if output_index(options.encoder_var) is not None:  # a method's output k (the mean is output k - 1)
+        return Finding("output", options.encoder_var, options.encoder_var_param or "logvar", "the variance is "
+                       f"{options.encoder_var}, the mean the output before it (--encoder-var)",
+                       "--encoder-var 'encode()[k]' --encoder-var-param P")
     encoder = find_encoder_variance(built.state, name=options.encoder_var, param=options.encoder_var_param)
     if built.module is not None and options.encoder_var is None:
         encoder = own.encoder_variance(encoder)

@@ -15,6 +15,16 @@ import torch
 from torch import Tensor, nn
 
 from entropy_elbo.checkpoints.introspect import Finding, last, to_log_var, variance_value
+from entropy_elbo.checkpoints.outputs import (
+    NotGaussian,
+    ambiguous_three,
+    expand,
+    output_index,
+    returns_distribution,
+    sample_first,
+    sibling_heads,
+    through_heads,
+)
 from entropy_elbo.errors import CheckpointError, ModelError, first_line
 from entropy_elbo.models.protocol import VAEBase
 
@@ -49,6 +59,9 @@ class ModulePlan:
     mean_index: int = 0  # positions of mean and variance among the tensors the encoder call returns
     var_index: int = 1
     split: bool = False  # one (B, 2H) encoder output: mean, then variance (the authors' verification VAEs)
+    output: str | None = None  # applied to decode()'s output to give the mean (logits read through a sigmoid)
+    dist: bool = False  # the encoder returns a torch.distributions Gaussian: its variance is exact, not a guess
+    refusal: str | None = None  # the decoder returns a non-Gaussian distribution (named): no likelihood applies
 
 
 class ModuleAdapter(VAEBase):
@@ -103,7 +116,8 @@ class ModuleAdapter(VAEBase):
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         enc = self.plan.encoder
-        out = self._capture(_encoder_fn(self.module, self.plan.encode_via), x, self.plan.encode_via)
+        out = expand(self._capture(_encoder_fn(self.module, self.plan.encode_via), x, self.plan.encode_via),
+                     self.plan.encode_via)
         mean = _field(out, self.plan.mean_field) if self.plan.mean_field else None
         ts = _tensors(out)
         nu = mean if mean is not None else ts[self.plan.mean_index]
@@ -142,10 +156,14 @@ class ModuleAdapter(VAEBase):
             raise ModelError("the model has no decode() method or decoder sub-module; pass --samples 0 for the "
                              "entropy ELBO alone, or --model FILE.py:NAME")
         fn = self.module.decode if self.plan.decode_via == "decode" else self.module.decoder
-        out = self._capture(fn, z, self.plan.decode_via)
+        out = expand(self._capture(fn, z, self.plan.decode_via), self.plan.decode_via)
         recon = _field(out, "reconstruction")
         ts = _tensors(out)
         mu = recon if recon is not None else ts[0]
+        if self.plan.output and self.plan.output != "linear":
+            from entropy_elbo.checkpoints.mlp import OUTPUTS  # mlp imports this module
+
+            mu = OUTPUTS[self.plan.output](mu)
         return mu, self._decoder_log_var(z, ts)
 
     def decoder_log_var(self, z: Tensor) -> Tensor:
@@ -183,19 +201,24 @@ def plan_module(module: nn.Module, state: dict[str, Tensor], encoder: Finding | 
     """Run the module once on `probe` to learn H, D, and where mean and variances come out; `explicit`: the
     decoder variance was given by a flag (else a named parameter beside a decode() variance is ambiguous)."""
     encode_via = "encode" if hasattr(module, "encode") else "encoder" if hasattr(module, "encoder") else "forward"
+    heads = sibling_heads(module)
+    if heads is not None:  # encoder, then fc_mu and fc_var beside it: the path the model's own forward takes
+        encode_via = f"encoder+{'+'.join(heads)}"
     decode_via = "decode" if hasattr(module, "decode") else "decoder" if hasattr(module, "decoder") else None
     hint = "; check --model-kwargs or the data's shape"
     with torch.no_grad():
-        out = run_foreign(_encoder_fn(module, encode_via), probe, encode_via, hint)
+        first = run_foreign(_encoder_fn(module, encode_via), probe, encode_via, hint)
+    dist, out = returns_distribution(first), expand(first, encode_via)
     mean_field = "embedding" if _field(out, "embedding") is not None else None
     ts = _tensors(out)
-    mean_index, var_index = _forward_pair(ts, probe) if encode_via == "forward" else (0, 1)
+    mean_index, var_index = _forward_pair(ts, probe) if encode_via == "forward" else \
+        _method_pair(module, encode_via, encoder, ts, probe)
     nu = _field(out, "embedding") if mean_field else (ts[mean_index] if ts else None)
     if nu is None or nu.dim() != 2:
         raise CheckpointError(f"{encode_via}() returned {type(out).__name__}; expected (mean, log-variance) tensors "
                               "of shape (B, H) or an object with embedding and log_covariance")
     plan = ModulePlan(encode_via, decode_via, encoder, decoder, "fixed", int(nu.shape[1]), int(probe[0].numel()),
-                      mean_field, mean_index, var_index)
+                      mean_field, mean_index, var_index, dist=dist)
     if encoder is None and len(ts) == 1 and mean_field is None and plan.h % 2 == 0 and decode_via is not None:
         plan = _split_output(module, plan, probe)
     plan.encoder = _encoder_output(module, plan, out, ts, nu)
@@ -223,6 +246,10 @@ def _encoder_output(module: nn.Module, plan: ModulePlan, out: object, ts: list[T
     """Where the encoder variance comes out: the method's own output where it gives one (a named head then
     counts only through it), else the named head or parameter."""
     encoder, encode_via, var_index, h = plan.encoder, plan.encode_via, plan.var_index, plan.h
+    if plan.dist:
+        return Finding("output", f"{encode_via}()'s distribution", "logvar", f"{encode_via}() returns a torch."
+                       "distributions Gaussian: its loc is the mean and its variance is read as what it is (exact, "
+                       "no parameterization guessed)", "none: the distribution says what it is")
     scripted = isinstance(module, torch.jit.ScriptModule)
     pythae_var = plan.mean_field is not None and _field(out, "log_covariance") is not None
     second = ts[var_index] if len(ts) > var_index and plan.mean_field is None else None
@@ -261,6 +288,10 @@ def _plan_decoder(module: nn.Module, plan: ModulePlan, probe: Tensor, explicit: 
         dfn = module.decode if decode_via == "decode" else module.decoder
         with torch.no_grad():
             dout = run_foreign(dfn, z, decode_via)
+        try:
+            dout = expand(dout, decode_via)
+        except NotGaussian as err:  # the encoder still gives collapse metrics
+            return replace(plan, refusal=str(err), decoder=Finding("fixed", None, "var", str(err), "none", value=1.0))
         dts = _tensors(dout)
         mean = _field(dout, "reconstruction")
         mean = mean if mean is not None else (dts[0] if dts else None)
@@ -286,7 +317,7 @@ def _decodes(module: nn.Module, via: str, z: Tensor, d: int) -> bool:
     fn = module.decode if via == "decode" else module.decoder
     try:
         with torch.no_grad():
-            ts = _tensors(fn(z))
+            ts = _tensors(expand(fn(z), via))
     except Exception:  # noqa: BLE001 -- a probe of the model's own code: not this width
         return False
     return bool(ts) and ts[0].dim() >= 2 and ts[0][0].numel() == d
@@ -296,7 +327,7 @@ def _decoder_output(dfn, z: Tensor, second: Tensor, via: str, count: int, d: int
                     override: str) -> Finding:
     """decode() returning (mean, log-variance): constant in z (scalar / per-dim) or a network of z."""
     with torch.no_grad():
-        other = _tensors(dfn(torch.randn_like(z)))[1]
+        other = _tensors(expand(dfn(torch.randn_like(z)), via))[1]
     varies = other.shape != second.shape or not torch.equal(other, second)
     if not varies and second.dim() > 1 and second.shape[0] == z.shape[0]:  # batched but the same in every row
         varies = not torch.equal(second, second[:1].expand_as(second))
@@ -311,7 +342,33 @@ def _decoder_output(dfn, z: Tensor, second: Tensor, via: str, count: int, d: int
                    value=value)
 
 
+def _method_pair(module: nn.Module, via: str, encoder: Finding | None, ts: list[Tensor],
+                 probe: Tensor) -> tuple[int, int]:
+    """Where the mean and the variance are among an encode()'s tensors: (0, 1), or after the sample when three
+    same-shaped outputs come with the sample first (it changes between calls), or as --encoder-var 'encode()[k]'
+    says (the mean just before)."""
+    given = output_index(encoder.name if encoder is not None else None)
+    if given is not None:
+        return max(given - 1, 0), given
+    fn = _encoder_fn(module, via)
+
+    def again() -> list[Tensor]:
+        with torch.no_grad():
+            return _tensors(expand(fn(probe), via))
+
+    three = len(ts) >= 3 and ts[0].dim() == 2 and all(t.shape == ts[0].shape for t in ts[:3])
+    if not three:
+        return 0, 1
+    sample = sample_first(again, ts)
+    if sample is None:
+        raise ambiguous_three(via)
+    rest = [i for i in range(3) if i != sample]
+    return rest[0], rest[1]
+
+
 def _encoder_fn(module: nn.Module, via: str):  # noqa: ANN202
+    if via.startswith("encoder+"):
+        return through_heads(module, tuple(via.split("+")[1:]))
     return module.encode if via == "encode" else module.encoder if via == "encoder" else module
 
 

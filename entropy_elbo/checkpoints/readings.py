@@ -73,6 +73,8 @@ class Reading:
         parts = [f"--activation {self.activation}", f"--output-activation {self.output}"] if self.activation else []
         if self.activation:  # a module with its own methods leaves only the variance parameterizations open
             parts.append("--head-activation" if self.head_activation else "--no-head-activation")
+        elif self.output:  # a module's own code: its output read as the mean or through a sigmoid
+            parts.append(f"--output-activation {self.output}")
         if self.enc_param:
             parts.append(f"--encoder-var-param {self.enc_param}")
         if self.dec_param:
@@ -120,11 +122,12 @@ def score(model: object, x: Tensor, eps: Tensor) -> tuple[Tensor, float, float] 
 
 
 def choose(build: Callable[[Reading], object], readings: list[Reading], x: Tensor, convention: str | None = None,
-           seed: int = 0) -> tuple[Reading, list[Scored], str]:
+           seed: int = 0, flat: bool = True) -> tuple[Reading, list[Scored], str]:
     """The reading the rule takes on rows `x` (module docstring), the scores, and the evidence sentence;
-    `convention` names the codebase whose reading is readings[0], if the layer names follow one."""
+    `convention` names the codebase whose reading is readings[0], if the layer names follow one; `flat`: the
+    models take rows flattened (a state_dict's MLP), else as they come (a module's own code: images stay images)."""
     x = x[torch.from_numpy(spread_rows(len(x)))].float()
-    x = x.reshape(len(x), -1)
+    x = x.reshape(len(x), -1) if flat else x
     scored: list[Scored] = []
     eps: Tensor | None = None
     for reading in readings:
@@ -143,7 +146,7 @@ def choose(build: Callable[[Reading], object], readings: list[Reading], x: Tenso
     best = scored[0]
     if best.rows is None:
         raise CheckpointError("no reading of the weights gives finite numbers on the data; pass --model FILE.py:NAME")
-    anchor = _anchor(scored, prior, max(MARGIN, DIM_MARGIN * x.shape[1])) if convention is not None else None
+    anchor = _anchor(scored, prior, max(MARGIN, DIM_MARGIN * x[0].numel())) if convention is not None else None
     best = anchor or best
     same, close = [], []
     for other in scored:

@@ -52,6 +52,7 @@ class Wrapped:
     assumed: list[tuple[str, str, str]] = field(default_factory=list)  # (what, evidence, override)
     unresolved: str | None = None  # a reading the data could not decide (readings.AmbiguousReading)
     output: str | None = None  # the output activation read from shapes (None: the model's own methods decide)
+    refusal: str | None = None  # the model's code returns a non-Gaussian decoder distribution (named)
 
 
 class Source:
@@ -101,14 +102,20 @@ def wrap_module_plan(built: Built, raw: RawCheckpoint, options: LoadOptions, sou
     module.eval()
     plan = plan_module(module, state, encoder, decoder, probe,
                        explicit=options.decoder_var is not None or options.decoder_variance is not None)
+    assumed: list[tuple[str, str, str]] = []
     if plan.split:
         plan = score_split(module, plan, options)
+    else:
+        from entropy_elbo.checkpoints.code_readings import read_outputs  # it imports this module's neighbours
+
+        plan, assumed = read_outputs(module, plan, options)
     model: nn.Module = ModuleAdapter(module, plan)
     if plan.decoder.kind in ("scalar", "per-dim") and isinstance(plan.decoder.value, list) \
             and len(plan.decoder.value) != plan.d:
         raise CheckpointError(f"decoder variance {plan.decoder.name!r} has {len(plan.decoder.value)} values but "
                               f"D={plan.d}; pick another with --decoder-var NAME")
-    return Wrapped(model, plan.h, plan.d, plan.encoder, plan.decoder, list(built.notes))
+    return Wrapped(model, plan.h, plan.d, plan.encoder, plan.decoder, list(built.notes), assumed,
+                   refusal=plan.refusal)
 
 
 def probe_shape(raw: RawCheckpoint, options: LoadOptions) -> tuple[int, ...]:

@@ -42,13 +42,21 @@ def _import_file(path: Path) -> ModuleType:
         raise CheckpointError(f"--model {path}: cannot import it as a Python file")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
+    folder = str(path.resolve().parent)  # as `python FILE.py` would: a sibling module imports
+    added = folder not in sys.path
+    if added:
+        sys.path.insert(0, folder)
     try:
         spec.loader.exec_module(module)
     except BaseException as err:  # noqa: BLE001 -- the user's code: any failure becomes one line naming the file
         sys.modules.pop(name, None)
         if isinstance(err, KeyboardInterrupt):
             raise
-        raise CheckpointError(f"--model {path}: importing it raised {type(err).__name__}: {first_line(err)}") from None
+        raise CheckpointError(f"--model {path}: importing it raised {type(err).__name__}: {first_line(err)} "
+                              f"(its folder {folder} was on the import path)") from None
+    finally:
+        if added:
+            sys.path.remove(folder)
     return module
 
 
