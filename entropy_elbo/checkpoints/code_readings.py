@@ -17,9 +17,10 @@ import torch
 from torch import Tensor, nn
 
 from entropy_elbo.checkpoints.adapters import ModuleAdapter, ModulePlan
+from entropy_elbo.checkpoints.likelihood import sigmoid_reason
 from entropy_elbo.checkpoints.outputs import output_index
 from entropy_elbo.checkpoints.readings import Reading, choose
-from entropy_elbo.errors import CheckpointError
+from entropy_elbo.errors import CheckpointError, ModelError
 
 if TYPE_CHECKING:
     from entropy_elbo.checkpoints.options import LoadOptions
@@ -42,9 +43,21 @@ def read_outputs(module: nn.Module, plan: ModulePlan, options: LoadOptions) -> t
     rows = options.rows
     fits = rows is not None and rows[0].numel() == plan.d and plan.refusal is None  # scores need a Gaussian decoder
     x = torch.as_tensor(rows).float() if fits else None
+    if x is not None and _bernoulli(module, plan, options, x):  # refused by adapt's likelihood check; no score means
+        return plan, []  # anything under a Gaussian reading of a Bernoulli decoder
     if x is not None and _open_encoder(plan, options):
         plan = _score_encoder(module, plan, x)
     return _decoder_output(module, plan, options, x)
+
+
+def _bernoulli(module: nn.Module, plan: ModulePlan, options: LoadOptions, x: Tensor) -> bool:
+    """A decoder with no learned variance and a sigmoid output on data in [0, 1] (likelihood.sigmoid_reason)."""
+    if plan.decoder.kind != "fixed" or options.output_activation == "sigmoid":
+        return False
+    try:
+        return sigmoid_reason(ModuleAdapter(module, plan), x, None) is not None
+    except (RuntimeError, ValueError, CheckpointError, ModelError):
+        return False
 
 
 def _open_encoder(plan: ModulePlan, options: LoadOptions) -> bool:
