@@ -1,16 +1,16 @@
 """estimate, inspect, collapse and compare: each parses its flags, calls the library's front door
-(`entropy_elbo.measure`) and formats what it returns."""
+(`entropy_elbo.measure`) and formats what it returns. The library is imported inside each command, so that
+`--help` and a usage error never import torch."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from entropy_elbo import compare as comparing
-from entropy_elbo import measure, report
-from entropy_elbo.checkpoints import LoadOptions
+from entropy_elbo.choices import ACTIVE_THRESHOLD, LUCAS_DELTA, LUCAS_EPSILON
 from entropy_elbo.cli.base import (
     checkpoint_options,
     data_options,
@@ -22,8 +22,10 @@ from entropy_elbo.cli.base import (
     seed_option,
     threads_option,
 )
-from entropy_elbo.latents import ACTIVE_THRESHOLD, LUCAS_DELTA, LUCAS_EPSILON
-from entropy_elbo.opening import Opened
+
+if TYPE_CHECKING:
+    from entropy_elbo.checkpoints import LoadOptions
+    from entropy_elbo.opening import Opened
 
 
 def watched() -> bool:
@@ -33,6 +35,8 @@ def watched() -> bool:
 
 def common(ctx_meta: dict, **kw: object) -> dict[str, object]:
     """The options every measuring command hands the library: --threads and --preprocess, progress and notes."""
+    from entropy_elbo import report
+
     return {"threads": ctx_meta.get("threads"), "preprocess": ctx_meta.get("preprocess", "auto"),
             "on_note": report.message, "progress": report.work_progress, **kw}
 
@@ -58,6 +62,8 @@ def estimate_cmd(checkpoint: Path, data: str | None, key: str | None, batch_size
     Under torchrun (several processes, here or on several machines) every process reads its own block of
     rows and the float64 sums are added across processes; process 0 alone prints.
     """
+    from entropy_elbo import measure, report
+
     opened: list[Opened] = []
 
     def before_pass(read: Opened) -> None:  # a person watching a long pass learns how it was read before it starts
@@ -86,6 +92,8 @@ estimate_cmd.name = "estimate"
 @checkpoint_options
 def inspect_cmd(checkpoint: Path, data: str | None, key: str | None, as_json: bool, load_options: LoadOptions) -> None:
     """What CHECKPOINT holds: model kind, H, D, both variances, the evidence, and the flags that override them."""
+    from entropy_elbo import measure, report
+
     intro = measure.inspect(checkpoint, data, key=key, options=load_options)
     report.print_inspection(intro, as_json)
 
@@ -123,6 +131,8 @@ def collapse_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int |
     only the encoder, so fixed-variance models work too. Exit status 0 whatever the verdicts.
     Under torchrun every process reads its own block of rows; the statistics are merged across processes.
     """
+    from entropy_elbo import measure, report
+
     opened: list[Opened] = []
     result = measure.collapse(checkpoint, data, threshold=threshold, delta=delta, active_threshold=active_threshold,
                               lucas_epsilon=lucas_epsilon, lucas_delta=lucas_delta, device=device,
@@ -161,6 +171,9 @@ def compare_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int | 
                 mc_samples: str, plot: Path | None, seed: int, as_json: bool, device: str,
                 load_options: LoadOptions) -> None:
     """Spread and cost of the entropy ELBO and the Monte Carlo ELBO on random subsets of --data (Fig. 2(b), 6)."""
+    from entropy_elbo import compare as comparing
+    from entropy_elbo import measure, report
+
     cmp = measure.compare(checkpoint, data, sizes=None if sizes is None else comparing.parse_sizes(sizes),
                           repeats=repeats, mc_samples=comparing.parse_sizes(mc_samples, "--mc-samples"), seed=seed,
                           device=device, batch_size=batch_size, key=key, options=load_options,
