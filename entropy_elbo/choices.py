@@ -13,6 +13,7 @@ VARIANCE_PARAMS = ("logvar", "logstd", "std", "var", "softplus_std", "softplus_v
 PREPROCESS = ("auto", "as-trained", "none")
 SCALES = ("minmax", "standard", "none")
 SYNTHETIC_SETS = ("manifold", "ppca", "ring", "stream")  # entropy_elbo.data.synthetic.SYNTHETIC
+ROW_SETS = ("train", "holdout", "all")  # estimate/collapse/compare --rows: entropy_elbo.splits
 BUNDLED_SETS = ("digits", "breast_cancer", "iris", "wine", "diabetes")  # entropy_elbo.data.bundled.BUNDLED
 
 ACTIVE_THRESHOLD = 0.01  # Burda et al. 2016: active when Var_x[E_q z_h] exceeds this

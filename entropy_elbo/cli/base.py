@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from entropy_elbo.choices import ACTIVATIONS, OUTPUT_ACTIVATIONS, PREPROCESS, VARIANCE_PARAMS
+from entropy_elbo.choices import ACTIVATIONS, OUTPUT_ACTIVATIONS, PREPROCESS, ROW_SETS, VARIANCE_PARAMS
 from entropy_elbo.errors import EntropyElboError
 
 SEED = click.IntRange(0, 2**63 - 1)  # numpy and torch both take these seeds
@@ -103,6 +103,11 @@ preprocess_option = click.option(
     expose_value=False, callback=lambda ctx, param, value: ctx.meta.__setitem__("preprocess", value),
     help="A table trained with --drop-column or --scale: apply that preprocessing (recorded in the checkpoint) "
          "to --data ('as-trained'), read it as is ('none'), or tell by its shape ('auto').")
+rows_option = click.option(
+    "--rows", "row_set", type=click.Choice(list(ROW_SETS)), default=None, expose_value=False,
+    callback=lambda ctx, param, value: ctx.meta.__setitem__("rows", value),
+    help="Of a run trained with --holdout, on its data: the rows it trained on, the rows it held out, or all "
+         "[default: the held-out rows when the checkpoint records a split, said in a note; else all].")
 quiet_option = click.option("--quiet", is_flag=True, help="No progress bar.")
 
 

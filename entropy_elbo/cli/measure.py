@@ -19,6 +19,7 @@ from entropy_elbo.cli.base import (
     main,
     plot_option,
     preprocess_option,
+    rows_option,
     seed_option,
     threads_option,
 )
@@ -34,11 +35,11 @@ def watched() -> bool:
 
 
 def common(ctx_meta: dict, **kw: object) -> dict[str, object]:
-    """The options every measuring command hands the library: --threads and --preprocess, progress and notes."""
+    """The options every measuring command hands the library: --threads, --preprocess, --rows, progress, notes."""
     from entropy_elbo import report
 
     return {"threads": ctx_meta.get("threads"), "preprocess": ctx_meta.get("preprocess", "auto"),
-            "on_note": report.message, "progress": report.work_progress, **kw}
+            "rows": ctx_meta.get("rows"), "on_note": report.message, "progress": report.work_progress, **kw}
 
 
 @main.command()
@@ -52,6 +53,7 @@ def common(ctx_meta: dict, **kw: object) -> dict[str, object]:
               help="Also the importance-weighted bound on log p(x) with K samples per point (0: off).")
 @device_option
 @preprocess_option
+@rows_option
 @threads_option
 @checkpoint_options
 def estimate_cmd(checkpoint: Path, data: str | None, key: str | None, batch_size: int | None, samples: int,
@@ -119,6 +121,7 @@ def inspect_cmd(checkpoint: Path, data: str | None, key: str | None, as_json: bo
 @plot_option("a bar chart of the per-latent entropies")
 @device_option
 @preprocess_option
+@rows_option
 @threads_option
 @checkpoint_options
 def collapse_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int | None, threshold: float | None,
@@ -165,6 +168,7 @@ def collapse_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int |
 @json_option
 @device_option
 @preprocess_option
+@rows_option
 @threads_option
 @checkpoint_options
 def compare_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int | None, sizes: str | None, repeats: int,
