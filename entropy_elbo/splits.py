@@ -8,8 +8,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
 from entropy_elbo.choices import ROW_SETS
@@ -26,12 +24,7 @@ def recorded_split(metadata: dict[str, object]) -> tuple[int, int, int] | None:
 
 
 def _as_dict(value: object) -> dict[str, object]:
-    if isinstance(value, str):  # safetensors metadata holds JSON strings
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return {}
-    return value if isinstance(value, dict) else {}
+    return value if isinstance(value, dict) else {}  # the loader parsed the metadata's JSON (errors.parse_json)
 
 
 def rows_of(n: int, metadata: dict[str, object], rows: str | None, name: str) -> tuple[np.ndarray | None, str, str]:
