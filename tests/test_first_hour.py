@@ -1,0 +1,53 @@
+"""Outputs a new user reads literally (issue #23): units listed only for figures that exist, the prior's formula
+as it was computed, a figure file checked before a long pass."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from entropy_elbo.data import make_synthetic
+from entropy_elbo.elbo import estimate
+from entropy_elbo.models import ModelConfig, build_model
+from entropy_elbo.report.estimate import prior_formula
+
+
+def _estimate(kind: str):  # noqa: ANN202
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(kind=kind, data_dim=10, latent_dim=2))
+    if kind == "vae2":  # a learned prior: ln alpha^2 away from 0
+        with torch.no_grad():
+            model.logalpha2.copy_(torch.tensor([0.5, -1.0]))
+    return estimate(model, [make_synthetic("ppca", n=100, seed=0)], samples=2, seed=0)
+
+
+def _has(d: dict, dotted: str) -> bool:
+    head, _, rest = dotted.partition(".")
+    return head in d and (not rest or _has(d[head], rest))
+
+
+@pytest.mark.parametrize("kind", ["vae1", "linear"])
+def test_other_units_lists_only_figures_the_object_has(kind: str) -> None:
+    out = _estimate(kind).to_dict()
+    assert out["other_units"] and all(_has(out, key) for key in out["other_units"])
+    assert "relative_difference" in out["other_units"]
+
+
+def test_the_prior_row_names_the_formula_that_gave_it() -> None:
+    standard, learned = _estimate("vae1"), _estimate("vae2")
+    assert standard.entropies["prior"] == pytest.approx(0.5 * 2 * math.log(2 * math.pi * math.e), rel=1e-12)
+    assert prior_formula(standard) == "0.5 H log(2 pi e), prior N(0, I)"
+    assert prior_formula(learned) == "0.5 log det(2 pi e A)"
+
+
+def test_every_benchmark_with_a_goal_exits_nonzero_when_it_is_not_met() -> None:
+    from pathlib import Path
+
+    scripts = sorted((Path(__file__).parents[1] / "benchmarks").glob("*.py"))
+    with_goal = [p for p in scripts if "NOT met" in p.read_text()]
+    assert len(with_goal) >= 6
+    for path in with_goal:
+        text = path.read_text()
+        assert "def main() -> bool:" in text and "sys.exit(0 if main() else 1)" in text, path.name
