@@ -51,3 +51,40 @@ def test_every_benchmark_with_a_goal_exits_nonzero_when_it_is_not_met() -> None:
     for path in with_goal:
         text = path.read_text()
         assert "def main() -> bool:" in text and "sys.exit(0 if main() else 1)" in text, path.name
+
+
+def test_plot_without_out_writes_beside_the_log_and_into_the_run(tmp_path) -> None:  # noqa: ANN001
+    import shutil
+
+    import numpy as np
+    from click.testing import CliRunner
+
+    from entropy_elbo.cli import main
+    from entropy_elbo.launch import train_run
+
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(60, 3)).astype(np.float32))
+    train_run("linear", out=tmp_path / "run", data=str(tmp_path / "x.npy"), epochs=2, progress=False, threads=1)
+    shutil.copy(tmp_path / "run" / "log.jsonl", tmp_path / "monitor.jsonl")
+    for given, written in ((tmp_path / "monitor.jsonl", tmp_path / "monitor.png"),
+                           (tmp_path / "run", tmp_path / "run" / "elbo.png")):
+        result = CliRunner().invoke(main, ["plot", str(given)])
+        assert result.exit_code == 0 and written.stat().st_size > 1000, result.output
+
+
+@pytest.mark.parametrize("command", ["collapse", "compare"])
+def test_plot_without_matplotlib_fails_before_the_pass(command: str, monkeypatch, tmp_path) -> None:  # noqa: ANN001
+    import sys
+
+    from click.testing import CliRunner
+
+    import entropy_elbo.measure
+    from entropy_elbo.cli import main
+
+    def no_pass(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("the pass ran")
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ImportError
+    monkeypatch.setattr(entropy_elbo.measure, command, no_pass)
+    result = CliRunner().invoke(main, [command, "ckpt.safetensors", "--data", "x.npy", "--plot",
+                                       str(tmp_path / "f.png")])
+    assert result.exit_code == 1 and "--plot needs matplotlib" in result.stderr, result.output

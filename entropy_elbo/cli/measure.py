@@ -136,6 +136,8 @@ def collapse_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int |
     """
     from entropy_elbo import measure, report
 
+    if plot is not None:
+        report.import_pyplot()  # no matplotlib: say so before the pass, not after it
     opened: list[Opened] = []
     result = measure.collapse(checkpoint, data, threshold=threshold, delta=delta, active_threshold=active_threshold,
                               lucas_epsilon=lucas_epsilon, lucas_delta=lucas_delta, device=device,
@@ -178,6 +180,8 @@ def compare_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int | 
     from entropy_elbo import compare as comparing
     from entropy_elbo import measure, report
 
+    if plot is not None:
+        report.import_pyplot()  # no matplotlib: say so before the pass, not after it
     cmp = measure.compare(checkpoint, data, sizes=None if sizes is None else comparing.parse_sizes(sizes),
                           repeats=repeats, mc_samples=comparing.parse_sizes(mc_samples, "--mc-samples"), seed=seed,
                           device=device, batch_size=batch_size, key=key, options=load_options,

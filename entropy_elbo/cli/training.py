@@ -172,15 +172,18 @@ def demo(out: Path | None, out_dir: Path | None, device: str) -> None:
 
 @main.command()
 @click.argument("run_path", metavar="RUN", type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path),
-              help="Image file to write: .png, .pdf or .svg (the extension picks the format).")
+@click.option("--out", default=None, type=click.Path(path_type=Path),
+              help="Image file to write: .png, .pdf or .svg (the extension picks the format) [default: a log "
+                   "file's name with .png (monitor.jsonl -> monitor.png), or RUN/elbo.png].")
 @click.option("--threshold", type=float, default=1.0, show_default=True, help="Collapse threshold in nats (eq. 24).")
-def plot(run_path: Path, out: Path, threshold: float) -> None:
+def plot(run_path: Path, out: Path | None, threshold: float) -> None:
     """Fig. 1 (ELBO vs the three entropies; relative gap) and Fig. 7 (per-latent entropies) of a training RUN."""
     from entropy_elbo import report
     from entropy_elbo.plot import plot_run, run_log, run_title
 
     rows = run_log(run_path)
+    if out is None:
+        out = run_path.with_suffix(".png") if run_path.suffix in (".jsonl", ".safetensors") else run_path / "elbo.png"
     plot_run(rows, out, threshold, title=run_title(run_path))
     report.message(f"wrote {out}: {len(rows)} epochs of {run_path}")
 
