@@ -137,8 +137,9 @@ def test_a_resumed_run_does_not_warn_twice(data: Tensor, tmp_path: Path) -> None
     assert [r["epoch"] for r in resumed.rows] == [3] and resumed.rows[0]["warnings"] == []
 
 
-def test_without_pytorch_lightning_the_import_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "pytorch_lightning", None)
+def test_without_either_lightning_the_import_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("pytorch_lightning", "lightning", "lightning.pytorch"):
+        monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.delitem(sys.modules, "entropy_elbo.lightning")
     with pytest.raises(ImportError, match=r"pip install 'entropy-elbo\[lightning\]'") as err:
         importlib.import_module("entropy_elbo.lightning")
@@ -175,3 +176,34 @@ def test_the_lightning_example_logs_the_final_models_figures(tmp_path: Path) -> 
     est, col = Monitor(model.vae, held_out, samples=0).measure()
     assert float(logged[-1]["entropy_elbo/elbo"]) == pytest.approx(est.entropy_elbo, abs=1e-9)
     assert float(logged[-1]["entropy_elbo/active_latents"]) == col.h - col.counts["entropy"]
+
+
+def test_a_warning_names_the_users_line_that_called_fit(data: Tensor, tmp_path: Path) -> None:
+    with pytest.warns(MonitorWarning, match="fixed") as caught:
+        fit(data[:200], [EntropyMonitor(data[:150], samples=2, options=LoadOptions(decoder_variance=0.5))], tmp_path,
+            max_epochs=1)
+    assert {Path(w.filename).name for w in caught if issubclass(w.category, MonitorWarning)} == {Path(__file__).name}
+
+
+def test_the_callback_is_a_callback_of_each_lightning_installed() -> None:
+    flavours = [importlib.import_module(n) for n in ("lightning.pytorch", "pytorch_lightning")
+                if importlib.util.find_spec(n.split(".")[0]) is not None]
+    assert flavours and all(issubclass(EntropyMonitor, f.Callback) for f in flavours)
+
+
+def test_the_lightning_package_trainer_takes_the_callback(data: Tensor) -> None:
+    lit = pytest.importorskip("lightning")  # `import lightning as L`, as README writes
+
+    class LitL(BNVAE, lit.LightningModule):
+        training_step = LitVAE.training_step
+        configure_optimizers = LitVAE.configure_optimizers
+
+    monitor = EntropyMonitor(data[:150], samples=2)
+    trainer = lit.Trainer(accelerator="cpu", devices=1, max_epochs=2, logger=False, callbacks=[monitor],
+                          enable_checkpointing=False,
+                          enable_progress_bar=False, enable_model_summary=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(does not have many workers|LeafSpec|litlogger).*")
+        trainer.fit(LitL(), torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data[:200]), batch_size=100))
+    assert [r["epoch"] for r in monitor.rows] == [1, 2]
+    assert trainer.callback_metrics["entropy_elbo/elbo"] == pytest.approx(monitor.rows[-1]["entropy_elbo"])
