@@ -88,3 +88,17 @@ def test_plot_without_matplotlib_fails_before_the_pass(command: str, monkeypatch
     result = CliRunner().invoke(main, [command, "ckpt.safetensors", "--data", "x.npy", "--plot",
                                        str(tmp_path / "f.png")])
     assert result.exit_code == 1 and "--plot needs matplotlib" in result.stderr, result.output
+
+
+def test_select_progress_prints_lines_in_a_pipe(capsys, monkeypatch) -> None:  # noqa: ANN001
+    from entropy_elbo import progress
+    from entropy_elbo.report.progress import rows_progress
+
+    ticks = iter(range(0, 10_000, 40))  # 40 s between readings of the clock: past the 30 s interval each time
+    monkeypatch.setattr(progress.time, "monotonic", lambda: float(next(ticks)))
+    with rows_progress(300) as update:
+        for done in (100, 200, 300):
+            update(done)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" ")[1] for line in lines] == ["100/300", "200/300", "300/300"]
+    assert "elapsed" in lines[0] and "done in" in lines[-1]
