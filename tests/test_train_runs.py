@@ -112,7 +112,7 @@ def test_conv_on_an_image_folder_trains_resumes_and_estimates(tmp_path: Path) ->
     images = prepare_data(str(folder), image_size=16).train
     save_array(images, tmp_path / "images.npy")
     res = runner.invoke(main, ["estimate", str(tmp_path / "run" / "model.safetensors"), "--data",
-                               str(tmp_path / "images.npy"), "--samples", "4", "--json"])
+                               str(tmp_path / "images.npy"), "--samples", "4", "--rows", "all", "--json"])
     assert res.exit_code == 0, res.output
     est = json.loads(res.stdout)
     assert est["n"] == 12 and est["d"] == 3 * 16 * 16 and est["h"] == 4 and est["decoder_variance"] == "scalar"
