@@ -102,3 +102,16 @@ def test_select_progress_prints_lines_in_a_pipe(capsys, monkeypatch) -> None:  #
     lines = capsys.readouterr().err.splitlines()
     assert [line.split(" ")[1] for line in lines] == ["100/300", "200/300", "300/300"]
     assert "elapsed" in lines[0] and "done in" in lines[-1]
+
+
+def test_make_test_skips_the_slow_marker_that_make_test_all_runs_and_readme_names() -> None:
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    make = root.joinpath("Makefile").read_text()
+    recipe = {m.group(1): m.group(2) for m in re.finditer(r"^([\w-]+):[^\n]*\n((?:\t[^\n]*\n)+)", make, re.M)}
+    assert 'pytest -m "not slow"' in recipe["test"] and "-m" not in recipe["test-all"].split("pytest")[-1]
+    assert "slow:" in root.joinpath("pyproject.toml").read_text()
+    assert "`slow`" in root.joinpath("README.md").read_text()
+    assert root.joinpath("tests", "test_examples.py").read_text().count("@pytest.mark.slow") >= 6

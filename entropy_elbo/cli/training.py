@@ -145,7 +145,7 @@ def fit(config: ModelConfig, x: np.ndarray, settings: TrainConfig, dev: torch.de
 @device_option
 @threads_option
 def demo(out: Path | None, out_dir: Path | None, device: str) -> None:
-    """Train a small VAE-1 on bundled synthetic data, then estimate its ELBO both ways (under a minute)."""
+    """Train a small VAE-1 on bundled synthetic data, then estimate its ELBO both ways (about 20 s of CPU)."""
     from entropy_elbo import report
     from entropy_elbo.checkpoints import load_model
     from entropy_elbo.data import iter_batches, make_synthetic
