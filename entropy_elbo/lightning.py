@@ -4,7 +4,8 @@ Needs `lightning` (`import lightning as L`) or `pytorch_lightning` (`pip install
 both installed the callback is a Callback of each, so either Trainer takes it. Stable metric names, all nats per
 data point except the counts and r, a_h (ratios):
 
-- `entropy_elbo/elbo`: the entropy ELBO (Thm. 2, eq. 14); `entropy_elbo/mc_elbo`, `entropy_elbo/mc_stderr`;
+- `entropy_elbo/entropy_elbo`: the entropy ELBO (Thm. 2, eq. 14); `entropy_elbo/mc_elbo`, `entropy_elbo/mc_stderr`
+  (the names of `estimate --json`, the run logs and the Monitor rows; `entropy_elbo/elbo` in 0.1.0);
 - `entropy_elbo/encoder_entropy`, `entropy_elbo/prior_entropy`, `entropy_elbo/decoder_entropy`;
 - `entropy_elbo/r`, `entropy_elbo/gap` (eq. 76), `entropy_elbo/a/{h}` per latent;
 - `entropy_elbo/active_latents` (entropy criterion, eq. 24), `entropy_elbo/active_latents/active_units`,
@@ -53,7 +54,7 @@ def metrics(row: dict[str, object]) -> dict[str, float]:
     """A monitor row as flat, stably named numbers for a metrics logger (missing and non-finite ones left out)."""
     active = row["active_latents_by_metric"]
     named: dict[str, object] = {
-        "elbo": row["entropy_elbo"], "mc_elbo": row["elbo"], "mc_stderr": row["mc_stderr"],
+        "entropy_elbo": row["entropy_elbo"], "mc_elbo": row["mc_elbo"], "mc_stderr": row["mc_stderr"],
         "encoder_entropy": row["encoder_entropy"], "prior_entropy": row["prior_entropy"],
         "decoder_entropy": row["decoder_entropy"], "r": row["r"], "gap": row["gap"],
         "active_latents": active["entropy"], "active_latents/active_units": active["active_units"],

@@ -276,7 +276,7 @@ def monitor_row(epoch: int, est: Estimate, result: CollapseResult) -> dict[str, 
     active = {m: result.h - c for m, c in result.counts.items()}
     st = est.stationarity
     return {
-        "epoch": epoch, "elbo": est.mc_elbo, "mc_stderr": est.mc_stderr, "mc_samples": est.mc_samples,
+        "epoch": epoch, "mc_elbo": est.mc_elbo, "mc_stderr": est.mc_stderr, "mc_samples": est.mc_samples,
         "entropy_elbo": est.entropy_elbo, "relative_gap": est.relative_difference,
         "encoder_entropy": est.entropies["encoder"], "prior_entropy": est.entropies["prior"],
         "decoder_entropy": est.entropies["decoder"], "latent_entropies": result.mean_entropy,

@@ -47,14 +47,14 @@ def run_log(path: str | Path) -> list[dict[str, object]]:
     return rows
 
 
-NUMBER_FIELDS = {"epoch": False, "elbo": False, "entropy_elbo": True, "heldout_elbo": True, "relative_gap": True}
+NUMBER_FIELDS = {"epoch": False, "mc_elbo": False, "entropy_elbo": True, "heldout_elbo": True, "relative_gap": True}
 
 
 def check_row(row: dict[str, object], first: dict[str, object], where: str) -> None:
-    """A log row the figures can draw: epoch and elbo numbers, optional numbers or null, H latent entropies."""
+    """A log row the figures can draw: epoch and mc_elbo numbers, optional numbers or null, H latent entropies."""
     for name, optional in NUMBER_FIELDS.items():
         value = row.get(name)
-        if value is None and (optional or (name == "elbo" and row.get("mc_samples") == 0)):  # a monitor row, S = 0
+        if value is None and (optional or (name == "mc_elbo" and row.get("mc_samples") == 0)):  # a monitor row, S = 0
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             what = "is missing" if name not in row else f"is {value!r}, not a number"
@@ -109,9 +109,9 @@ def plot_run(rows: list[dict[str, object]], out: str | Path, threshold: float = 
     if title:
         fig.suptitle(title)
     a = ax[0, 0]
-    if any(r["elbo"] is not None for r in rows):
+    if any(r["mc_elbo"] is not None for r in rows):
         where = "the monitor's fixed batch" if "mc_samples" in rows[0] else "training batches"
-        a.plot(epochs, [r["elbo"] for r in rows], label=f"ELBO (sampled, {where})")
+        a.plot(epochs, [r["mc_elbo"] for r in rows], label=f"ELBO (sampled, {where})")
     if any(r.get("heldout_elbo") is not None for r in rows):
         a.plot(epochs, [r.get("heldout_elbo") for r in rows], label="ELBO (held-out)")
     if any(r.get("entropy_elbo") is not None for r in rows):

@@ -115,3 +115,24 @@ def test_make_test_skips_the_slow_marker_that_make_test_all_runs_and_readme_name
     assert "slow:" in root.joinpath("pyproject.toml").read_text()
     assert "`slow`" in root.joinpath("README.md").read_text()
     assert root.joinpath("tests", "test_examples.py").read_text().count("@pytest.mark.slow") >= 6
+
+
+def test_one_vocabulary_and_old_logs_still_read(tmp_path) -> None:  # noqa: ANN001
+    import json
+
+    from entropy_elbo.lightning import metrics
+    from entropy_elbo.monitor import Monitor
+    from entropy_elbo.plot import run_log
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(kind="vae1", data_dim=10, latent_dim=2))
+    x = torch.as_tensor(make_synthetic("ppca", n=100, seed=0))
+    row = Monitor(model, x, samples=2).step(1)
+    est = estimate(model, [x.numpy()], samples=2, seed=0).to_dict()
+    assert {"entropy_elbo", "mc_elbo"} <= set(row) & set(est) and "elbo" not in row
+    logged = metrics(row)
+    assert logged["entropy_elbo/entropy_elbo"] == row["entropy_elbo"]
+    assert logged["entropy_elbo/mc_elbo"] == row["mc_elbo"]
+    old = {"epoch": 1, "elbo": -3.0, "entropy_elbo": -3.1, "relative_gap": 0.03, "latent_entropies": [0.5, 1.2]}
+    (tmp_path / "old.jsonl").write_text(json.dumps(old) + "\n" + json.dumps({**old, "epoch": 2}) + "\n")
+    assert [r["mc_elbo"] for r in run_log(tmp_path / "old.jsonl")] == [-3.0, -3.0]

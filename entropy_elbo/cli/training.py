@@ -114,7 +114,7 @@ def train_cmd(ctx: click.Context, model: str | None, data_spec: str | None, out:
     last = result.history[-1]
     gap = last["relative_gap"]
     report.message(f"wrote {result.run.checkpoint} (epoch {last['epoch']}) and {result.run.folder}/log.jsonl: sampled "
-                   f"ELBO {last['elbo']:.4f}, entropy ELBO {report._fmt(last['entropy_elbo'])} nats per data point, "
+                   f"ELBO {last['mc_elbo']:.4f}, entropy ELBO {report._fmt(last['entropy_elbo'])} nats per data point, "
                    f"gap {'n/a' if gap is None else f'{100 * gap:+.2f}%'}, {last['active_latents']} active latents "
                    "(averages over the last epoch's batches; `entropy-elbo estimate` gives the checkpoint's own)")
 
