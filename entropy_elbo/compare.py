@@ -143,11 +143,11 @@ def timed(fn: Estimator, batches: list[np.ndarray]) -> tuple[float, float]:
 
 
 def check_sizes(sizes: Sequence[int] | None, repeats: int, n_data: int, source: str) -> list[int]:
-    """Subset sizes must lie in [1, N] (None: the defaults up to N); a standard deviation needs 2 repeats."""
+    """Subset sizes must lie in [1, N] (None: the defaults below N); a standard deviation needs 2 repeats."""
     if repeats < 2:
         raise EntropyElboError(f"repeats (--repeats): got {repeats}; a standard deviation needs at least 2 repeats")
-    if sizes is None:
-        sizes = [n for n in DEFAULT_SIZES if n <= n_data] or [n_data]
+    if sizes is None:  # below N: every subset of N rows is the whole data (zero spread, no ratio), at the most cost
+        sizes = [n for n in DEFAULT_SIZES if n < n_data] or [max(1, n_data // 2)]
     sizes = sorted({int(n) for n in sizes})
     if not sizes or sizes[0] < 1:
         raise EntropyElboError(f"sizes (--sizes): got {sizes}; pass positive subset sizes such as 10,100,1000")

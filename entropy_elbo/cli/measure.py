@@ -162,7 +162,7 @@ def collapse_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int |
 @data_options
 @click.option("--sizes", default=None,
               help="Subset sizes n (data points), comma-separated, each at most the number of rows "
-                   "[default: 10,100,1000,10000 up to the number of rows].")
+                   "[default: 10,100,1000,10000 below the number of rows; else half the rows].")
 @click.option("--repeats", type=int, default=10, show_default=True, help="Random subsets drawn per size.")
 @click.option("--mc-samples", default="1,100", show_default=True, help="Monte Carlo sample counts to compare.")
 @plot_option("the paper's Fig. 2(b)/6 (estimates and std vs n)")
