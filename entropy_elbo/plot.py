@@ -6,6 +6,7 @@ matplotlib is an optional extra (`pip install 'entropy-elbo[plot]'`).
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -104,6 +105,8 @@ def plot_run(rows: list[dict[str, object]], out: str | Path, threshold: float = 
     converged range), per-latent encoder entropies over training (one labelled line per latent) and of the last
     epoch sorted, collapsed ones red (Fig. 7). The file's extension picks the format. Returns the figure."""
     plt = import_pyplot("plot: needs matplotlib; ")
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [r["epoch"] for r in rows]
     fig, ax = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)
     if title:
@@ -134,6 +137,8 @@ def plot_run(rows: list[dict[str, object]], out: str | Path, threshold: float = 
     c.axhline(PRIOR_ENTROPY, color="black", ls=":", label=f"prior entropy {PRIOR_ENTROPY:.3f}")
     c.axhline(threshold, color="red", ls="--", label=f"collapse threshold {threshold}")
     c.set(xlabel="epoch", ylabel="mean encoder entropy [nats]", title="per-latent encoder entropies (Fig. 7)")
+    for panel in (a, b, c):  # epochs are whole numbers: no tick at 2.5
+        panel.xaxis.set_major_locator(MaxNLocator(integer=True))
     c.legend(fontsize=6 if h > 10 else 8, ncol=1 + h // 12, loc="best")
     d = ax[1, 1]
     order = sorted(range(h), key=lambda k: -rows[-1]["latent_entropies"][k])
@@ -155,6 +160,15 @@ def plot_run(rows: list[dict[str, object]], out: str | Path, threshold: float = 
     return fig
 
 
+def model_name(model: object) -> str:
+    """The model as a figure's title names it: our config's kind, else the user's own class (not our adapter)."""
+    kind = getattr(getattr(model, "config", None), "kind", None)
+    if kind is not None:
+        return str(kind)
+    inner = getattr(model, "module", None)
+    return type(inner if inner is not None else model).__name__
+
+
 def plot_collapse(result: CollapseResult, path: str, source: str) -> None:
     """A PNG of the mean encoder entropy per latent, highest first, collapsed in red (the paper's Fig. 7, bottom)."""
     try:
@@ -164,7 +178,8 @@ def plot_collapse(result: CollapseResult, path: str, source: str) -> None:
     order = result.order
     values = [result.mean_entropy[k] for k in order]
     colors = ["tab:red" if result.collapsed["entropy"][k] else "tab:blue" for k in order]
-    fig = Figure(figsize=(max(4.0, 0.35 * result.h + 1.5), 3.2), layout="constrained")
+    width = max(4.0, 0.35 * result.h + 1.5)  # inches
+    fig = Figure(figsize=(width, 3.2), layout="constrained")
     ax = fig.add_subplot()
     ax.bar(range(result.h), values, color=colors)
     ax.set_xticks(range(result.h), [str(k) for k in order], fontsize=7)
@@ -177,7 +192,8 @@ def plot_collapse(result: CollapseResult, path: str, source: str) -> None:
     ax.set_xlabel("latent h (by mean encoder entropy)")
     ax.set_ylabel("mean H[q(z_h|x)] (nats)")
     n_active = result.h - result.counts["entropy"]
-    ax.set_title(f"{source}: {n_active} of {result.h} latents active (eq. 24)", fontsize=9)
+    title = f"{source}: {n_active} of {result.h} latents active (eq. 24)"
+    ax.set_title(textwrap.fill(title, int(width * 72 / (9 * 0.6))), fontsize=9)  # 9-pt characters ~0.6 em wide
     ax.legend(fontsize=7, loc="best")
     try:
         fig.savefig(path, dpi=120)  # the extension picks the format

@@ -136,3 +136,24 @@ def test_one_vocabulary_and_old_logs_still_read(tmp_path) -> None:  # noqa: ANN0
     old = {"epoch": 1, "elbo": -3.0, "entropy_elbo": -3.1, "relative_gap": 0.03, "latent_entropies": [0.5, 1.2]}
     (tmp_path / "old.jsonl").write_text(json.dumps(old) + "\n" + json.dumps({**old, "epoch": 2}) + "\n")
     assert [r["mc_elbo"] for r in run_log(tmp_path / "old.jsonl")] == [-3.0, -3.0]
+
+
+def test_figure_titles_name_the_users_model_not_our_adapter() -> None:
+    import entropy_elbo
+    from entropy_elbo.plot import model_name
+
+    class MyVAE(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = torch.nn.Linear(10, 4)  # mean and log-variance of H = 2
+            self.decoder = torch.nn.Linear(2, 10)
+
+        def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return self.encoder(x).chunk(2, dim=-1)
+
+        def decode(self, z: torch.Tensor) -> torch.Tensor:
+            return self.decoder(z)
+
+    opened = entropy_elbo.open_checkpoint(MyVAE(), torch.randn(64, 10), needs="encoder")
+    assert type(opened.model).__name__ != "MyVAE" and model_name(opened.model) == "MyVAE"
+    assert model_name(build_model(ModelConfig(kind="vae1", data_dim=10, latent_dim=2))) == "vae1"

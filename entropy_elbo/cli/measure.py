@@ -152,8 +152,9 @@ def collapse_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int |
     report.print_collapse(result, str(checkpoint), as_json,
                           {"checkpoint": found, "assumptions": found["assumptions"]} if found else None, top)
     if plot is not None:
-        kind = getattr(getattr(read.model, "config", None), "kind", type(read.model).__name__)
-        report.plot_collapse(result, str(plot), f"{checkpoint.name} ({kind}) on {data}")
+        from entropy_elbo.plot import model_name
+
+        report.plot_collapse(result, str(plot), f"{checkpoint.name} ({model_name(read.model)}) on {Path(data).name}")
         report.message(f"wrote the per-latent entropy chart to {plot}")
 
 
