@@ -157,3 +157,17 @@ def test_figure_titles_name_the_users_model_not_our_adapter() -> None:
     opened = entropy_elbo.open_checkpoint(MyVAE(), torch.randn(64, 10), needs="encoder")
     assert type(opened.model).__name__ != "MyVAE" and model_name(opened.model) == "MyVAE"
     assert model_name(build_model(ModelConfig(kind="vae1", data_dim=10, latent_dim=2))) == "vae1"
+
+
+def test_a_spread_of_only_rounding_is_drawn_as_zero_not_decades_down(tmp_path) -> None:  # noqa: ANN001
+    pytest.importorskip("matplotlib")
+    from entropy_elbo.compare import compare, plot_comparison, rounding_only
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(kind="vae1", data_dim=10, latent_dim=2))
+    x = make_synthetic("ppca", n=60, seed=0)
+    cmp = compare(model, x, sizes=[10, 60], repeats=3, mc_samples=(2,))
+    whole = {r.estimator: r for r in cmp.runs if r.n == 60}
+    assert rounding_only(whole["entropy"]) and not rounding_only(whole["mc2"])  # n = N: the same rows each time
+    assert not any(rounding_only(r) for r in cmp.runs if r.n == 10)
+    assert plot_comparison(cmp, tmp_path / "c.png").stat().st_size > 1000
