@@ -99,6 +99,21 @@ def converged_linthresh(gaps: list[float | None]) -> float:
     return max([0.01, *tail])
 
 
+def symlog_ticks(gaps: list[float | None], linthresh: float) -> tuple[list[float], list[str]]:
+    """Ticks of the relative-difference panel that never overlap: 0, +-linthresh (the linear range's ends), then
+    +-10^k beyond it, a decade at least a tick apart (matplotlib's default put 10^0 and -10^0 inside the linear range,
+    on top of 0)."""
+    import math
+
+    top = max([linthresh, *(abs(g) for g in gaps if g is not None)])
+    ticks = [0.0, linthresh, -linthresh]
+    for k in range(math.floor(math.log10(linthresh)) + 1, math.ceil(math.log10(top)) + 1):
+        if 10.0**k >= 3 * linthresh:  # not crowding the end of the linear range
+            ticks += [10.0**k, -(10.0**k)]
+    ticks = sorted(t for t in ticks if abs(t) <= 10 * top)
+    return ticks, [f"{t:+g}" if t else "0" for t in ticks]
+
+
 def plot_run(rows: list[dict[str, object]], out: str | Path, threshold: float = 1.0,  # noqa: ANN201
              title: str | None = None):
     """Four panels: ELBO vs entropies (Fig. 1 top), relative gap in % (Fig. 1 bottom, symlog: linear over the
@@ -127,6 +142,7 @@ def plot_run(rows: list[dict[str, object]], out: str | Path, threshold: float = 
     b.axhline(0, color="grey", lw=0.8)
     linthresh = converged_linthresh(gaps)
     b.set_yscale("symlog", linthresh=linthresh)
+    b.set_yticks(*symlog_ticks(gaps, linthresh))
     b.set(xlabel="epoch", ylabel="(ELBO - entropy ELBO) / |ELBO|  [%]",
           title=f"relative difference (linear within +-{linthresh:.3g} %, logarithmic beyond)")
     c = ax[0, 1]

@@ -171,3 +171,17 @@ def test_a_spread_of_only_rounding_is_drawn_as_zero_not_decades_down(tmp_path) -
     assert rounding_only(whole["entropy"]) and not rounding_only(whole["mc2"])  # n = N: the same rows each time
     assert not any(rounding_only(r) for r in cmp.runs if r.n == 10)
     assert plot_comparison(cmp, tmp_path / "c.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("gaps,linthresh", [([-900.0, -5000.0, 3.0, 4.71, -2.0, 0.3], 4.71),
+                                             ([0.5, -0.02, 0.004], 0.01), ([None, 1e5, 0.2], 0.2)])
+def test_relative_difference_ticks_never_crowd_zero(gaps: list, linthresh: float) -> None:
+    from entropy_elbo.plot import symlog_ticks
+
+    ticks, labels = symlog_ticks(gaps, linthresh)
+    assert 0.0 in ticks and linthresh in ticks and -linthresh in ticks and len(labels) == len(ticks)
+    assert not [t for t in ticks if 0 < abs(t) < linthresh]  # nothing inside the linear range but 0
+    beyond = sorted({abs(t) for t in ticks if abs(t) > linthresh})
+    assert all(b >= 3 * linthresh for b in beyond)
+    assert all(q / p >= 10 for p, q in zip(beyond, beyond[1:], strict=False))  # a decade apart
+    assert max(abs(t) for t in ticks) >= max(abs(g) for g in gaps if g is not None) / 10
