@@ -185,3 +185,17 @@ def test_relative_difference_ticks_never_crowd_zero(gaps: list, linthresh: float
     assert all(b >= 3 * linthresh for b in beyond)
     assert all(q / p >= 10 for p, q in zip(beyond, beyond[1:], strict=False))  # a decade apart
     assert max(abs(t) for t in ticks) >= max(abs(g) for g in gaps if g is not None) / 10
+
+
+def test_a_negative_entropy_is_a_bar_left_of_zero_not_an_empty_one() -> None:
+    from entropy_elbo.latents import collapse
+    from entropy_elbo.report.collapse import collapse_bars
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(kind="vae1", data_dim=10, latent_dim=2))
+    result = collapse(model, [make_synthetic("ppca", n=50, seed=0)])
+    result.mean_entropy = [-2.0, 1.3]  # a sharp latent (negative entropy) and a collapsed one
+    bars = {line[:5].strip(): line for line in collapse_bars(result, width=40)[1:]}
+    assert bars["z0"].count("#") >= 10 and bars["z1"].count("#") >= 5
+    first_z0 = bars["z0"].index("#")
+    assert first_z0 < bars["z1"].index("#")  # the negative bar lies left of where the positive one starts
