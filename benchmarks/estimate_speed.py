@@ -6,6 +6,7 @@ Run: python benchmarks/estimate_speed.py [--quick] [--json]
 
 from __future__ import annotations
 
+import sys
 import time
 
 import torch
@@ -50,7 +51,7 @@ def linear_scaling(sizes: list[int], repeats: int) -> list[dict[str, object]]:
     return out
 
 
-def main() -> None:
+def main() -> bool:
     args = parse_args(__doc__)
     n, repeats = (2_000, 3) if args.quick else (50_000, 5)
     vae = vae1_ratio(n, samples=100, repeats=repeats)
@@ -66,7 +67,8 @@ def main() -> None:
         rows.append((f"linear VAE N={r['n']:,}", f"entropy ELBO {r['entropy_elbo_s'] * 1e6:.0f} us (from parameters); "
                      f"full pass with a_h and pPCA {r['full_pass_s'] * 1e3:.1f} ms"))
     emit("estimate_speed", {"vae1": vae, "linear": linear}, rows, args.json)
+    return bool(vae["met"])
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(0 if main() else 1)  # a goal not met fails the run

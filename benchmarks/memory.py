@@ -89,7 +89,7 @@ def plan_size(folder: Path, want: int) -> tuple[int, str | None]:
     return math.ceil(want / slice_bytes), None
 
 
-def main() -> None:
+def main() -> bool:
     import argparse
 
     extra = argparse.ArgumentParser(add_help=False)
@@ -132,7 +132,8 @@ def main() -> None:
         shutil.rmtree(folder, ignore_errors=True)
     emit("memory", {"file_gib": repeats * SLICE_ROWS * 400 / GIB, "note": note, "commands": results}, table,
          args.json)
+    return all(r["rss_goal_met"] for r in results.values())
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(0 if main() else 1)  # a goal not met fails the run

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 import time
 
 import torch
@@ -58,7 +59,7 @@ def timed(fn, device: torch.device) -> tuple[float, float]:  # noqa: ANN001
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def main() -> None:
+def main() -> bool:
     args = parse_args(__doc__)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     n, repeats = (5_000, 3) if args.quick else (50_000, 5)
@@ -102,7 +103,8 @@ def main() -> None:
                   f"wall {wall_ratio:.3f}x, CPU {cpu_ratio:.3f}x"),
     ]
     emit("train_speed", result, rows, args.json)
+    return result["met"]
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(0 if main() else 1)  # a goal not met fails the run

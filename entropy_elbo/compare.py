@@ -143,11 +143,11 @@ def timed(fn: Estimator, batches: list[np.ndarray]) -> tuple[float, float]:
 
 
 def check_sizes(sizes: Sequence[int] | None, repeats: int, n_data: int, source: str) -> list[int]:
-    """Subset sizes must lie in [1, N] (None: the defaults up to N); a standard deviation needs 2 repeats."""
+    """Subset sizes must lie in [1, N] (None: the defaults below N); a standard deviation needs 2 repeats."""
     if repeats < 2:
         raise EntropyElboError(f"repeats (--repeats): got {repeats}; a standard deviation needs at least 2 repeats")
-    if sizes is None:
-        sizes = [n for n in DEFAULT_SIZES if n <= n_data] or [n_data]
+    if sizes is None:  # below N: every subset of N rows is the whole data (zero spread, no ratio), at the most cost
+        sizes = [n for n in DEFAULT_SIZES if n < n_data] or [max(1, n_data // 2)]
     sizes = sorted({int(n) for n in sizes})
     if not sizes or sizes[0] < 1:
         raise EntropyElboError(f"sizes (--sizes): got {sizes}; pass positive subset sizes such as 10,100,1000")
@@ -268,19 +268,40 @@ def plot_comparison(cmp: Comparison, path: str | Path) -> Path:
         ys = np.concatenate([r.values for r in runs])
         dots = top.scatter(xs, ys, s=8, alpha=0.6, label=name_shown)
         top.axhline(runs[-1].mean, ls=":", lw=1, color=dots.get_facecolor()[0])  # mean at the largest n
-        bottom.plot([r.n for r in runs], [max(r.std, 1e-300) for r in runs], "o-", label=name_shown,
-                    color=dots.get_facecolor()[0])
+        spread(bottom, runs, name_shown, dots.get_facecolor()[0])
     top.set_xscale("log")
     top.set_ylabel(f"estimate ({cmp.units})")
     top.set_title(f"ELBO estimates over {cmp.repeats} random subsets of n points")
     top.legend(fontsize="small")
-    bottom.set_yscale("log")
+    if not all(rounding_only(r) for r in cmp.runs):
+        bottom.set_yscale("log")
+    if any(rounding_only(r) for r in cmp.runs):
+        bottom.set_title("v on the axis: no spread beyond float32 rounding (every subset gives the same value)",
+                         fontsize="small")
     bottom.set_xlabel("subset size n (data points)")
     bottom.set_ylabel("standard deviation across repeats")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def spread(ax: object, runs: list, name: str, color: object) -> None:
+    """Standard deviations over the repeats: positive ones as a line on the log axis, zeros as a marker on the
+    axis itself (a log axis has no 0; drawn at 1e-300 it spanned 300 decades)."""
+    positive = [(r.n, r.std) for r in runs if not rounding_only(r)]
+    if positive:
+        ax.plot(*zip(*positive, strict=True), "o-", label=name, color=color)
+    zeros = [r.n for r in runs if rounding_only(r)]
+    if zeros:
+        ax.scatter(zeros, [0.0] * len(zeros), marker="v", s=40, color=color, clip_on=False, zorder=3,
+                   transform=ax.get_xaxis_transform(), label=None if positive else f"{name}: spread 0")
+
+
+def rounding_only(run: object) -> bool:
+    """A spread within float32 rounding of the mean (1e-6 of it): the same value from every subset (n = N, or a
+    linear VAE's entropy ELBO), drawn as zero rather than as a point decades below the others."""
+    return run.std <= 1e-6 * max(1.0, abs(run.mean))
 
 
 def label(name: str) -> str:

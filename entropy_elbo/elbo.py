@@ -71,8 +71,14 @@ class Estimate:
     def to_dict(self) -> dict[str, object]:
         out = asdict(self)
         out["relative_difference"] = self.relative_difference
-        out["other_units"] = OTHER_UNITS
+        out["other_units"] = {key: what for key, what in OTHER_UNITS.items() if _has(out, key)}
         return out
+
+
+def _has(out: dict[str, object], dotted: str) -> bool:
+    """Whether `out` holds the key path "a.b" (other_units lists only figures the object has)."""
+    head, _, rest = dotted.partition(".")
+    return head in out and (not rest or (isinstance(out[head], dict) and _has(out[head], rest)))
 
 
 def _batches_to_tensors(batches: Iterable[np.ndarray | Tensor], device: torch.device) -> Iterable[Tensor]:

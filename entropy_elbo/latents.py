@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from entropy_elbo.choices import ACTIVE_THRESHOLD, LUCAS_DELTA, LUCAS_EPSILON
 from entropy_elbo.elbo import check_encoder_output
 from entropy_elbo.entropies import LOG_2PI_E, gaussian_entropy, latent_kl
 from entropy_elbo.errors import EntropyElboError
@@ -35,9 +36,6 @@ from entropy_elbo.models.protocol import GaussianVAE, check_protocol
 
 PRIOR_ENTROPY = 0.5 * LOG_2PI_E  # H[N(0, 1)] = 0.5 log(2 pi e) ~ 1.4189 nats
 PAPER_THRESHOLD = 1.0  # nats; Fig. 3b and Fig. 7 of the paper
-ACTIVE_THRESHOLD = 0.01  # Burda et al. 2016
-LUCAS_EPSILON = 0.01  # nats
-LUCAS_DELTA = 0.01
 METRICS = ("entropy", "active_units", "lucas")
 
 

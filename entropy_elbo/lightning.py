@@ -1,9 +1,11 @@
-"""A pytorch-lightning callback: the `Monitor`'s figures every n epochs, logged to whatever logger the Trainer has.
+"""A Lightning callback: the `Monitor`'s figures every n epochs, logged to whatever logger the Trainer has.
 
-Needs pytorch-lightning (`pip install 'entropy-elbo[lightning]'`). Stable metric names, all nats per data point
-except the counts and r, a_h (ratios):
+Needs `lightning` (`import lightning as L`) or `pytorch_lightning` (`pip install 'entropy-elbo[lightning]'`); with
+both installed the callback is a Callback of each, so either Trainer takes it. Stable metric names, all nats per
+data point except the counts and r, a_h (ratios):
 
-- `entropy_elbo/elbo`: the entropy ELBO (Thm. 2, eq. 14); `entropy_elbo/mc_elbo`, `entropy_elbo/mc_stderr`;
+- `entropy_elbo/entropy_elbo`: the entropy ELBO (Thm. 2, eq. 14); `entropy_elbo/mc_elbo`, `entropy_elbo/mc_stderr`
+  (the names of `estimate --json`, the run logs and the Monitor rows; `entropy_elbo/elbo` in 0.1.0);
 - `entropy_elbo/encoder_entropy`, `entropy_elbo/prior_entropy`, `entropy_elbo/decoder_entropy`;
 - `entropy_elbo/r`, `entropy_elbo/gap` (eq. 76), `entropy_elbo/a/{h}` per latent;
 - `entropy_elbo/active_latents` (entropy criterion, eq. 24), `entropy_elbo/active_latents/active_units`,
@@ -24,14 +26,25 @@ from torch import nn
 from entropy_elbo.errors import EntropyElboError
 from entropy_elbo.monitor import Monitor, finite
 
-try:
-    import pytorch_lightning as pl
-except ImportError:  # the optional extra is not installed
-    class LightningMissingError(EntropyElboError, ImportError):
-        """pytorch-lightning is not installed."""
 
-    raise LightningMissingError("entropy_elbo.lightning needs pytorch-lightning: pip install "
-                                "'entropy-elbo[lightning]' (or pytorch-lightning)") from None
+class LightningMissingError(EntropyElboError, ImportError):
+    """Neither lightning nor pytorch-lightning is installed."""
+
+
+def callback_bases() -> tuple[type, ...]:
+    """Lightning's Callback class of each flavour installed: `lightning.pytorch` and `pytorch_lightning`."""
+    import importlib
+
+    bases = []
+    for name in ("lightning.pytorch", "pytorch_lightning"):
+        try:
+            bases.append(importlib.import_module(name).Callback)
+        except ImportError:
+            continue
+    if not bases:
+        raise LightningMissingError("entropy_elbo.lightning needs lightning or pytorch-lightning: pip install "
+                                    "'entropy-elbo[lightning]' (or lightning)")
+    return tuple(bases)
 
 PREFIX = "entropy_elbo/"
 WRAPPED = ("model", "vae", "net", "module", "autoencoder")  # attributes where a LightningModule usually keeps its VAE
@@ -41,7 +54,7 @@ def metrics(row: dict[str, object]) -> dict[str, float]:
     """A monitor row as flat, stably named numbers for a metrics logger (missing and non-finite ones left out)."""
     active = row["active_latents_by_metric"]
     named: dict[str, object] = {
-        "elbo": row["entropy_elbo"], "mc_elbo": row["elbo"], "mc_stderr": row["mc_stderr"],
+        "entropy_elbo": row["entropy_elbo"], "mc_elbo": row["mc_elbo"], "mc_stderr": row["mc_stderr"],
         "encoder_entropy": row["encoder_entropy"], "prior_entropy": row["prior_entropy"],
         "decoder_entropy": row["decoder_entropy"], "r": row["r"], "gap": row["gap"],
         "active_latents": active["entropy"], "active_latents/active_units": active["active_units"],
@@ -74,7 +87,7 @@ def _has_encoder(module: nn.Module) -> bool:
     return callable(getattr(module, "encode", None)) or isinstance(getattr(module, "encoder", None), nn.Module)
 
 
-class EntropyMonitor(pl.Callback):
+class EntropyMonitor(*callback_bases()):
     """Measure the model on `val_batch` at the end of every `every_n_epochs`-th training epoch and log the figures.
 
     `module` names the VAE's attribute inside the LightningModule (found by itself otherwise); `log` a JSON-lines
@@ -105,7 +118,7 @@ class EntropyMonitor(pl.Callback):
         if self.monitor is not None:
             self.monitor.load_state_dict(self._resumed)
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_epoch_end(self, trainer: object, pl_module: nn.Module) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs:
             return
         if self.monitor is None:  # built here: the model is on its device and the process group is up

@@ -64,12 +64,13 @@ def estimate(source: Source, data: object = None, *, samples: int = 100, seed: i
              device: str | torch.device = "auto", batch_size: int | None = None, key: str | None = None,
              preprocess: str = "auto", threads: int | None = None, progress: Progress = no_progress,
              on_open: OnOpen = None, on_note: OnNote = None, options: LoadOptions | None = None,
-             **flags: object) -> Estimate:
+             rows: str | None = None, **flags: object) -> Estimate:
     """Entropy ELBO (Thm. 2, eq. 14), Monte Carlo ELBO (eq. 2, S = `samples`), stationarity (r, a_h; eq. 76) and,
     with `iwae` = K > 0, the importance-weighted bound of `source` over `data`, in nats per data point.
 
     `source`: a checkpoint file, a run folder, or a live nn.Module; `data`: a path or named set, an array or tensor
-    of rows (N, ...), or an iterable of batches; `flags`: the checkpoint options named like the CLI's flags
+    of rows (N, ...), or an iterable of batches; `rows`: "train", "holdout" or "all" of a run's data (default: the
+    rows it held out, when it recorded a split); `flags`: the checkpoint options named like the CLI's flags
     (decoder_variance=, model=, activation=, ...). With no data, a linear VAE's entropy ELBO from its parameters
     alone (samples=0; Cor. 1, eq. 20). A refusal raises EntropyElboError with the CLI's one-line message.
     """
@@ -81,7 +82,7 @@ def estimate(source: Source, data: object = None, *, samples: int = 100, seed: i
     try:
         opened = distributed.all_or_none(ctx, dev, lambda: open_checkpoint(
             source, data, key=key, device=dev, batch_size=batch_size, samples=samples, preprocess=preprocess,
-            threads=threads, options=opts))
+            threads=threads, rows=rows, options=opts))
         _told(opened, on_open, on_note)
         est = (_estimate_sharded(opened, ctx, dev, samples, seed, iwae) if ctx is not None else
                _estimate_here(opened, dev, samples, seed, iwae, progress, on_note))
@@ -134,6 +135,8 @@ def _as_read(est: Estimate, opened: Opened, opts: LoadOptions) -> Estimate:
         est = at_optimal_variance(est)
         if intro is not None:  # the sigma^2 used, not the 1 the reading started from
             intro.decoder.value = est.stationarity["sigma2"]
+    if opened.row_set != "all":
+        est.extra["rows"] = opened.row_set  # which of the run's rows were measured (entropy_elbo.splits)
     if opened.wild:
         est.extra["checkpoint"] = intro.to_dict()
         est.assumptions = est.extra["checkpoint"]["assumptions"]
@@ -167,7 +170,7 @@ def collapse(source: Source, data: object, *, threshold: float | None = None, de
              lucas_delta: float = LUCAS_DELTA, device: str | torch.device = "auto", batch_size: int | None = None,
              key: str | None = None, preprocess: str = "auto", threads: int | None = None,
              progress: Progress = no_progress, on_open: OnOpen = None, on_note: OnNote = None,
-             options: LoadOptions | None = None, **flags: object) -> CollapseResult:
+             options: LoadOptions | None = None, rows: str | None = None, **flags: object) -> CollapseResult:
     """Which latents of `source` collapsed over `data`: the paper's entropy criterion (eq. 24), active units (Burda
     et al. 2016) and the (epsilon, delta) KL measure (Lucas et al. 2019), from one pass of the encoder alone, so a
     fixed-variance model works too. Arguments as for `estimate`."""
@@ -179,7 +182,7 @@ def collapse(source: Source, data: object, *, threshold: float | None = None, de
     try:
         opened = distributed.all_or_none(ctx, dev, lambda: open_checkpoint(
             source, data, key=key, device=dev, batch_size=batch_size, samples=0, needs="encoder",
-            preprocess=preprocess, threads=threads, options=opts))
+            preprocess=preprocess, threads=threads, rows=rows, options=opts))
         _told(opened, on_open, on_note)
         if ctx is not None:
             result = distributed.collapse_sharded(opened.model, _rows_for_ranks(opened), ctx,
@@ -207,12 +210,12 @@ def compare(source: Source, data: object, *, sizes: Sequence[int] | None = None,
             mc_samples: Sequence[int] = (1, 100), seed: int = 0, device: str | torch.device = "auto",
             batch_size: int | None = None, key: str | None = None, preprocess: str = "auto",
             threads: int | None = None, progress: Progress = no_progress, on_note: OnNote = None,
-            options: LoadOptions | None = None, **flags: object) -> comparing.Comparison:
+            options: LoadOptions | None = None, rows: str | None = None, **flags: object) -> comparing.Comparison:
     """Spread and cost of the entropy ELBO and the Monte Carlo ELBO on `repeats` random subsets of each size of the
     data's rows (Fig. 2(b), Fig. 6). Arguments as for `estimate`."""
     dev = resolve_device(str(device))
     opened = open_checkpoint(source, data, key=key, device=dev, batch_size=batch_size, samples=max(mc_samples),
-                             preprocess=preprocess, threads=threads, options=load_options(options, flags))
+                             preprocess=preprocess, threads=threads, rows=rows, options=load_options(options, flags))
     _told(opened, None, on_note)
     x = _rows_for_ranks(opened)
     chosen = comparing.check_sizes(None if sizes is None else tuple(sizes), repeats, len(x), opened.data_name)

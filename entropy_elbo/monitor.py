@@ -16,6 +16,8 @@ Under torch.distributed each rank takes its block of the batch and the float64 s
 from __future__ import annotations
 
 import math
+import os
+import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -264,7 +266,7 @@ class Monitor:
         for key, text in fresh:
             self._warned.add(key)
             if self.is_main:
-                warnings.warn(text, MonitorWarning, stacklevel=3)
+                warnings.warn(text, MonitorWarning, stacklevel=user_stacklevel())
         return [text for _, text in fresh]
 
 
@@ -274,7 +276,7 @@ def monitor_row(epoch: int, est: Estimate, result: CollapseResult) -> dict[str, 
     active = {m: result.h - c for m, c in result.counts.items()}
     st = est.stationarity
     return {
-        "epoch": epoch, "elbo": est.mc_elbo, "mc_stderr": est.mc_stderr, "mc_samples": est.mc_samples,
+        "epoch": epoch, "mc_elbo": est.mc_elbo, "mc_stderr": est.mc_stderr, "mc_samples": est.mc_samples,
         "entropy_elbo": est.entropy_elbo, "relative_gap": est.relative_difference,
         "encoder_entropy": est.entropies["encoder"], "prior_entropy": est.entropies["prior"],
         "decoder_entropy": est.entropies["decoder"], "latent_entropies": result.mean_entropy,
@@ -288,3 +290,22 @@ def monitor_row(epoch: int, est: Estimate, result: CollapseResult) -> dict[str, 
 def finite(value: object) -> bool:
     """A number worth logging to a metrics logger (not None, not NaN)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def user_stacklevel() -> int:
+    """The `stacklevel` that makes a warning raised in the calling function name the user's line: the first frame
+    outside entropy-elbo, Lightning and torch (the user's loop calling Monitor.step, or their trainer.fit)."""
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and _ours(frame.f_code.co_filename):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _ours(filename: str) -> bool:
+    """Whether a frame's file belongs to entropy-elbo, torch or a Lightning package (by its package folder)."""
+    folders = [str(Path(__file__).parent)]
+    for name in ("torch", "lightning", "pytorch_lightning", "lightning_fabric"):
+        module = sys.modules.get(name)
+        if getattr(module, "__file__", None):
+            folders.append(str(Path(module.__file__).parent))
+    return any(filename.startswith(folder + os.sep) for folder in folders)

@@ -28,6 +28,7 @@ from entropy_elbo.data import iter_batches, load_image_folder, resolve_data
 from entropy_elbo.data.preprocess import as_trained
 from entropy_elbo.errors import EntropyElboError
 from entropy_elbo.models.protocol import GaussianVAE
+from entropy_elbo.splits import rows_of
 from entropy_elbo.threads import model_work, use_threads
 
 Rows = np.ndarray | Tensor
@@ -54,6 +55,7 @@ class Opened:
     again: Iterable[Rows] | None = None  # batches given as a collection (a list): read again from here
     batch_size: int = 0  # rows per evaluation step
     notes: list[str] = field(default_factory=list)  # what was done to the data (preprocessing as in training)
+    row_set: str = "all"  # which of a run's rows: "train", "holdout" or "all" (entropy_elbo.splits)
 
     @property
     def wild(self) -> bool:
@@ -165,31 +167,45 @@ def score_rows(x: Rows) -> Tensor:
 def open_checkpoint(source: str | Path | nn.Module, data: object = None, *, key: str | None = None,
                     device: torch.device | str = "cpu", batch_size: int | None = None, samples: int = 0,
                     needs: str = "likelihood", preprocess: str = "auto", threads: int | None = None,
-                    options: LoadOptions | None = None, **flags: object) -> Opened:
+                    rows: str | None = None, options: LoadOptions | None = None, **flags: object) -> Opened:
     """Open `source` for measuring on `data`, score the readings its weights leave open on the data's rows, and
     refuse what cannot be measured honestly (`needs`: "likelihood" for an ELBO, "encoder" for collapse alone).
 
-    `flags` are the checkpoint options, named like the CLI's (decoder_variance=, model=, activation=, ...).
+    `rows`: "train", "holdout" or "all" of a run's data (None: the rows it held out when it recorded a split;
+    `entropy_elbo.splits`). `flags` are the checkpoint options, named like the CLI's (decoder_variance=, ...).
     """
     opts = load_options(options, flags)
     dev = torch.device(device)
     x, first, rest, name = data_rows(data, key) if data is not None else (None, None, None, "data")
-    rows = x if x is not None else first
-    if rows is not None:  # a copy: the caller's LoadOptions stays as it was
-        opts = replace(opts, input_shape=tuple(rows.shape[1:]), rows=score_rows(rows))
-    loaded, notes = open_model(source, dev, opts, rows)
+    sample = x if x is not None else first
+    if sample is not None:  # a copy: the caller's LoadOptions stays as it was
+        opts = replace(opts, input_shape=tuple(sample.shape[1:]), rows=score_rows(sample))
+    loaded, notes = open_model(source, dev, opts, sample)
     again = data if first is not None and iter(data) is not data else None  # a list: readable again
     opened = Opened(loaded.model, loaded.source, loaded.introspection, loaded.metadata, name, x, first, rest, again,
                     notes=notes)
     if x is not None:
         opened.x = as_trained_rows(opened, str(data) if isinstance(data, (str, Path)) else None, preprocess)
-    if rows is not None:
+    if x is not None or rows not in (None, "all"):
+        opened.x = chosen_rows(opened, rows)
+    if sample is not None:
         judge(opened, needs)
         opened.batch_size = resolve_batch_size(batch_size, opened.model, opened.d, samples, dev)
         if dev.type == "cpu":  # a step never holds more rows than the data
             n = opened.rows_count() or len(first)
             use_threads(model_work(opened.model, min(opened.batch_size, n), samples), threads)
     return opened
+
+
+def chosen_rows(opened: Opened, rows: str | None) -> np.ndarray:
+    """The rows of a run's data that `rows` picks (splits.rows_of), in memory when a split applies, with a note."""
+    if opened.x is None:
+        raise EntropyElboError(f"--rows {rows}: picks rows of data given as rows (a file or an array), not batches; "
+                               "pass the rows, or --rows all")
+    idx, opened.row_set, note = rows_of(len(opened.x), opened.metadata, rows, opened.data_name)
+    if note:
+        opened.notes.append(note)
+    return opened.x if idx is None else np.asarray(opened.x[idx])
 
 
 def open_module(module: nn.Module, rows: Tensor, *, options: LoadOptions | None = None,

@@ -6,6 +6,7 @@ matplotlib is an optional extra (`pip install 'entropy-elbo[plot]'`).
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,14 +48,14 @@ def run_log(path: str | Path) -> list[dict[str, object]]:
     return rows
 
 
-NUMBER_FIELDS = {"epoch": False, "elbo": False, "entropy_elbo": True, "heldout_elbo": True, "relative_gap": True}
+NUMBER_FIELDS = {"epoch": False, "mc_elbo": False, "entropy_elbo": True, "heldout_elbo": True, "relative_gap": True}
 
 
 def check_row(row: dict[str, object], first: dict[str, object], where: str) -> None:
-    """A log row the figures can draw: epoch and elbo numbers, optional numbers or null, H latent entropies."""
+    """A log row the figures can draw: epoch and mc_elbo numbers, optional numbers or null, H latent entropies."""
     for name, optional in NUMBER_FIELDS.items():
         value = row.get(name)
-        if value is None and (optional or (name == "elbo" and row.get("mc_samples") == 0)):  # a monitor row, S = 0
+        if value is None and (optional or (name == "mc_elbo" and row.get("mc_samples") == 0)):  # a monitor row, S = 0
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             what = "is missing" if name not in row else f"is {value!r}, not a number"
@@ -98,20 +99,37 @@ def converged_linthresh(gaps: list[float | None]) -> float:
     return max([0.01, *tail])
 
 
+def symlog_ticks(gaps: list[float | None], linthresh: float) -> tuple[list[float], list[str]]:
+    """Ticks of the relative-difference panel that never overlap: 0, +-linthresh (the linear range's ends), then
+    +-10^k beyond it, a decade at least a tick apart (matplotlib's default put 10^0 and -10^0 inside the linear range,
+    on top of 0)."""
+    import math
+
+    top = max([linthresh, *(abs(g) for g in gaps if g is not None)])
+    ticks = [0.0, linthresh, -linthresh]
+    for k in range(math.floor(math.log10(linthresh)) + 1, math.ceil(math.log10(top)) + 1):
+        if 10.0**k >= 3 * linthresh:  # not crowding the end of the linear range
+            ticks += [10.0**k, -(10.0**k)]
+    ticks = sorted(t for t in ticks if abs(t) <= 10 * top)
+    return ticks, [f"{t:+g}" if t else "0" for t in ticks]
+
+
 def plot_run(rows: list[dict[str, object]], out: str | Path, threshold: float = 1.0,  # noqa: ANN201
              title: str | None = None):
     """Four panels: ELBO vs entropies (Fig. 1 top), relative gap in % (Fig. 1 bottom, symlog: linear over the
     converged range), per-latent encoder entropies over training (one labelled line per latent) and of the last
     epoch sorted, collapsed ones red (Fig. 7). The file's extension picks the format. Returns the figure."""
     plt = import_pyplot("plot: needs matplotlib; ")
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [r["epoch"] for r in rows]
     fig, ax = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)
     if title:
         fig.suptitle(title)
     a = ax[0, 0]
-    if any(r["elbo"] is not None for r in rows):
+    if any(r["mc_elbo"] is not None for r in rows):
         where = "the monitor's fixed batch" if "mc_samples" in rows[0] else "training batches"
-        a.plot(epochs, [r["elbo"] for r in rows], label=f"ELBO (sampled, {where})")
+        a.plot(epochs, [r["mc_elbo"] for r in rows], label=f"ELBO (sampled, {where})")
     if any(r.get("heldout_elbo") is not None for r in rows):
         a.plot(epochs, [r.get("heldout_elbo") for r in rows], label="ELBO (held-out)")
     if any(r.get("entropy_elbo") is not None for r in rows):
@@ -124,6 +142,7 @@ def plot_run(rows: list[dict[str, object]], out: str | Path, threshold: float = 
     b.axhline(0, color="grey", lw=0.8)
     linthresh = converged_linthresh(gaps)
     b.set_yscale("symlog", linthresh=linthresh)
+    b.set_yticks(*symlog_ticks(gaps, linthresh))
     b.set(xlabel="epoch", ylabel="(ELBO - entropy ELBO) / |ELBO|  [%]",
           title=f"relative difference (linear within +-{linthresh:.3g} %, logarithmic beyond)")
     c = ax[0, 1]
@@ -134,6 +153,8 @@ def plot_run(rows: list[dict[str, object]], out: str | Path, threshold: float = 
     c.axhline(PRIOR_ENTROPY, color="black", ls=":", label=f"prior entropy {PRIOR_ENTROPY:.3f}")
     c.axhline(threshold, color="red", ls="--", label=f"collapse threshold {threshold}")
     c.set(xlabel="epoch", ylabel="mean encoder entropy [nats]", title="per-latent encoder entropies (Fig. 7)")
+    for panel in (a, b, c):  # epochs are whole numbers: no tick at 2.5
+        panel.xaxis.set_major_locator(MaxNLocator(integer=True))
     c.legend(fontsize=6 if h > 10 else 8, ncol=1 + h // 12, loc="best")
     d = ax[1, 1]
     order = sorted(range(h), key=lambda k: -rows[-1]["latent_entropies"][k])
@@ -155,6 +176,15 @@ def plot_run(rows: list[dict[str, object]], out: str | Path, threshold: float = 
     return fig
 
 
+def model_name(model: object) -> str:
+    """The model as a figure's title names it: our config's kind, else the user's own class (not our adapter)."""
+    kind = getattr(getattr(model, "config", None), "kind", None)
+    if kind is not None:
+        return str(kind)
+    inner = getattr(model, "module", None)
+    return type(inner if inner is not None else model).__name__
+
+
 def plot_collapse(result: CollapseResult, path: str, source: str) -> None:
     """A PNG of the mean encoder entropy per latent, highest first, collapsed in red (the paper's Fig. 7, bottom)."""
     try:
@@ -164,7 +194,8 @@ def plot_collapse(result: CollapseResult, path: str, source: str) -> None:
     order = result.order
     values = [result.mean_entropy[k] for k in order]
     colors = ["tab:red" if result.collapsed["entropy"][k] else "tab:blue" for k in order]
-    fig = Figure(figsize=(max(4.0, 0.35 * result.h + 1.5), 3.2), layout="constrained")
+    width = max(4.0, 0.35 * result.h + 1.5)  # inches
+    fig = Figure(figsize=(width, 3.2), layout="constrained")
     ax = fig.add_subplot()
     ax.bar(range(result.h), values, color=colors)
     ax.set_xticks(range(result.h), [str(k) for k in order], fontsize=7)
@@ -177,7 +208,8 @@ def plot_collapse(result: CollapseResult, path: str, source: str) -> None:
     ax.set_xlabel("latent h (by mean encoder entropy)")
     ax.set_ylabel("mean H[q(z_h|x)] (nats)")
     n_active = result.h - result.counts["entropy"]
-    ax.set_title(f"{source}: {n_active} of {result.h} latents active (eq. 24)", fontsize=9)
+    title = f"{source}: {n_active} of {result.h} latents active (eq. 24)"
+    ax.set_title(textwrap.fill(title, int(width * 72 / (9 * 0.6))), fontsize=9)  # 9-pt characters ~0.6 em wide
     ax.legend(fontsize=7, loc="best")
     try:
         fig.savefig(path, dpi=120)  # the extension picks the format

@@ -120,7 +120,7 @@ def epoch_progress(total: int, quiet: bool = False, done: int = 0) -> Iterator[C
     line = ProgressLine(total, "epoch", quiet=quiet, done=done)
 
     def update(row: dict[str, object]) -> None:
-        figures = [f"ELBO {row['elbo']:.4f} nats/point"]
+        figures = [f"ELBO {row['mc_elbo']:.4f} nats/point"]
         gap = row.get("relative_gap")
         if gap is not None:
             figures.append(f"gap {100 * gap:+.2f}%")

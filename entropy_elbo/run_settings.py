@@ -20,7 +20,7 @@ from entropy_elbo.train import TrainConfig
 MODEL_DEFAULTS: dict[str, dict[str, object]] = {
     "linear": {"epochs": 400, "batch_size": 500, "lr": 1e-2, "samples": 10},
     "vae1": {"epochs": 300, "batch_size": 250, "lr": 3e-3, "samples": 10},
-    "demo": {"epochs": 300, "batch_size": 250, "lr": 3e-3, "samples": 10},
+    "demo": {"epochs": 100, "batch_size": 250, "lr": 1e-2, "samples": 10},  # ~20 s of CPU: r 0.9993, gap 0.17%
     "vae2": {"epochs": 300, "batch_size": 250, "lr": 3e-3, "samples": 10},
     "vae3": {"epochs": 300, "batch_size": 250, "lr": 3e-3, "samples": 10},
     "conv": {"epochs": 10, "batch_size": 64, "lr": 1e-3, "samples": 1},

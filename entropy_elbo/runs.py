@@ -192,8 +192,16 @@ def read_log(path: Path) -> list[dict[str, object]]:
             break
         if not isinstance(row, dict):
             break
-        rows.append(row)
+        rows.append(current_names(row))
     return rows
+
+
+RENAMED = {"elbo": "mc_elbo"}  # old log key -> today's (the names of `estimate --json`): old logs stay readable
+
+
+def current_names(row: dict[str, object]) -> dict[str, object]:
+    """A log row under today's key names: a row written before the rename has `elbo` for the MC ELBO."""
+    return {RENAMED.get(k, k) if RENAMED.get(k) not in row else k: v for k, v in row.items()}
 
 
 def append_log(path: Path, row: dict[str, object]) -> None:

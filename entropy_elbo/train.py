@@ -230,7 +230,7 @@ def epoch_summary(model: VAEBase, epoch: int, n: int, d: int, elbo_sum: Tensor, 
     elbo = float(elbo_sum) / n
     f_h = None if model.decoder_variance == "fixed" else entropies.entropy_elbo(encoder, prior, decoder)
     return {
-        "epoch": epoch + 1, "elbo": elbo, "entropy_elbo": f_h,
+        "epoch": epoch + 1, "mc_elbo": elbo, "entropy_elbo": f_h,
         "relative_gap": entropies.relative_difference(elbo, f_h),
         "encoder_entropy": encoder, "prior_entropy": prior, "decoder_entropy": decoder,
         "latent_entropies": latent.tolist(), "active_latents": int((latent <= COLLAPSE_THRESHOLD).sum()),

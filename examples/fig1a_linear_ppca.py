@@ -95,7 +95,7 @@ def run(args) -> Claims:  # noqa: ANN001
     fig, ax = plt.subplots(2, 2, figsize=(11, 7), constrained_layout=True)
     epochs = [r["epoch"] for r in rows]
     a = ax[0, 0]
-    a.plot(epochs, [r["elbo"] for r in rows], label="ELBO (sampled, training batches)")
+    a.plot(epochs, [r["mc_elbo"] for r in rows], label="ELBO (sampled, training batches)")
     a.plot(epochs, [r["heldout_elbo"] for r in rows], label="ELBO (held-out)")
     a.plot(epochs, [r["entropy_elbo"] for r in rows], "--", label="sum of three entropies (eq. 20)")
     a.axhline(est.ppca_loglik, color="k", lw=0.8, label=f"pPCA log-lik of the model, eq. 26 ({est.ppca_loglik:.3f})")
@@ -111,7 +111,7 @@ def run(args) -> Claims:  # noqa: ANN001
     gap_band(ax[1, 0], histories, skip=len(rows) // 10)
     ax[1, 0].set_title("relative difference (first 10% of epochs left out)")
     c = ax[1, 1]
-    c.plot(epochs, [r["elbo"] for r in fixed_rows], label="ELBO (sampled)")
+    c.plot(epochs, [r["mc_elbo"] for r in fixed_rows], label="ELBO (sampled)")
     c.plot(epochs, [r["encoder_entropy"] - r["prior_entropy"] - r["decoder_entropy"] for r in fixed_rows], "--",
            label="encoder - prior - decoder entropy")
     c.set(xlabel="epoch", ylabel="nats per data point", title="counter-example: sigma^2 fixed to 1")

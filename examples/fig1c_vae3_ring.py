@@ -56,7 +56,7 @@ def run(args) -> Claims:  # noqa: ANN001
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 7), constrained_layout=True)
     for seed, rows in enumerate(histories[:3]):
         epochs = [r["epoch"] for r in rows]
-        line = top.plot(epochs, [r["elbo"] for r in rows], lw=1, label=f"ELBO, seed {seed}")[0]
+        line = top.plot(epochs, [r["mc_elbo"] for r in rows], lw=1, label=f"ELBO, seed {seed}")[0]
         top.plot(epochs, [r["entropy_elbo"] for r in rows], "--", color=line.get_color(),
                  label=f"three entropies (eq. 22), seed {seed}")
     top.set(xlabel="epoch", ylabel="nats per data point", title="VAE-3 on PCA-ring", ylim=(0, None))

@@ -55,7 +55,7 @@ def run(args) -> Claims:  # noqa: ANN001
     plt = pyplot()
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 7), constrained_layout=True)
     epochs = [r["epoch"] for r in rows]
-    top.plot(epochs, [r["elbo"] for r in rows], lw=1, label="ELBO (sampled, training batches)")
+    top.plot(epochs, [r["mc_elbo"] for r in rows], lw=1, label="ELBO (sampled, training batches)")
     top.plot(epochs, [r["heldout_elbo"] for r in rows], lw=1, label="ELBO (held-out)")
     top.plot(epochs, [r["entropy_elbo"] for r in rows], "--", label="sum of three entropies (eq. 14)")
     top.set(xlabel="epoch", ylabel="nats per data point", title="VAE-1 on the manifold data (D=100, H=20)",

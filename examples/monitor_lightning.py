@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> tuple[LitVAE, EntropyMonitor, pl.Trai
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(train), batch_size=250, shuffle=True)
     trainer.fit(model, loader)
     last = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("entropy_elbo/")}
-    print(f"after {args.epochs} epochs: entropy ELBO {last['entropy_elbo/elbo']:.3f}, MC ELBO "
+    print(f"after {args.epochs} epochs: entropy ELBO {last['entropy_elbo/entropy_elbo']:.3f}, MC ELBO "
           f"{last['entropy_elbo/mc_elbo']:.3f} nats per data point, r {last['entropy_elbo/r']:.3f}, active latents "
           f"{last['entropy_elbo/active_latents']:.0f} of {len(callback.rows[-1]['latent_entropies'])}; metrics in "
           f"{trainer.logger.log_dir}/metrics.csv")

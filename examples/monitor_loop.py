@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> tuple[MyVAE, Monitor]:
             loss(model, train[idx]).backward()
             opt.step()
         row = monitor.step(epoch)  # eval mode, no gradients, training state and RNG untouched
-        print(f"epoch {epoch:3d}: entropy ELBO {row['entropy_elbo']:9.3f}, MC ELBO {row['elbo']:9.3f} "
+        print(f"epoch {epoch:3d}: entropy ELBO {row['entropy_elbo']:9.3f}, MC ELBO {row['mc_elbo']:9.3f} "
               f"(+- {row['mc_stderr']:.3f}) nats per data point, r {row['r']:.3f}, "
               f"active latents {row['active_latents']} of {len(row['latent_entropies'])} (eq. 24)")
     print(f"wrote {args.out / 'monitor.jsonl'}; draw it with: entropy-elbo plot {args.out / 'monitor.jsonl'}")

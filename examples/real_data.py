@@ -97,7 +97,7 @@ def report(args, s: dict, fits: dict[str, dict]) -> Claims:  # noqa: ANN001
         rows = f["rows"]
         skip = len(rows) // 10
         epochs = [r["epoch"] for r in rows[skip:]]
-        ax[0, col].plot(epochs, [r["elbo"] for r in rows[skip:]], lw=0.8, label="ELBO (sampled, training batches)")
+        ax[0, col].plot(epochs, [r["mc_elbo"] for r in rows[skip:]], lw=0.8, label="ELBO (sampled, training batches)")
         ax[0, col].plot(epochs, [r["entropy_elbo"] for r in rows[skip:]], "--", label="three entropies (eq. 14)")
         if rows[-1].get("heldout_elbo") is not None:
             ax[0, col].plot(epochs, [r["heldout_elbo"] for r in rows[skip:]], lw=0.8, label="held-out ELBO")

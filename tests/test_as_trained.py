@@ -52,8 +52,8 @@ def test_susy_preset_checkpoint_reads_the_raw_file_as_train_did(table, tmp_path:
     kept = np.sort(np.random.default_rng(0).permutation(200)[100:])
     lo, hi = features[kept].min(0), features[kept].max(0)
     np.save(tmp_path / "pre.npy", ((features - lo) / (hi - lo)).astype(np.float32))
-    raw, raw_err = estimate_json(ckpt, "--data", path)
-    pre, pre_err = estimate_json(ckpt, "--data", tmp_path / "pre.npy")
+    raw, raw_err = estimate_json(ckpt, "--data", path, "--rows", "all")  # all 200 rows, not the held-out default
+    pre, pre_err = estimate_json(ckpt, "--data", tmp_path / "pre.npy", "--rows", "all")
     for key in ("mc_elbo", "entropy_elbo", "mc_stderr"):
         assert raw[key] == pytest.approx(pre[key], rel=1e-9, abs=1e-9)
     assert raw["n"] == 200 and raw["d"] == 5

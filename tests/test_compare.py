@@ -105,8 +105,9 @@ def test_bad_sizes_and_repeats_are_one_line_errors(trained):
     with pytest.raises(EntropyElboError, match="--sizes"):
         cmp_mod.parse_sizes("10,abc")
     assert cmp_mod.parse_sizes("10, 1e3") == [10, 1000]
-    assert cmp_mod.check_sizes(None, 2, 500, "data") == [10, 100]  # the defaults, up to N
-    assert cmp_mod.check_sizes(None, 2, 5, "data") == [5]
+    assert cmp_mod.check_sizes(None, 2, 500, "data") == [10, 100]  # the defaults, below N
+    assert cmp_mod.check_sizes(None, 2, 1000, "data") == [10, 100]  # not n = N: every subset is the whole data
+    assert cmp_mod.check_sizes(None, 2, 5, "data") == [2]  # fewer rows than the smallest default: half of them
 
 
 class VarianceNetVAE(VAEBase):

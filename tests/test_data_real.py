@@ -250,7 +250,7 @@ def test_estimate_reads_an_image_folder_with_the_crop_and_size_it_was_trained_on
     npy = tmp_path / "cropped.npy"
     np.save(npy, load_image_folder(folder, 8, crop=148))
     ckpt = str(run / "model.safetensors")
-    ours, theirs = (json.loads(cli("estimate", ckpt, "--data", str(d), "--samples", "3", "--json"))
+    ours, theirs = (json.loads(cli("estimate", ckpt, "--data", str(d), "--samples", "3", "--rows", "all", "--json"))
                     for d in (folder, npy))
     assert ours["n"] == 4 and ours["d"] == 3 * 8 * 8
     assert ours["entropy_elbo"] == pytest.approx(theirs["entropy_elbo"], rel=1e-9)

@@ -103,7 +103,7 @@ def test_train_under_torchrun_writes_one_checkpoint_that_a_replay_of_both_ranks_
     rows = read_log(out / "log.jsonl")
     assert [r["epoch"] for r in rows] == [1, 2, 3]  # one row per epoch: rank 1 wrote none
     for r in rows:
-        assert all(math.isfinite(r[k]) for k in ("elbo", "entropy_elbo", "encoder_entropy", "decoder_entropy"))
+        assert all(math.isfinite(r[k]) for k in ("mc_elbo", "entropy_elbo", "encoder_entropy", "decoder_entropy"))
         assert math.isclose(r["encoder_entropy"], sum(r["latent_entropies"]), rel_tol=1e-12)
         assert math.isclose(r["entropy_elbo"], r["encoder_entropy"] - r["prior_entropy"] - r["decoder_entropy"],
                             rel_tol=1e-12)
@@ -117,7 +117,7 @@ def test_train_under_torchrun_writes_one_checkpoint_that_a_replay_of_both_ranks_
     with TwoRanksReplayed(xt[300:600], config):
         replayed = train(replica, xt[:300], config)
     for got, want in zip(rows, replayed, strict=True):
-        for key in ("elbo", "entropy_elbo", "encoder_entropy", "decoder_entropy"):
+        for key in ("mc_elbo", "entropy_elbo", "encoder_entropy", "decoder_entropy"):
             assert math.isclose(got[key], want[key], rel_tol=1e-5), (got["epoch"], key, got[key], want[key])
     torch.manual_seed(0)
     initial = build_model(trained.config).state_dict()

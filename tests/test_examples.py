@@ -36,6 +36,7 @@ def assert_png(path: Path) -> None:
         assert img.format == "PNG" and img.width > 300 and img.height > 200
 
 
+@pytest.mark.slow  # runs an example script: `make test-all`
 def test_fig1a_linear_vae_elbo_is_the_ppca_log_likelihood(tmp_path: Path) -> None:
     claims = run_example("fig1a_linear_ppca", tmp_path)
     v = claims.values
@@ -51,6 +52,7 @@ def test_fig1a_linear_vae_elbo_is_the_ppca_log_likelihood(tmp_path: Path) -> Non
     assert_png(tmp_path / "fig1a_linear_ppca.png")
 
 
+@pytest.mark.slow  # runs an example script: `make test-all`
 def test_fig1c_vae3_relative_difference_over_seeds(tmp_path: Path) -> None:
     claims = run_example("fig1c_vae3_ring", tmp_path)
     rel = claims.values["relative_difference"]
@@ -59,6 +61,7 @@ def test_fig1c_vae3_relative_difference_over_seeds(tmp_path: Path) -> None:
     assert_png(tmp_path / "fig1c_vae3_ring.png")
 
 
+@pytest.mark.slow  # runs an example script: `make test-all`
 def test_fig3a_entropy_bic_picks_each_phase_dimension(tmp_path: Path) -> None:
     claims = run_example("fig3a_stream_bic", tmp_path)
     assert claims.exit_code == 0, claims.failed
@@ -67,6 +70,7 @@ def test_fig3a_entropy_bic_picks_each_phase_dimension(tmp_path: Path) -> None:
     assert_png(tmp_path / "fig3a_stream_bic.png")
 
 
+@pytest.mark.slow  # runs an example script: `make test-all`
 def test_fig5_6_entropy_elbo_variance_is_far_lower(tmp_path: Path) -> None:
     claims = run_example("fig5_6_manifold", tmp_path)
     assert claims.exit_code == 0, claims.failed
@@ -76,6 +80,7 @@ def test_fig5_6_entropy_elbo_variance_is_far_lower(tmp_path: Path) -> None:
     assert_png(tmp_path / "fig6_manifold_estimators.png")
 
 
+@pytest.mark.slow  # runs an example script: `make test-all`
 def test_fig7_fixed_sigma2_collapses_more(tmp_path: Path) -> None:
     claims = run_example("fig7_collapse", tmp_path)
     v = claims.values
@@ -92,6 +97,7 @@ def test_a_failed_claim_makes_the_exit_code_nonzero(capsys) -> None:
     assert "[FAIL] Fig. X | paper: paper says" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # runs an example script: `make test-all`
 def test_real_data_entropy_elbo_on_scikit_learns_digits_and_breast_cancer(tmp_path: Path) -> None:
     from sklearn.datasets import load_breast_cancer, load_digits
 

@@ -73,7 +73,7 @@ def fit(data: Tensor, callbacks: list[pl.Callback], folder: Path, ckpt_path: Pat
 def csv_rows(folder: Path) -> list[dict[str, str]]:
     (path,) = folder.glob("lightning_logs/version_*/metrics.csv")
     with open(path) as fh:
-        return [r for r in csv.DictReader(fh) if r.get("entropy_elbo/elbo")]
+        return [r for r in csv.DictReader(fh) if r.get("entropy_elbo/entropy_elbo")]
 
 
 def test_logged_figures_reach_the_csv_logger_and_equal_estimate_of_the_saved_ckpt(data: Tensor,
@@ -82,10 +82,10 @@ def test_logged_figures_reach_the_csv_logger_and_equal_estimate_of_the_saved_ckp
     model = fit(data, [callback], tmp_path)
     logged = csv_rows(tmp_path)
     assert [int(r["epoch"]) for r in logged] == [0, 1, 2] and len(callback.rows) == 3
-    names = ["entropy_elbo/elbo", "entropy_elbo/active_latents", "entropy_elbo/mc_elbo", "entropy_elbo/r",
+    names = ["entropy_elbo/entropy_elbo", "entropy_elbo/active_latents", "entropy_elbo/mc_elbo", "entropy_elbo/r",
              *[f"entropy_elbo/latent_entropy/{h}" for h in range(H)]]
     for row, csv_row in zip(callback.rows, logged, strict=True):
-        assert float(csv_row["entropy_elbo/elbo"]) == pytest.approx(row["entropy_elbo"], abs=1e-9)
+        assert float(csv_row["entropy_elbo/entropy_elbo"]) == pytest.approx(row["entropy_elbo"], abs=1e-9)
         assert float(csv_row["entropy_elbo/active_latents"]) == row["active_latents"]
         assert all(csv_row[n] != "" for n in names)
     ckpt = tmp_path / "last.ckpt"
@@ -94,7 +94,7 @@ def test_logged_figures_reach_the_csv_logger_and_equal_estimate_of_the_saved_ckp
     est = estimate(loaded, [data[:200].numpy()], samples=3, generator=torch.Generator().manual_seed(4))
     col = collapse(loaded, [data[:200].numpy()])
     last = logged[-1]
-    for name, want in [("elbo", est.entropy_elbo), ("mc_elbo", est.mc_elbo), ("r", est.stationarity["r"]),
+    for name, want in [("entropy_elbo", est.entropy_elbo), ("mc_elbo", est.mc_elbo), ("r", est.stationarity["r"]),
                        ("encoder_entropy", est.entropies["encoder"]), ("decoder_entropy", est.entropies["decoder"]),
                        *[(f"latent_entropy/{h}", col.mean_entropy[h]) for h in range(H)],
                        *[(f"a/{h}", est.stationarity["a"][h]) for h in range(H)]]:
@@ -113,7 +113,7 @@ def test_training_under_the_callback_is_bit_identical(data: Tensor, tmp_path: Pa
 def test_every_n_epochs_and_where_the_vae_is(data: Tensor, tmp_path: Path) -> None:
     callback = EntropyMonitor(data[:100], every_n_epochs=2, samples=0)
     fit(data, [callback], tmp_path, max_epochs=5)
-    assert [r["epoch"] for r in callback.rows] == [2, 4] and callback.rows[0]["elbo"] is None
+    assert [r["epoch"] for r in callback.rows] == [2, 4] and callback.rows[0]["mc_elbo"] is None
     wrapper = Wrapper()
     assert find_vae(wrapper) is wrapper.model and find_vae(wrapper, "head") is wrapper.head
     with pytest.raises(EntropyElboError, match="module='NAME'"):
@@ -137,8 +137,9 @@ def test_a_resumed_run_does_not_warn_twice(data: Tensor, tmp_path: Path) -> None
     assert [r["epoch"] for r in resumed.rows] == [3] and resumed.rows[0]["warnings"] == []
 
 
-def test_without_pytorch_lightning_the_import_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "pytorch_lightning", None)
+def test_without_either_lightning_the_import_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("pytorch_lightning", "lightning", "lightning.pytorch"):
+        monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.delitem(sys.modules, "entropy_elbo.lightning")
     with pytest.raises(ImportError, match=r"pip install 'entropy-elbo\[lightning\]'") as err:
         importlib.import_module("entropy_elbo.lightning")
@@ -151,7 +152,7 @@ def test_ddp_two_processes_log_the_one_process_figures(data: Tensor, tmp_path: P
     model = fit(data, [callback], tmp_path, devices=2, strategy="ddp_spawn")
     last = csv_rows(tmp_path)[-1]
     est, col = Monitor(model, data[:201], samples=2).measure()  # one process, the trained weights
-    assert float(last["entropy_elbo/elbo"]) == pytest.approx(est.entropy_elbo, abs=1e-9)
+    assert float(last["entropy_elbo/entropy_elbo"]) == pytest.approx(est.entropy_elbo, abs=1e-9)
     assert float(last["entropy_elbo/encoder_entropy"]) == pytest.approx(est.entropies["encoder"], abs=1e-9)
     for h in range(H):
         assert float(last[f"entropy_elbo/latent_entropy/{h}"]) == pytest.approx(col.mean_entropy[h], abs=1e-9)
@@ -173,5 +174,36 @@ def test_the_lightning_example_logs_the_final_models_figures(tmp_path: Path) -> 
     assert read_log(tmp_path / "monitor_lightning.jsonl") == callback.rows
     held_out = torch.as_tensor(ppca(1500, seed=0)[500:])  # the example's 1,000 held-out rows
     est, col = Monitor(model.vae, held_out, samples=0).measure()
-    assert float(logged[-1]["entropy_elbo/elbo"]) == pytest.approx(est.entropy_elbo, abs=1e-9)
+    assert float(logged[-1]["entropy_elbo/entropy_elbo"]) == pytest.approx(est.entropy_elbo, abs=1e-9)
     assert float(logged[-1]["entropy_elbo/active_latents"]) == col.h - col.counts["entropy"]
+
+
+def test_a_warning_names_the_users_line_that_called_fit(data: Tensor, tmp_path: Path) -> None:
+    with pytest.warns(MonitorWarning, match="fixed") as caught:
+        fit(data[:200], [EntropyMonitor(data[:150], samples=2, options=LoadOptions(decoder_variance=0.5))], tmp_path,
+            max_epochs=1)
+    assert {Path(w.filename).name for w in caught if issubclass(w.category, MonitorWarning)} == {Path(__file__).name}
+
+
+def test_the_callback_is_a_callback_of_each_lightning_installed() -> None:
+    flavours = [importlib.import_module(n) for n in ("lightning.pytorch", "pytorch_lightning")
+                if importlib.util.find_spec(n.split(".")[0]) is not None]
+    assert flavours and all(issubclass(EntropyMonitor, f.Callback) for f in flavours)
+
+
+def test_the_lightning_package_trainer_takes_the_callback(data: Tensor) -> None:
+    lit = pytest.importorskip("lightning")  # `import lightning as L`, as README writes
+
+    class LitL(BNVAE, lit.LightningModule):
+        training_step = LitVAE.training_step
+        configure_optimizers = LitVAE.configure_optimizers
+
+    monitor = EntropyMonitor(data[:150], samples=2)
+    trainer = lit.Trainer(accelerator="cpu", devices=1, max_epochs=2, logger=False, callbacks=[monitor],
+                          enable_checkpointing=False,
+                          enable_progress_bar=False, enable_model_summary=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(does not have many workers|LeafSpec|litlogger).*")
+        trainer.fit(LitL(), torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data[:200]), batch_size=100))
+    assert [r["epoch"] for r in monitor.rows] == [1, 2]
+    assert trainer.callback_metrics["entropy_elbo/entropy_elbo"] == pytest.approx(monitor.rows[-1]["entropy_elbo"])

@@ -102,7 +102,7 @@ def test_figures_equal_estimate_and_collapse_for_our_own_vae1(data: Tensor, tmp_
 
 def check_row(row: dict[str, object], est: object, col: object) -> None:
     """Every monitored figure equals the one from the checkpoint's estimate and collapse, to 1e-9 nats."""
-    pairs = [(row["entropy_elbo"], est.entropy_elbo), (row["elbo"], est.mc_elbo), (row["mc_stderr"], est.mc_stderr),
+    pairs = [(row["entropy_elbo"], est.entropy_elbo), (row["mc_elbo"], est.mc_elbo), (row["mc_stderr"], est.mc_stderr),
              (row["r"], est.stationarity["r"]), (row["gap"], est.stationarity["gap"]),
              *[(row[f"{k}_entropy"], est.entropies[k]) for k in ("encoder", "prior", "decoder")],
              *zip(row["a"], est.stationarity["a"], strict=True),
@@ -149,7 +149,7 @@ def test_a_fixed_decoder_variance_is_said_once_and_the_entropy_elbo_withheld(dat
     mon = Monitor(model, data[:100], samples=2)
     with pytest.warns(MonitorWarning, match="fixed"):
         first = mon.step()
-    assert first["entropy_elbo"] is None and first["elbo"] is not None and len(first["warnings"]) == 1
+    assert first["entropy_elbo"] is None and first["mc_elbo"] is not None and len(first["warnings"]) == 1
     assert mon.step()["warnings"] == []
 
 
@@ -171,7 +171,7 @@ def test_a_module_without_a_learned_variance_gets_no_made_up_mc_elbo(data: Tenso
     mon = Monitor(MSEVAE(), data[:100], samples=5)
     with pytest.warns(MonitorWarning, match="decoder_variance=VALUE"):
         row = mon.step()
-    assert row["elbo"] is None and row["entropy_elbo"] is None and row["mc_samples"] == 0
+    assert row["mc_elbo"] is None and row["entropy_elbo"] is None and row["mc_samples"] == 0
     given = Monitor(mon.module, data[:100], samples=5, options=LoadOptions(decoder_variance=0.5))
     with pytest.warns(MonitorWarning, match="fixed"):
         at_half = given.step()
@@ -180,7 +180,7 @@ def test_a_module_without_a_learned_variance_gets_no_made_up_mc_elbo(data: Tenso
     with pytest.warns(MonitorWarning, match="fixed"):
         at_best = best.step()  # the same samples: sigma*^2 = 0.5 r, and the MC ELBO there is the higher one
     assert at_best["sigma2"] == pytest.approx(0.5 * at_half["r"], rel=1e-12) and at_best["r"] == 1.0
-    assert at_best["elbo"] > at_half["elbo"]
+    assert at_best["mc_elbo"] > at_half["mc_elbo"]
 
 
 def test_the_log_is_a_run_log_that_plot_draws(data: Tensor, tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ def rows() -> list[dict]:
     out = []
     for e in range(1, 41):
         gap = 120.0 / e**3 if e < 5 else 0.001 * (-1) ** e
-        out.append({"epoch": e, "elbo": -5.0 + 0.1 * e, "entropy_elbo": -5.1 + 0.1 * e, "relative_gap": gap,
+        out.append({"epoch": e, "mc_elbo": -5.0 + 0.1 * e, "entropy_elbo": -5.1 + 0.1 * e, "relative_gap": gap,
                     "latent_entropies": [0.2, 1.35 - 0.001 * e, 0.9]})
     return out
 

@@ -25,6 +25,7 @@ CASES = {  # model, data, points, epochs, batch, lr, ln sigma^2 at start
 }
 
 
+@pytest.mark.slow  # hundreds of epochs per model: `make test-all`
 @pytest.mark.parametrize("kind", sorted(CASES))
 def test_trained_model_elbo_equals_its_entropies(kind: str) -> None:
     data, n, epochs, batch, lr, init = CASES[kind]

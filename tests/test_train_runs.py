@@ -112,7 +112,7 @@ def test_conv_on_an_image_folder_trains_resumes_and_estimates(tmp_path: Path) ->
     images = prepare_data(str(folder), image_size=16).train
     save_array(images, tmp_path / "images.npy")
     res = runner.invoke(main, ["estimate", str(tmp_path / "run" / "model.safetensors"), "--data",
-                               str(tmp_path / "images.npy"), "--samples", "4", "--json"])
+                               str(tmp_path / "images.npy"), "--samples", "4", "--rows", "all", "--json"])
     assert res.exit_code == 0, res.output
     est = json.loads(res.stdout)
     assert est["n"] == 12 and est["d"] == 3 * 16 * 16 and est["h"] == 4 and est["decoder_variance"] == "scalar"
@@ -164,7 +164,7 @@ def test_preset_settings_and_flag_overrides(tmp_path: Path) -> None:
 def test_plot_draws_the_logged_figures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from entropy_elbo.plot import plot_run
 
-    rows = [{"epoch": e, "elbo": -5.0 + e, "heldout_elbo": -5.5 + e, "entropy_elbo": -5.2 + e,
+    rows = [{"epoch": e, "mc_elbo": -5.0 + e, "heldout_elbo": -5.5 + e, "entropy_elbo": -5.2 + e,
              "relative_gap": 0.01 / e, "latent_entropies": [0.3, 1.3 - 0.01 * e, 1.4]} for e in (1, 2, 3)]
     fig = plot_run(rows, tmp_path / "f.png")
     assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from entropy_elbo.choices import VARIANCE_PARAMS
 from entropy_elbo.errors import CheckpointError
 
 if TYPE_CHECKING:
     from entropy_elbo.checkpoints.options import LoadOptions
 
-PARAMS = ("logvar", "logstd", "std", "var", "softplus_std", "softplus_var")
+PARAMS = VARIANCE_PARAMS
 
 # Last name component -> how the stored value maps to a variance (SPEC.md, "Names seen in practice").
 DECODER_VAR_NAMES: dict[str, str] = {

@@ -27,8 +27,8 @@ from entropy_elbo.checkpoints.likelihood import bernoulli_undecided
 from entropy_elbo.checkpoints.raw import RawCheckpoint
 from entropy_elbo.checkpoints.readings import AmbiguousReading, Reading, choose, reading_convention
 from entropy_elbo.checkpoints.source import Built, Source, Wrapped
+from entropy_elbo.choices import ACTIVATIONS, OUTPUT_ACTIVATIONS
 from entropy_elbo.errors import CheckpointError
-from entropy_elbo.models.config import ACTIVATIONS
 from entropy_elbo.models.mlp import activation as make_activation
 from entropy_elbo.models.protocol import VAEBase
 
@@ -159,7 +159,6 @@ def _latent_width(state: dict[str, Tensor], parts: tuple[list[str], list[str], l
 
 
 OUTPUTS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "leaky_relu": nn.functional.leaky_relu}
-OUTPUT_ACTIVATIONS = ("linear", *OUTPUTS)
 
 
 class ShapesMLP(VAEBase):

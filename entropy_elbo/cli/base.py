@@ -1,4 +1,8 @@
-"""The command line's group, its error handling and the option bundles that several commands share."""
+"""The command line's group, its error handling and the option bundles that several commands share.
+
+Nothing here imports torch, numpy or rich: option choices come from `entropy_elbo.choices`, and each command
+imports the library inside its body, so `--help`, `--version` and a usage error print in a fraction of a second.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,9 @@ import sys
 from pathlib import Path
 
 import click
-import torch
 
-from entropy_elbo.checkpoints import LoadOptions
-from entropy_elbo.checkpoints.mlp import OUTPUT_ACTIVATIONS
-from entropy_elbo.data.preprocess import CHOICES as PREPROCESS_CHOICES
+from entropy_elbo.choices import ACTIVATIONS, OUTPUT_ACTIVATIONS, PREPROCESS, ROW_SETS, VARIANCE_PARAMS
 from entropy_elbo.errors import EntropyElboError
-from entropy_elbo.models.config import ACTIVATIONS
-from entropy_elbo.threads import model_work, use_threads
 
 SEED = click.IntRange(0, 2**63 - 1)  # numpy and torch both take these seeds
 
@@ -99,16 +98,16 @@ threads_option = click.option(
     callback=lambda ctx, param, value: ctx.meta.__setitem__("threads", value),
     help="CPU threads for torch [default: OMP_NUM_THREADS, else 1 for small models and the idle cores for large].")
 
-
-def cpu_threads(model: torch.nn.Module, rows: int, samples: int, dev: torch.device) -> None:
-    """Set torch's CPU threads for this command's work (--threads, OMP_NUM_THREADS or the work's size)."""
-    if dev.type == "cpu":
-        use_threads(model_work(model, rows, samples), click.get_current_context().meta.get("threads"))
 preprocess_option = click.option(
-    "--preprocess", type=click.Choice(list(PREPROCESS_CHOICES)), default="auto", show_default=True,
+    "--preprocess", type=click.Choice(list(PREPROCESS)), default="auto", show_default=True,
     expose_value=False, callback=lambda ctx, param, value: ctx.meta.__setitem__("preprocess", value),
     help="A table trained with --drop-column or --scale: apply that preprocessing (recorded in the checkpoint) "
          "to --data ('as-trained'), read it as is ('none'), or tell by its shape ('auto').")
+rows_option = click.option(
+    "--rows", "row_set", type=click.Choice(list(ROW_SETS)), default=None, expose_value=False,
+    callback=lambda ctx, param, value: ctx.meta.__setitem__("rows", value),
+    help="Of a run trained with --holdout, on its data: the rows it trained on, the rows it held out, or all "
+         "[default: the held-out rows when the checkpoint records a split, said in a note; else all].")
 quiet_option = click.option("--quiet", is_flag=True, help="No progress bar.")
 
 
@@ -127,7 +126,7 @@ def _plot_folder(ctx: click.Context, param: click.Parameter, plot: Path | None) 
 
 CHECKPOINT_FLAGS = ("model", "model_kwargs", "decoder_var", "decoder_var_param", "encoder_var", "encoder_var_param",
                     "decoder_variance", "activation", "output_activation", "head_activation", "trust_code")
-PARAM_CHOICE = click.Choice(["logvar", "logstd", "std", "var", "softplus_std", "softplus_var"])
+PARAM_CHOICE = click.Choice(list(VARIANCE_PARAMS))
 
 
 def checkpoint_options(f):  # noqa: ANN001, ANN201
@@ -135,6 +134,8 @@ def checkpoint_options(f):  # noqa: ANN001, ANN201
 
     @functools.wraps(f)
     def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        from entropy_elbo.checkpoints import LoadOptions
+
         flags = {k: kwargs.pop(k) for k in CHECKPOINT_FLAGS}
         return f(*args, load_options=LoadOptions(**flags), **kwargs)
 

@@ -1,16 +1,16 @@
 """estimate, inspect, collapse and compare: each parses its flags, calls the library's front door
-(`entropy_elbo.measure`) and formats what it returns."""
+(`entropy_elbo.measure`) and formats what it returns. The library is imported inside each command, so that
+`--help` and a usage error never import torch."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from entropy_elbo import compare as comparing
-from entropy_elbo import measure, report
-from entropy_elbo.checkpoints import LoadOptions
+from entropy_elbo.choices import ACTIVE_THRESHOLD, LUCAS_DELTA, LUCAS_EPSILON
 from entropy_elbo.cli.base import (
     checkpoint_options,
     data_options,
@@ -19,11 +19,14 @@ from entropy_elbo.cli.base import (
     main,
     plot_option,
     preprocess_option,
+    rows_option,
     seed_option,
     threads_option,
 )
-from entropy_elbo.latents import ACTIVE_THRESHOLD, LUCAS_DELTA, LUCAS_EPSILON
-from entropy_elbo.opening import Opened
+
+if TYPE_CHECKING:
+    from entropy_elbo.checkpoints import LoadOptions
+    from entropy_elbo.opening import Opened
 
 
 def watched() -> bool:
@@ -32,9 +35,11 @@ def watched() -> bool:
 
 
 def common(ctx_meta: dict, **kw: object) -> dict[str, object]:
-    """The options every measuring command hands the library: --threads and --preprocess, progress and notes."""
+    """The options every measuring command hands the library: --threads, --preprocess, --rows, progress, notes."""
+    from entropy_elbo import report
+
     return {"threads": ctx_meta.get("threads"), "preprocess": ctx_meta.get("preprocess", "auto"),
-            "on_note": report.message, "progress": report.work_progress, **kw}
+            "rows": ctx_meta.get("rows"), "on_note": report.message, "progress": report.work_progress, **kw}
 
 
 @main.command()
@@ -48,6 +53,7 @@ def common(ctx_meta: dict, **kw: object) -> dict[str, object]:
               help="Also the importance-weighted bound on log p(x) with K samples per point (0: off).")
 @device_option
 @preprocess_option
+@rows_option
 @threads_option
 @checkpoint_options
 def estimate_cmd(checkpoint: Path, data: str | None, key: str | None, batch_size: int | None, samples: int,
@@ -58,6 +64,8 @@ def estimate_cmd(checkpoint: Path, data: str | None, key: str | None, batch_size
     Under torchrun (several processes, here or on several machines) every process reads its own block of
     rows and the float64 sums are added across processes; process 0 alone prints.
     """
+    from entropy_elbo import measure, report
+
     opened: list[Opened] = []
 
     def before_pass(read: Opened) -> None:  # a person watching a long pass learns how it was read before it starts
@@ -86,6 +94,8 @@ estimate_cmd.name = "estimate"
 @checkpoint_options
 def inspect_cmd(checkpoint: Path, data: str | None, key: str | None, as_json: bool, load_options: LoadOptions) -> None:
     """What CHECKPOINT holds: model kind, H, D, both variances, the evidence, and the flags that override them."""
+    from entropy_elbo import measure, report
+
     intro = measure.inspect(checkpoint, data, key=key, options=load_options)
     report.print_inspection(intro, as_json)
 
@@ -111,6 +121,7 @@ def inspect_cmd(checkpoint: Path, data: str | None, key: str | None, as_json: bo
 @plot_option("a bar chart of the per-latent entropies")
 @device_option
 @preprocess_option
+@rows_option
 @threads_option
 @checkpoint_options
 def collapse_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int | None, threshold: float | None,
@@ -123,6 +134,10 @@ def collapse_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int |
     only the encoder, so fixed-variance models work too. Exit status 0 whatever the verdicts.
     Under torchrun every process reads its own block of rows; the statistics are merged across processes.
     """
+    from entropy_elbo import measure, report
+
+    if plot is not None:
+        report.import_pyplot()  # no matplotlib: say so before the pass, not after it
     opened: list[Opened] = []
     result = measure.collapse(checkpoint, data, threshold=threshold, delta=delta, active_threshold=active_threshold,
                               lucas_epsilon=lucas_epsilon, lucas_delta=lucas_delta, device=device,
@@ -137,8 +152,9 @@ def collapse_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int |
     report.print_collapse(result, str(checkpoint), as_json,
                           {"checkpoint": found, "assumptions": found["assumptions"]} if found else None, top)
     if plot is not None:
-        kind = getattr(getattr(read.model, "config", None), "kind", type(read.model).__name__)
-        report.plot_collapse(result, str(plot), f"{checkpoint.name} ({kind}) on {data}")
+        from entropy_elbo.plot import model_name
+
+        report.plot_collapse(result, str(plot), f"{checkpoint.name} ({model_name(read.model)}) on {Path(data).name}")
         report.message(f"wrote the per-latent entropy chart to {plot}")
 
 
@@ -147,7 +163,7 @@ def collapse_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int |
 @data_options
 @click.option("--sizes", default=None,
               help="Subset sizes n (data points), comma-separated, each at most the number of rows "
-                   "[default: 10,100,1000,10000 up to the number of rows].")
+                   "[default: 10,100,1000,10000 below the number of rows; else half the rows].")
 @click.option("--repeats", type=int, default=10, show_default=True, help="Random subsets drawn per size.")
 @click.option("--mc-samples", default="1,100", show_default=True, help="Monte Carlo sample counts to compare.")
 @plot_option("the paper's Fig. 2(b)/6 (estimates and std vs n)")
@@ -155,12 +171,18 @@ def collapse_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int |
 @json_option
 @device_option
 @preprocess_option
+@rows_option
 @threads_option
 @checkpoint_options
 def compare_cmd(checkpoint: Path, data: str, key: str | None, batch_size: int | None, sizes: str | None, repeats: int,
                 mc_samples: str, plot: Path | None, seed: int, as_json: bool, device: str,
                 load_options: LoadOptions) -> None:
     """Spread and cost of the entropy ELBO and the Monte Carlo ELBO on random subsets of --data (Fig. 2(b), 6)."""
+    from entropy_elbo import compare as comparing
+    from entropy_elbo import measure, report
+
+    if plot is not None:
+        report.import_pyplot()  # no matplotlib: say so before the pass, not after it
     cmp = measure.compare(checkpoint, data, sizes=None if sizes is None else comparing.parse_sizes(sizes),
                           repeats=repeats, mc_samples=comparing.parse_sizes(mc_samples, "--mc-samples"), seed=seed,
                           device=device, batch_size=batch_size, key=key, options=load_options,

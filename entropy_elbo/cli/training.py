@@ -1,17 +1,15 @@
-"""data, train, demo, plot and select: the commands that make data and train models."""
+"""data, train, demo, plot and select: the commands that make data and train models. Each imports the library
+inside its body, so that `--help` and a usage error never import torch."""
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import numpy as np
-import torch
 
-from entropy_elbo import report
-from entropy_elbo.atomic import check_writable
-from entropy_elbo.checkpoints import load_model, save_checkpoint
+from entropy_elbo.choices import BUNDLED_SETS, MODEL_KINDS, SCALES, SYNTHETIC_SETS
 from entropy_elbo.cli.base import (
     activation_option,
     device_option,
@@ -22,43 +20,44 @@ from entropy_elbo.cli.base import (
     seed_option,
     threads_option,
 )
-from entropy_elbo.data import (
-    SYNTHETIC,
-    iter_batches,
-    make_synthetic,
-    resolve_data,
-    save_chunks,
-    synthetic_chunks,
-)
-from entropy_elbo.devices import resolve_device
-from entropy_elbo.elbo import estimate
-from entropy_elbo.launch import train_run
-from entropy_elbo.models import MODELS, ModelConfig, build_model
 from entropy_elbo.presets import PRESETS
-from entropy_elbo.run_settings import MODEL_DEFAULTS, parse_ints
-from entropy_elbo.threads import use_threads
-from entropy_elbo.train import TrainConfig, train
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from entropy_elbo.models import ModelConfig
+    from entropy_elbo.train import TrainConfig
+
+DATA_SOURCES = (f"A named set (synthetic: {', '.join(SYNTHETIC_SETS)}; scikit-learn's bundled: "
+                f"{', '.join(BUNDLED_SETS)}), a .npy/.npz/.csv/.txt file (or .csv.gz, .txt.gz), MNIST's idx files "
+                "(train-images-idx3-ubyte[.gz]) or an image folder.")
 
 
 @main.command()
-@click.argument("name", type=click.Choice(sorted(SYNTHETIC)))
+@click.argument("name", type=click.Choice(SYNTHETIC_SETS))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output .npy or .csv file.")
 @click.option("-n", "--n", "n", type=int, default=None, help="Number of points (default: the paper's).")
 @seed_option("the data")
 def data(name: str, out: Path, n: int | None, seed: int) -> None:
     """Write one of the paper's synthetic data sets (seeded) to --out."""
+    import numpy as np
+
+    from entropy_elbo import report
+    from entropy_elbo.data import save_chunks, synthetic_chunks
+
     shape, chunks = synthetic_chunks(name, n=n, seed=seed)
     save_chunks(chunks, shape, np.float32, out, what=f"data {name} -n {shape[0]}")
     report.message(f"wrote {name} data, shape {shape}, seed {seed}, to {out}")
 
 
 @main.command(name="train")
-@click.argument("model", type=click.Choice(sorted(MODELS)), required=False)
+@click.argument("model", type=click.Choice(MODEL_KINDS), required=False)
 @click.option("--data", "data_spec", default=None,
-              help="A synthetic set's name (ppca, ring, manifold, stream), a .npy/.npz/.csv file or an image folder.")
+              help=DATA_SOURCES)
 @click.option("--key", default=None, help="Array name inside a .npz file.")
 @click.option("--drop-column", type=int, default=None, help="Drop this column of a table (e.g. SUSY's label: 0).")
-@click.option("--scale", type=click.Choice(["minmax", "standard", "none"]), default="none", show_default=True,
+@click.option("--scale", type=click.Choice(SCALES), default="none", show_default=True,
               help="Per-feature scaling, fitted on the training split only.")
 @click.option("--holdout", type=float, default=0.0, show_default=True,
               help="Fraction of rows held out (seeded split); their ELBO is logged each epoch.")
@@ -103,6 +102,9 @@ def train_cmd(ctx: click.Context, model: str | None, data_spec: str | None, out:
     Under torchrun every process trains on its own block of rows with --batch-size rows per step
     (DistributedDataParallel averages the gradients); process 0 alone writes and reports.
     """
+    from entropy_elbo import report
+    from entropy_elbo.launch import train_run
+
     given = {k: v for k, v in flags.items() if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
     result = train_run(model, out=out, resume=resume, device=device, progress=not quiet,
                        threads=ctx.meta.get("threads"), notify=report.message, data=data_spec, **given)
@@ -111,7 +113,7 @@ def train_cmd(ctx: click.Context, model: str | None, data_spec: str | None, out:
     last = result.history[-1]
     gap = last["relative_gap"]
     report.message(f"wrote {result.run.checkpoint} (epoch {last['epoch']}) and {result.run.folder}/log.jsonl: sampled "
-                   f"ELBO {last['elbo']:.4f}, entropy ELBO {report._fmt(last['entropy_elbo'])} nats per data point, "
+                   f"ELBO {last['mc_elbo']:.4f}, entropy ELBO {report._fmt(last['entropy_elbo'])} nats per data point, "
                    f"gap {'n/a' if gap is None else f'{100 * gap:+.2f}%'}, {last['active_latents']} active latents "
                    "(averages over the last epoch's batches; `entropy-elbo estimate` gives the checkpoint's own)")
 
@@ -119,6 +121,14 @@ def train_cmd(ctx: click.Context, model: str | None, data_spec: str | None, out:
 def fit(config: ModelConfig, x: np.ndarray, settings: TrainConfig, dev: torch.device, out: Path, source: str,
         quiet: bool) -> list[dict[str, object]]:
     """Build, train and save a model; returns the training log."""
+    import numpy as np
+    import torch
+
+    from entropy_elbo.atomic import check_writable
+    from entropy_elbo.checkpoints import save_checkpoint
+    from entropy_elbo.models import build_model
+    from entropy_elbo.train import train
+
     check_writable(out)
     torch.manual_seed(settings.seed)
     model = build_model(config)
@@ -134,7 +144,16 @@ def fit(config: ModelConfig, x: np.ndarray, settings: TrainConfig, dev: torch.de
 @device_option
 @threads_option
 def demo(out: Path | None, out_dir: Path | None, device: str) -> None:
-    """Train a small VAE-1 on bundled synthetic data, then estimate its ELBO both ways (under a minute)."""
+    """Train a small VAE-1 on bundled synthetic data, then estimate its ELBO both ways (about 20 s of CPU)."""
+    from entropy_elbo import report
+    from entropy_elbo.checkpoints import load_model
+    from entropy_elbo.data import iter_batches, make_synthetic
+    from entropy_elbo.devices import resolve_device
+    from entropy_elbo.elbo import estimate
+    from entropy_elbo.models import ModelConfig
+    from entropy_elbo.run_settings import MODEL_DEFAULTS
+    from entropy_elbo.train import TrainConfig
+
     dev = resolve_device(device)
     with tempfile.TemporaryDirectory() as tmp:
         folder = out or out_dir or Path(tmp)
@@ -150,17 +169,20 @@ def demo(out: Path | None, out_dir: Path | None, device: str) -> None:
         report.message("The two ELBOs agree near a stationary point; r and a_h near 1 say how near it is.")
 
 
-
 @main.command()
 @click.argument("run_path", metavar="RUN", type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path),
-              help="Image file to write: .png, .pdf or .svg (the extension picks the format).")
+@click.option("--out", default=None, type=click.Path(path_type=Path),
+              help="Image file to write: .png, .pdf or .svg (the extension picks the format) [default: a log "
+                   "file's name with .png (monitor.jsonl -> monitor.png), or RUN/elbo.png].")
 @click.option("--threshold", type=float, default=1.0, show_default=True, help="Collapse threshold in nats (eq. 24).")
-def plot(run_path: Path, out: Path, threshold: float) -> None:
+def plot(run_path: Path, out: Path | None, threshold: float) -> None:
     """Fig. 1 (ELBO vs the three entropies; relative gap) and Fig. 7 (per-latent entropies) of a training RUN."""
+    from entropy_elbo import report
     from entropy_elbo.plot import plot_run, run_log, run_title
 
     rows = run_log(run_path)
+    if out is None:
+        out = run_path.with_suffix(".png") if run_path.suffix in (".jsonl", ".safetensors") else run_path / "elbo.png"
     plot_run(rows, out, threshold, title=run_title(run_path))
     report.message(f"wrote {out}: {len(rows)} epochs of {run_path}")
 
@@ -196,7 +218,14 @@ def select_cmd(data: str, key: str | None, latents: str, batch_size: int, lr: fl
     BIC = -2 n F + (H D + 1) log n is recorded with F from Corollary 1 (eq. 20, no data needed) and with F the
     batch's sampled ELBO (Appendix A); n is the batch's row count.
     """
+    import numpy as np
+
+    from entropy_elbo import report
     from entropy_elbo import select as sel_mod
+    from entropy_elbo.data import iter_batches, resolve_data
+    from entropy_elbo.devices import resolve_device
+    from entropy_elbo.run_settings import parse_ints
+    from entropy_elbo.threads import use_threads
 
     dev = resolve_device(device)
     candidates = parse_ints(latents, "--latents")

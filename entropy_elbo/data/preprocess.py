@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
+from entropy_elbo.choices import PREPROCESS
 from entropy_elbo.data.batches import iter_batches
 from entropy_elbo.data.files import COPY_CHUNK_ROWS, without_column
 from entropy_elbo.data.scaling import Scaler
 from entropy_elbo.errors import DataError
 
-CHOICES = ("auto", "as-trained", "none")
+CHOICES = PREPROCESS
 
 
 def record(raw_shape: tuple[int, ...], drop_column: int | None, scaler: Scaler) -> dict[str, object] | None:

@@ -6,9 +6,8 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
+from entropy_elbo.choices import ACTIVATIONS
 from entropy_elbo.errors import ModelError, parse_json
-
-ACTIVATIONS = ("relu", "leaky_relu", "tanh", "elu", "softplus")
 
 
 @dataclass(frozen=True)

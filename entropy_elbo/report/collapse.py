@@ -49,7 +49,8 @@ def collapse_table(result: CollapseResult, source: str, top: int | None = None) 
 
 
 def collapse_bars(result: CollapseResult, width: int = 40) -> list[str]:
-    """A text bar chart of the mean encoder entropy per latent; '|' marks the collapse threshold."""
+    """A text bar chart of the mean encoder entropy per latent, each bar drawn from 0 (a negative entropy to the
+    left of it, not an empty bar); '|' marks the collapse threshold."""
     values = result.mean_entropy
     lo = min(0.0, *values, *result.entropy_threshold)
     hi = max(*result.prior_entropy, *values, *result.entropy_threshold)
@@ -57,9 +58,9 @@ def collapse_bars(result: CollapseResult, width: int = 40) -> list[str]:
     lines = [f"mean encoder entropy per latent, axis {lo:.2f} .. {hi:.2f} nats; '|' = threshold, "
              f"prior entropy {max(result.prior_entropy):.4f}"]
     for k in result.order:
-        filled = int(round((values[k] - lo) * scale))
+        end, zero = int(round((values[k] - lo) * scale)), int(round(-lo * scale))
         mark = int(round((result.entropy_threshold[k] - lo) * scale))
-        cells = ["#" if i < filled else " " for i in range(width)]
+        cells = ["#" if min(zero, end) <= i < max(zero, end) else " " for i in range(width)]
         cells[min(mark, width - 1)] = "|"
         color = "red" if result.collapsed["entropy"][k] else "blue"
         bar = "".join(cells).replace("#", f"[{color}]#[/{color}]")

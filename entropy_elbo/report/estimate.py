@@ -6,6 +6,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from entropy_elbo.elbo import Estimate
+from entropy_elbo.entropies import LOG_2PI_E
 from entropy_elbo.report.console import err, message, print_json
 from entropy_elbo.report.figures import fmt, short
 from entropy_elbo.report.layout import show
@@ -29,7 +30,7 @@ def estimate_table(est: Estimate, source: str) -> Table:
             t.add_row("  sampling error", f"{fmt(est.entropy_elbo_sampling_stderr)} {u}",
                       f"of the sampled decoder entropy, {est.mc_samples} samples per point (eq. 22)")
     t.add_row("  encoder entropy", f"{fmt(est.entropies['encoder'])} {u}", "mean_n sum_h 0.5 log(2 pi e tau^2)")
-    t.add_row("  prior entropy", f"{fmt(est.entropies['prior'])} {u}", "0.5 log det(2 pi e A)")
+    t.add_row("  prior entropy", f"{fmt(est.entropies['prior'])} {u}", prior_formula(est))
     network = est.decoder_variance == "network"
     how = "sampled z, variance net only (eq. 22)" if network else "sum_d 0.5 log(2 pi e sigma^2)"
     t.add_row("  decoder entropy", f"{fmt(est.entropies['decoder'])} {u}", how)
@@ -94,3 +95,8 @@ def iwae_note(est: Estimate) -> str | None:
             f"{fmt(est.mc_sampling_stderr)}, IWAE standard error {fmt(est.iwae_stderr)}): both are estimates; "
             "raise --samples and --iwae to separate them")
 
+
+def prior_formula(est: Estimate) -> str:
+    """How the prior entropy was obtained: 0.5 H log(2 pi e) for N(0, I), else 0.5 log det(2 pi e A)."""
+    standard = est.h is not None and abs(est.entropies["prior"] - 0.5 * est.h * LOG_2PI_E) <= 1e-9 * max(1, est.h)
+    return "0.5 H log(2 pi e), prior N(0, I)" if standard else "0.5 log det(2 pi e A)"

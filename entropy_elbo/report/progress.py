@@ -5,10 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
 from entropy_elbo.progress import ProgressLine
-from entropy_elbo.report.console import err
 
 
 @contextmanager
@@ -31,13 +28,11 @@ def work_progress(total: float, unit: str, quiet: bool = False) -> Iterator[obje
 
 
 @contextmanager
-def rows_progress(total: int | None, quiet: bool = False) -> Iterator[object]:
-    """A progress bar over the rows of a stream."""
-    if quiet:
-        yield lambda rows: None
-        return
-    columns = (TextColumn("rows"), MofNCompleteColumn(), BarColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err(), transient=True) as progress:
-        task = progress.add_task("stream", total=total)
-        yield lambda rows: progress.update(task, completed=rows)
-
+def rows_progress(total: int, quiet: bool = False, interval: float = 30.0) -> Iterator[object]:
+    """Progress over the rows of a stream: yields update(rows done so far). A redrawn line on a terminal; in a log
+    or a pipe, a line every `interval` seconds with the elapsed time and the ETA (work under 2 s shows nothing)."""
+    line = ProgressLine(total, "rows", quiet=quiet, delay=2.0, interval=interval)
+    try:
+        yield lambda rows: line.update(rows)
+    finally:
+        line.close()

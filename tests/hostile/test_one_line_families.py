@@ -171,16 +171,16 @@ def test_negative_seed_is_a_usage_error(kit: Path, command: str) -> None:
     assert result.exit_code == 2 and "--seed" in result.stderr and "Traceback" not in result.stderr
 
 
-GOOD_ROW = {"epoch": 1, "elbo": -3.0, "entropy_elbo": -3.1, "heldout_elbo": None, "relative_gap": 0.03,
+GOOD_ROW = {"epoch": 1, "mc_elbo": -3.0, "entropy_elbo": -3.1, "heldout_elbo": None, "relative_gap": 0.03,
             "latent_entropies": [0.5, 1.2], "active_latents": 1}
 BAD_ROWS = [  # (change to the second row, what the line must name)
-    ({"elbo": None}, "'elbo' is None"), ({"epoch": "one"}, "'epoch' is 'one'"), ({"elbo": True}, "'elbo'"),
+    ({"mc_elbo": None}, "'mc_elbo' is None"), ({"epoch": "one"}, "'epoch' is 'one'"), ({"mc_elbo": True}, "'mc_elbo'"),
     ({"relative_gap": "x"}, "'relative_gap'"), ({"latent_entropies": [0.5]}, "'latent_entropies'"),
     ({"latent_entropies": "ab"}, "'latent_entropies'"), ({"latent_entropies": [0.5, None]}, "'latent_entropies'"),
 ]
 
 
-@pytest.mark.parametrize(("change", "named"), [*BAD_ROWS, ("drop:elbo", "'elbo' is missing"),
+@pytest.mark.parametrize(("change", "named"), [*BAD_ROWS, ("drop:mc_elbo", "'mc_elbo' is missing"),
                                                  ("drop:latent_entropies", "'latent_entropies' is missing")])
 def test_plot_names_the_line_and_field_of_a_bad_log_row(tmp_path: Path, change: object, named: str) -> None:
     row = {**GOOD_ROW, "epoch": 2}
