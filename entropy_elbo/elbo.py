@@ -119,7 +119,7 @@ def accumulate(
             encodings.append((nu, log_tau2))
         rows = max(rows, 0) + x.shape[0]
         _add(acc, "encoder_entropy", _encoder_entropy_sum(log_tau2))
-        _add(acc, "a", nu.double().square_().sum(0) + log_tau2.exp().sum(0, dtype=torch.float64))  # (H,)
+        _add(acc, "a", nu.double().square_().sum(0) + log_tau2.double().exp_().sum(0))  # (H,)
         if getattr(model, "ppca", None) is not None:
             mu0 = model.ppca()[1].double()
             centered = x.double().flatten(1) - mu0  # (B, D)
