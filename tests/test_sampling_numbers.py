@@ -107,3 +107,22 @@ def test_iwae_matches_a_plain_float64_loop(kind: str, block: int | None, monkeyp
         monkeypatch.setattr(montecarlo, "ELEMENTS_PER_BLOCK", block)
     bound = iwae_bound(model, iter_batches(x, 16), samples=9, seed=7)
     assert math.isclose(bound.value, _reference_iwae(model, x, 9), rel_tol=TOL)
+
+
+@pytest.mark.parametrize("shape", [(), (5,), (3, 4, 5)])
+def test_gaussian_log_likelihood_in_place_leaves_its_inputs(shape: tuple[int, ...]) -> None:
+    from entropy_elbo.entropies import gaussian_log_likelihood
+
+    gen = torch.Generator().manual_seed(0)
+    x, mu = torch.randn(4, 5, generator=gen), torch.randn(3, 4, 5, generator=gen)
+    log_sigma2 = torch.randn(shape, generator=gen)
+    before = mu.clone()
+    with torch.no_grad():
+        got = gaussian_log_likelihood(x, mu, log_sigma2)  # (3, 4)
+    ls = np.broadcast_to(log_sigma2.double().numpy(), (3, 4, 5))
+    want = -0.5 * (LOG_2PI + ls + (x.double().numpy() - mu.double().numpy()) ** 2 / np.exp(ls)).sum(-1)
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-13)
+    assert torch.equal(mu, before)
+    mu.requires_grad_(True)  # the trainer's float32 gradient pass takes the other branch, to the same value
+    np.testing.assert_allclose(gaussian_log_likelihood(x, mu, log_sigma2, dtype=None).detach().numpy(), want,
+                               rtol=1e-5)
