@@ -125,7 +125,7 @@ def accumulate(
             encodings.append((nu, log_tau2))
         rows = max(rows, 0) + x.shape[0]
         _add(acc, "encoder_entropy", _encoder_entropy_sum(log_tau2))
-        _add(acc, "a", nu.double().square().sum(0) + log_tau2.double().exp().sum(0))  # (H,)
+        _add(acc, "a", nu.double().square_().sum(0) + log_tau2.double().exp_().sum(0))  # (H,)
         if getattr(model, "ppca", None) is not None:
             mu0 = model.ppca()[1].double()
             centered = x.double().flatten(1) - mu0  # (B, D)
@@ -318,6 +318,12 @@ def check_samples(samples: int) -> None:
 
 def check_encoder_output(nu: Tensor, log_tau2: Tensor, first_row: int) -> None:
     """Refuse encoder outputs with NaN/Inf means or variances tau^2 that are zero or infinite in float32."""
+    if nu.numel() == 0:
+        return
+    limit = entropies.LOG_VAR_LIMIT
+    bounds = torch.stack([*torch.aminmax(nu), *torch.aminmax(log_tau2)]).tolist()  # a NaN propagates to these
+    if all(map(math.isfinite, bounds[:2])) and -limit < bounds[2] and bounds[3] < limit:  # (and fails a comparison)
+        return  # reductions, no copies: only outputs that fail are searched for the first bad row and latent
     bad = ~torch.isfinite(nu) | ~(log_tau2.abs() < entropies.LOG_VAR_LIMIT)  # (B, H)
     if bad.any():
         row, h = (int(i) for i in bad.nonzero()[0])

@@ -69,16 +69,33 @@ def gaussian_log_likelihood(x: Tensor, mu: Tensor, log_sigma2: Tensor,
     """log N(x; mu, diag sigma^2) summed over every non-batch dimension of x (eq. 2): mu (..., B, *row) -> (..., B).
 
     In float64 by default; `dtype=None` keeps the inputs' own (the trainer's float32 gradient pass)."""
-    if dtype is not None:
-        x, mu, log_sigma2 = x.to(dtype), mu.to(dtype), log_sigma2.to(dtype)
-    return residual_log_likelihood((x - mu).pow(2) * (-log_sigma2).exp(), log_sigma2, x.dim() - 1)
+    target = dtype or torch.promote_types(mu.dtype, x.dtype)
+    log_sigma2 = log_sigma2.to(target)
+    if (torch.is_grad_enabled() and (mu.requires_grad or log_sigma2.requires_grad)) or \
+            torch.broadcast_shapes(mu.shape, x.shape, log_sigma2.shape) != mu.shape:
+        sq = (x.to(target) - mu.to(target)).pow(2) * (-log_sigma2).exp()
+    else:  # one buffer of mu's shape, built in place: the largest array of a sampling pass
+        sq = mu.to(target, copy=True).sub_(x).square_().mul_(log_sigma2.neg().exp_())
+    return residual_log_likelihood(sq, log_sigma2, x.dim() - 1)
 
 
 def residual_log_likelihood(scaled_sq: Tensor, log_sigma2: Tensor, row_dims: int) -> Tensor:
     """The same from the scaled squared residuals (x - mu)^2 / sigma^2, for a caller that keeps them (r, eq. 76),
-    summed over the last `row_dims` dimensions: -0.5 sum (log 2 pi sigma^2 + (x - mu)^2 / sigma^2)."""
-    per_dim = (LOG_2PI + log_sigma2) + scaled_sq  # the constants on log sigma^2's own (often scalar) shape first
-    return -0.5 * per_dim.expand(torch.broadcast_shapes(per_dim.shape, scaled_sq.shape)).flatten(-row_dims).sum(-1)
+    summed over the last `row_dims` dimensions: -0.5 sum (log 2 pi sigma^2 + (x - mu)^2 / sigma^2).
+
+    The two sums are taken apart, so a scalar or per-dimension sigma^2 is never spread over the residuals' shape."""
+    dims = tuple(range(-row_dims, 0))
+    return -0.5 * (broadcast_sum(LOG_2PI + log_sigma2, scaled_sq.shape, row_dims) + scaled_sq.sum(dims))
+
+
+def broadcast_sum(t: Tensor, shape: torch.Size, row_dims: int) -> Tensor:
+    """t broadcast to `shape` and summed over its last `row_dims` dimensions, without building the broadcast:
+    the sum over t's own extent times the count of each dimension t broadcasts along: -> shape[:-row_dims]."""
+    t = t.reshape((1,) * (len(shape) - t.dim()) + tuple(t.shape))
+    dims = tuple(range(len(shape) - row_dims, len(shape)))
+    repeats = math.prod(shape[i] for i in dims if t.shape[i] == 1)
+    total = t.sum(dims) if t.numel() > 1 else t.reshape(t.shape[: len(shape) - row_dims])
+    return (total * repeats if repeats != 1 else total).expand(shape[: len(shape) - row_dims])
 
 
 def relative_difference(elbo: float | None, entropy_elbo_value: float | None) -> float | None:

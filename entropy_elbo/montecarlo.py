@@ -12,14 +12,14 @@ from torch import Tensor
 
 from entropy_elbo.entropies import (
     decoder_entropy,
-    gaussian_entropy,
     gaussian_log_likelihood,
     residual_log_likelihood,
 )
 from entropy_elbo.errors import EntropyElboError
 from entropy_elbo.models.protocol import GaussianVAE
 
-ELEMENTS_PER_BLOCK = 2**24  # decoder outputs (samples x rows x D) held at once: ~130 MB in float64
+ELEMENTS_PER_BLOCK = 2**24  # at most this many decoder outputs (samples x rows x D) held at once
+BLOCK_BYTES = 2**23  # a block's decoder outputs and activations: about the last-level cache (issue #24: 2-3x)
 
 
 @dataclass
@@ -103,8 +103,7 @@ def sampled_terms(
     """Decoder log-likelihood, residual ratios and decoder entropy averaged over S samples (eq. 2, eq. 22)."""
     b = x.shape[0]
     d = x[0].numel() if b else x.shape[1:].numel()  # (an empty batch: a rank with no rows)
-    block = max(1, min(samples, ELEMENTS_PER_BLOCK // max(1, b * d)))
-    xd = x.double()
+    block = block_samples(model, samples, b, d)
     ll_sum = torch.zeros(b, dtype=torch.float64, device=x.device)
     ll_sq = torch.zeros_like(ll_sum)
     ent_sum = torch.zeros_like(ll_sum)
@@ -116,15 +115,16 @@ def sampled_terms(
         z = sample_latents(nu, log_tau2, s, generator, rows, done)  # (s, B, H)
         mu, log_sigma2 = model.decode(z.reshape(s * b, nu.shape[-1]))
         log_sigma2 = log_sigma2.double()
-        if log_sigma2.dim() > 0 and log_sigma2.shape[0] == s * b:
+        per_row = log_sigma2.dim() > 0 and log_sigma2.shape[0] == s * b  # a variance network
+        if per_row:
             log_sigma2 = log_sigma2.reshape(s, b, *log_sigma2.shape[1:])
         # (x - mu)^2 / sigma^2 built in place in one float64 copy of mu: the block's largest buffer
         sq = mu.to(torch.float64, copy=True).reshape(s, *x.shape)  # (s, B, ...)
-        sq.sub_(xd).square_().mul_((-log_sigma2).exp())
+        sq.sub_(x).square_().mul_(log_sigma2.neg().exp_())
         ll = residual_log_likelihood(sq, log_sigma2, x.dim() - 1)  # (s, B)
         ll_sum += ll.sum(0)
         ll_sq += ll.pow(2).sum(0)
-        ent = gaussian_entropy(log_sigma2).expand_as(sq).flatten(2).sum(-1)  # (s, B)
+        ent = _decoder_entropies(log_sigma2, per_row, s, b, d)  # (s, B)
         ent_sum += ent.sum(0)
         ent_sq += ent.pow(2).sum(0)
         ratio += sq.sum((0, 1))
@@ -133,6 +133,21 @@ def sampled_terms(
             on_work(s * b)  # rows x samples done: progress within a batch, for a huge --samples
     return SampledTerms(ll_sum / samples, _sample_var(ll_sum, ll_sq, samples), ratio / samples, ent_sum / samples,
                         _sample_var(ent_sum, ent_sq, samples))
+
+
+def _decoder_entropies(log_sigma2: Tensor, per_row: bool, s: int, b: int, d: int) -> Tensor:
+    """sum_d 0.5 log(2 pi e sigma_d^2) per sample and row (eq. 22): (s, B), from a log sigma^2 of any shape."""
+    if per_row:  # a variance network: (s, B, ...), one per sample and row
+        return decoder_entropy(log_sigma2.reshape(s * b, *log_sigma2.shape[2:]), d).reshape(s, b)
+    return decoder_entropy(log_sigma2, d).expand(s, b)
+
+
+def block_samples(model: GaussianVAE, samples: int, rows: int, d: int) -> int:
+    """Samples decoded at once: the block's decoder outputs (float32 mu, its float64 residuals) and activations
+    (the model's layer widths) within BLOCK_BYTES, about the cache, and never over ELEMENTS_PER_BLOCK outputs."""
+    widths = sum(p.shape[0] for p in model.parameters() if p.dim() >= 2) if isinstance(model, torch.nn.Module) else 0
+    per_sample = max(1, rows) * (12 * d + 4 * widths)  # bytes per sample of the block
+    return max(1, min(samples, BLOCK_BYTES // per_sample, ELEMENTS_PER_BLOCK // max(1, rows * d)))
 
 
 def _sample_var(total: Tensor, sq: Tensor, samples: int) -> Tensor:
@@ -166,7 +181,7 @@ def iwae_terms(
 ) -> Tensor:
     """Per-point log (1/K) sum_k p(x, z_k)/q(z_k|x), z_k ~ q(z|x) (Burda et al. 2016), log-sum-exp in float64: (B,)."""
     b = x.shape[0]
-    block = max(1, min(samples, ELEMENTS_PER_BLOCK // max(1, b * math.prod(x.shape[1:]))))
+    block = block_samples(model, samples, b, math.prod(x.shape[1:]))
     prior_log_var = model.prior_log_var
     prior_log_var = torch.zeros_like(nu) if prior_log_var is None else prior_log_var.detach().expand_as(nu)
     lse = torch.full((b,), -torch.inf, dtype=torch.float64, device=x.device)

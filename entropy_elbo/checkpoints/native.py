@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from entropy_elbo.atomic import atomic_write
 from entropy_elbo.checkpoints.introspect import Finding, Introspection
+from entropy_elbo.checkpoints.raw import all_finite
 from entropy_elbo.checkpoints.source import Source
 from entropy_elbo.entropies import LOG_VAR_LIMIT
 from entropy_elbo.errors import CheckpointError, EntropyElboError
@@ -111,7 +112,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
         first = str(err).splitlines()[0]
         raise CheckpointError(f"{path}: weights do not fit the saved architecture ({first})") from None
     for name, tensor in model.state_dict().items():  # as loaded into the model's dtype (a float8 file's too)
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+        if tensor.is_floating_point() and not all_finite(tensor):
             raise CheckpointError(f"{path}: tensor {name!r} holds NaN or Inf; use an earlier checkpoint")
     check_variances(model, path)
     return model.to(device).eval(), extra

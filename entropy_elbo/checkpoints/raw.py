@@ -64,10 +64,17 @@ def check_finite(state: dict[str, Tensor], path: Path) -> None:
         if name.rsplit(".", 1)[-1] == "weight" and not tensor.is_floating_point():
             raise CheckpointError(f"{path}: layer weight {name!r} of shape {tuple(tensor.shape)} is of dtype "
                                   f"{str(tensor.dtype).replace('torch.', '')}, not floating point; save a float model")
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+        if tensor.is_floating_point() and not all_finite(tensor):
             what = "NaN" if torch.isnan(tensor).any() else "Inf"
             raise CheckpointError(f"{path}: tensor {name!r} of shape {tuple(tensor.shape)} holds {what}; the file is "
                                   "damaged or its training diverged, use an earlier checkpoint")
+
+
+def all_finite(tensor: Tensor) -> bool:
+    """No NaN or Inf in a floating tensor: its min and max in one reduction pass (a NaN propagates to both)."""
+    if tensor.numel() == 0:
+        return True
+    return bool(torch.isfinite(torch.stack(torch.aminmax(tensor.detach()))).all())
 
 
 VIEW_SLACK = 2**20  # an expanded view smaller than this is copied out when used; a larger one is refused

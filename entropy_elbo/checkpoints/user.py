@@ -111,9 +111,17 @@ def load_strict(model: nn.Module, state: dict[str, Tensor], prefix: str, source:
 def build_to_fit(build: Callable[[], nn.Module], state: dict[str, Tensor], source: str, advice: str) -> nn.Module:
     """build() a peer library's model from a config from the wild, and load `state` into it strictly; the model is
     first built on the meta device (shapes only, no memory) and checked against `state`, so a tiny config asking
-    for huge layers is refused, naming the mismatch, before anything is allocated."""
+    for huge layers is refused, naming the mismatch, before anything is allocated. The weights are then assigned to
+    that shell (no random initialisation, no second copy of float32 weights); a module holding buffers outside its
+    state_dict (left on the meta device) is built again for real and loaded into instead."""
     with torch.device("meta"):
-        fitting_state(build(), state, "", source, advice)
+        shell = build()
+    fitted = fitting_state(shell, state, "", source, advice)
+    want = shell.state_dict()
+    shell.load_state_dict({k: v.to(want[k].dtype) if v.is_floating_point() and want[k].is_floating_point() else v
+                           for k, v in fitted.items()}, strict=True, assign=True)
+    if not any(t.is_meta for t in (*shell.parameters(), *shell.buffers())):
+        return shell
     model = build()
     load_strict(model, state, "", source, advice)
     return model

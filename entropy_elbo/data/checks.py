@@ -48,6 +48,8 @@ def magnitude_limit(row_numel: int) -> float:
 def check_finite(chunk: np.ndarray, rows: np.ndarray, source: str, raw: np.ndarray | None = None) -> None:
     """Raise a DataError naming the first row and column holding NaN, Inf or a value too large to use."""
     limit = magnitude_limit(int(np.prod(chunk.shape[1:])))
+    if chunk.size == 0 or (chunk.max() <= limit and chunk.min() >= -limit):  # two reductions, no copies (a NaN
+        return  # makes both comparisons false); only a chunk that fails them is searched for its first bad value
     with np.errstate(invalid="ignore"):
         bad = ~(np.abs(chunk) <= limit)
     if not bad.any():
