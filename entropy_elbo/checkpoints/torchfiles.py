@@ -178,7 +178,8 @@ def _strip_prefix(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], str]:
 
 def lightning_implied_variance(hparams: object, d: int) -> tuple[float | None, str] | None:
     """PyTorch-VAE: loss = MSE(mean over D) + kld_weight * KL implies sigma^2 = D * kld_weight / 2 (x beta)."""
-    found = {k: v for k, v in config_items(hparams) if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
+    found = {k: v for k, v in config_items(hparams, "hyper_parameters")
+             if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
     weight = next((found[k] for k in ("kld_weight", "M_N") if isinstance(found.get(k), (int, float))), None)
     if weight is None or not weight > 0:
         return None
