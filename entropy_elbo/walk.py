@@ -1,5 +1,5 @@
 """Nested structures read from files (JSON configs, Lightning's hyper_parameters, a pickle's dicts) walked with a
-bound: at most MAX_DEPTH levels and MAX_NODES containers visited, each container once however often it is
+bound: at most MAX_DEPTH levels and MAX_NODES dicts visited, each container once however often it is
 referenced. So a dict that holds itself, or one dict shared 60 levels deep (2^60 paths, 61 objects), is read in
 milliseconds: the first is a cycle, refused; the second is 61 containers, walked once each.
 """
@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 from entropy_elbo.errors import EntropyElboError
 
-MAX_DEPTH = 64  # levels below the top: real configs nest a handful
-MAX_NODES = 100_000  # containers visited: a config has hundreds at most
+MAX_DEPTH = 65_536  # levels: the walk is a loop (no recursion limit), each level costs one iterator
+MAX_NODES = 100_000  # dicts visited: a config has hundreds at most
 
 
 def nested_items(obj: object, where: str, error: type[EntropyElboError] = EntropyElboError,
