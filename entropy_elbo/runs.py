@@ -22,6 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from entropy_elbo.atomic import atomic_write
+from entropy_elbo.data.images import image_files
 from entropy_elbo.errors import CheckpointError, EntropyElboError, parse_json
 from entropy_elbo.run_checks import checked_epoch
 
@@ -128,11 +129,12 @@ def run_for_resume(path: str | Path) -> RunFolder:
 
 
 def fingerprint(spec: str) -> dict[str, object] | None:
-    """A data file's size, mtime and SHA-256 of its first and last MiB (an image folder's: of its listing); None
-    for a synthetic set's name. Cheap at any size, and catches data replaced under a run."""
+    """A data file's size, mtime and SHA-256 of its first and last MiB (an image folder's: of the listing of the
+    images it reads, so a run's own files saved beside them are not data); None for a synthetic set's name.
+    Cheap at any size, and catches data replaced under a run."""
     path = Path(spec)
     if path.is_dir():
-        entries = sorted((e.name, e.stat().st_size) for e in os.scandir(path) if e.is_file())
+        entries = [(p.name, p.stat().st_size) for p in image_files(path)]
         listing = json.dumps(entries).encode()
         return {"files": len(entries), "size": sum(n for _, n in entries),
                 "listing": hashlib.sha256(listing).hexdigest()}
