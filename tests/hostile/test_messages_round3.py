@@ -93,3 +93,19 @@ def test_a_loss_weight_that_is_not_positive_implies_no_variance(beta: object) ->
     if isinstance(beta, (int, float)) and not isinstance(beta, bool) and beta <= 0:
         sigma2, why = lightning_implied_variance({"kld_weight": 0.1, "beta": beta, "loss_type": "H"}, 4)
         assert sigma2 is None and "only a positive finite beta" in why, why
+
+
+def test_nan_reached_by_the_models_own_weights_is_blamed_on_them_not_on_a_data_row() -> None:
+    from entropy_elbo.elbo import estimate
+    from entropy_elbo.errors import EntropyElboError
+    from entropy_elbo.models import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(kind="vae1", data_dim=4, latent_dim=2, hidden=(8,)))
+    x = torch.randn(10, 4)
+    with torch.no_grad():
+        model.encoder[0][0].weight[0, 0] = float("nan")  # what a diverged training step leaves
+    with pytest.raises(EntropyElboError, match=r"the model's own weights hold NaN or Inf \(parameter 'encoder\.0\.0\."
+                                               r"weight'\).*training diverged") as caught:
+        estimate(model, [x], samples=2)
+    assert "data row" not in str(caught.value) and "--data" not in str(caught.value)
