@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from entropy_elbo import entropies
+from entropy_elbo.atomic import save_figure
 from entropy_elbo.data import iter_batches
 from entropy_elbo.elbo import FIXED_NOTE, UNITS, estimate
 from entropy_elbo.errors import EntropyElboError
@@ -281,8 +282,10 @@ def plot_comparison(cmp: Comparison, path: str | Path) -> Path:
     bottom.set_xlabel("subset size n (data points)")
     bottom.set_ylabel("standard deviation across repeats")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        save_figure(fig, path)
+    finally:
+        plt.close(fig)
     return path
 
 

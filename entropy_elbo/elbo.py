@@ -120,7 +120,7 @@ def accumulate(
     rows = -1
     for x in _batches_to_tensors(batches, device):
         nu, log_tau2 = model.encode(x)  # (B, H) each, float32
-        check_encoder_output(nu, log_tau2, max(rows, 0))
+        check_encoder_output(nu, log_tau2, max(rows, 0), model)
         if encodings is not None:
             encodings.append((nu, log_tau2))
         rows = max(rows, 0) + x.shape[0]
@@ -316,8 +316,9 @@ def check_samples(samples: int) -> None:
         raise EntropyElboError(f"samples (--samples): got {samples}; pass 0 (no Monte Carlo) or a positive count")
 
 
-def check_encoder_output(nu: Tensor, log_tau2: Tensor, first_row: int) -> None:
-    """Refuse encoder outputs with NaN/Inf means or variances tau^2 that are zero or infinite in float32."""
+def check_encoder_output(nu: Tensor, log_tau2: Tensor, first_row: int, model: torch.nn.Module | None = None) -> None:
+    """Refuse encoder outputs with NaN/Inf means or variances tau^2 that are zero or infinite in float32; where the
+    model's own weights hold NaN or Inf (a training run that diverged), blame those, not the data."""
     if nu.numel() == 0:
         return
     limit = entropies.LOG_VAR_LIMIT
@@ -326,6 +327,12 @@ def check_encoder_output(nu: Tensor, log_tau2: Tensor, first_row: int) -> None:
         return  # reductions, no copies: only outputs that fail are searched for the first bad row and latent
     bad = ~torch.isfinite(nu) | ~(log_tau2.abs() < entropies.LOG_VAR_LIMIT)  # (B, H)
     if bad.any():
+        broken = next((n for n, t in model.named_parameters() if t.is_floating_point()
+                       and not torch.isfinite(t).all()), None) if model is not None else None
+        if broken is not None:
+            raise EntropyElboError(f"the model's own weights hold NaN or Inf (parameter {broken!r}), so its encoder "
+                                   "outputs do too: its training diverged; this is not the data's fault, use weights "
+                                   "from before the divergence (a lower learning rate avoids it)")
         row, h = (int(i) for i in bad.nonzero()[0])
         raise EntropyElboError(
             f"data row {first_row + row}, latent {h}: the encoder gives mean {float(nu[row, h]):g} and "

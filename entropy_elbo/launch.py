@@ -23,6 +23,7 @@ from entropy_elbo.errors import EntropyElboError
 from entropy_elbo.models import MODELS, ModelConfig, build_model, check_model_size, check_step_size
 from entropy_elbo.presets import preset
 from entropy_elbo.progress import message
+from entropy_elbo.run_checks import check_log
 from entropy_elbo.run_settings import RUN_KEYS, SETTINGS, RunSettings
 from entropy_elbo.runs import (
     RunFolder,
@@ -136,6 +137,7 @@ def open_resumed(resume: str | Path, out: str | Path | None, model: str | None, 
     releases.append(run.claim())  # one process at a time carries a run on
     stored = check_stored(read_settings(run.folder), run.settings)
     trained = state_epoch(run.state) if run.state.exists() else 0  # no state: stopped before its first epoch
+    check_log(run.log, trained)
     settings = RunSettings.resumed(stored, model, given, Path(resume), trained)
     check_same_data(stored, settings.data, Path(resume), notify)
     return OpenRun(run, settings, stored)

@@ -8,6 +8,7 @@ ENTROPY_ELBO_MEMORY_LIMIT bytes when set, for tests and shared machines) or the 
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import stat
@@ -41,9 +42,13 @@ def memory_budget() -> int:
     given = os.environ.get(LIMIT_ENV)
     if given:
         try:
-            return max(1, int(float(given)))
+            value = float(given)
         except ValueError:
             raise EntropyElboError(f"{LIMIT_ENV}={given!r}: not a number of bytes; unset it or give e.g. 2e9") from None
+        if not math.isfinite(value):
+            raise EntropyElboError(f"{LIMIT_ENV}={given!r}: not a finite number of bytes; unset it (half the "
+                                   "available memory) or give e.g. 2e9") from None
+        return max(1, int(value))
     return int(MEMORY_FRACTION * available_memory())
 
 

@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from entropy_elbo.atomic import save_figure
 from entropy_elbo.entropies import LOG_2PI_E
 from entropy_elbo.errors import EntropyElboError, parse_json
 from entropy_elbo.runs import LOG, read_log, run_for_resume
@@ -166,11 +167,7 @@ def plot_run(rows: list[dict[str, object]], out: str | Path, threshold: float = 
     d.set(xlabel="latent (highest entropy first)", ylabel="mean encoder entropy [nats]",
           title=f"epoch {epochs[-1]}: {active} of {h} latents active (red: collapsed, eq. 24)")
     try:
-        fig.savefig(out, dpi=110)
-    except OSError as err:
-        raise EntropyElboError(f"--out {out}: cannot write the figure ({err.strerror})") from None
-    except ValueError as err:  # matplotlib: an extension it has no writer for
-        raise EntropyElboError(f"--out {out}: {str(err).splitlines()[0]}; pick one of those extensions") from None
+        save_figure(fig, out, "--out", dpi=110)
     finally:
         plt.close(fig)
     return fig
@@ -211,12 +208,7 @@ def plot_collapse(result: CollapseResult, path: str, source: str) -> None:
     title = f"{source}: {n_active} of {result.h} latents active (eq. 24)"
     ax.set_title(textwrap.fill(title, int(width * 72 / (9 * 0.6))), fontsize=9)  # 9-pt characters ~0.6 em wide
     ax.legend(fontsize=7, loc="best")
-    try:
-        fig.savefig(path, dpi=120)  # the extension picks the format
-    except OSError as e:
-        raise EntropyElboError(f"--plot {path}: cannot write it ({e.strerror}); choose a writable path") from None
-    except ValueError as e:  # matplotlib has no writer for the extension
-        raise EntropyElboError(f"--plot {path}: {str(e).splitlines()[0]}; pick one of those extensions") from None
+    save_figure(fig, path)  # the extension picks the format
 
 
 def plot_bic(sel: object, segments: list, path: str) -> None:
@@ -240,5 +232,7 @@ def plot_bic(sel: object, segments: list, path: str) -> None:
     ax.set_title("Streaming linear VAEs: BIC from the sampled ELBO and from the entropies (Fig. 3a)")
     ax.legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        save_figure(fig, path)
+    finally:
+        plt.close(fig)

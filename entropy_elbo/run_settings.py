@@ -7,6 +7,7 @@ holds: a given setting that differs from it is refused, except `epochs`, which m
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -99,17 +100,24 @@ class RunSettings:
         if model is not None and kind != model:
             raise EntropyElboError(f"--resume {path}: the run trains {kind}, not {model}; run `train {kind} --resume`")
         kept = dict(stored["settings"])  # type: ignore[arg-type]
+        values = {**defaults(kind), **{k: v for k, v in kept.items() if k in SETTINGS}}
+        try:
+            _json_types(values)
+            cls(model=kind, **values)  # run.json's own settings, each checked as a flag's would be
+        except EntropyElboError as err:
+            raise EntropyElboError(f"{path}: run.json's settings hold a bad value ({str(err).lstrip('-')}); the run "
+                                   "folder is damaged or was edited, start a new run") from None
         for key, value in given.items():
             value = list(_sizes(value)) if key == "hidden" else value
             if key not in RESUMABLE and kept.get(key) != value:
                 raise EntropyElboError(f"--resume {path}: --{key.replace('_', '-')} {value} differs from the run's "
                                        f"{kept.get(key)}; a resumed run keeps its settings (only --epochs may grow)")
-        values = {**defaults(kind), **{k: v for k, v in kept.items() if k in SETTINGS}}
         values.update({k: v for k, v in given.items() if k in RESUMABLE})
-        if int(values["epochs"]) < trained:
-            raise EntropyElboError(f"--resume {path}: --epochs {int(values['epochs'])} is fewer than the {trained} "
+        settings = cls(model=kind, **values)
+        if settings.epochs < trained:
+            raise EntropyElboError(f"--resume {path}: --epochs {settings.epochs} is fewer than the {trained} "
                                    f"epochs already trained; pass --epochs {trained} or more")
-        return cls(model=kind, **values)
+        return settings
 
     @property
     def training(self) -> TrainConfig:
@@ -152,6 +160,19 @@ def _cast(name: str, value: object, cast: type) -> object:
         return cast(value)
     except (TypeError, ValueError):
         raise EntropyElboError(f"--{name.replace('_', '-')}: got {value!r}; it must be {KINDS[cast]}") from None
+
+
+def _json_types(values: dict[str, object]) -> None:
+    """Settings read from JSON hold each field's own JSON type: no string for a number, no true for an integer."""
+    for f in fields(RunSettings):
+        value, cast = values.get(f.name), CASTS.get(f.type.split(" ")[0])
+        if value is None or cast is None:
+            continue
+        fits = isinstance(value, str) if cast is str else (
+            not isinstance(value, bool) and isinstance(value, (int, float) if cast is float else int))
+        if not fits:
+            raise EntropyElboError(f"'{f.name}' is {json.dumps(value)[:40]} ({type(value).__name__}); it must be "
+                                   f"{KINDS[cast]}")
 
 
 def _sizes(value: object) -> tuple[int, ...]:

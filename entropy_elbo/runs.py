@@ -22,7 +22,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from entropy_elbo.atomic import atomic_write
+from entropy_elbo.data.images import image_files
 from entropy_elbo.errors import CheckpointError, EntropyElboError, parse_json
+from entropy_elbo.run_checks import checked_epoch
 
 STATE_FORMAT = "entropy-elbo-run-state/1"
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".npy", ".npz", ".h5")  # --out names of other formats
@@ -127,11 +129,12 @@ def run_for_resume(path: str | Path) -> RunFolder:
 
 
 def fingerprint(spec: str) -> dict[str, object] | None:
-    """A data file's size, mtime and SHA-256 of its first and last MiB (an image folder's: of its listing); None
-    for a synthetic set's name. Cheap at any size, and catches data replaced under a run."""
+    """A data file's size, mtime and SHA-256 of its first and last MiB (an image folder's: of the listing of the
+    images it reads, so a run's own files saved beside them are not data); None for a synthetic set's name.
+    Cheap at any size, and catches data replaced under a run."""
     path = Path(spec)
     if path.is_dir():
-        entries = sorted((e.name, e.stat().st_size) for e in os.scandir(path) if e.is_file())
+        entries = [(p.name, p.stat().st_size) for p in image_files(path)]
         listing = json.dumps(entries).encode()
         return {"files": len(entries), "size": sum(n for _, n in entries),
                 "listing": hashlib.sha256(listing).hexdigest()}
@@ -284,21 +287,19 @@ def load_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimi
 
 
 def state_epoch(path: Path) -> int:
-    """The epoch a run state was saved after, checking that the whole file reads (before any training starts)."""
+    """The epoch a run state was saved after, checking that the whole file reads and its fields are whole (before
+    any training starts)."""
     try:
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
-        load_file(str(path))  # every tensor must read
+        tensors = load_file(str(path))  # every tensor must read
     except (SafetensorError, OSError, RuntimeError) as err:
         raise CheckpointError(f"{path}: cannot read the run state ({err}); start a new run") from None
     if meta.get("format") != STATE_FORMAT:
         raise CheckpointError(f"{path}: not an entropy-elbo run state; start a new run")
-    try:
-        return int(meta["epoch"])
-    except (KeyError, ValueError):
-        raise CheckpointError(f"{path}: the run state names no epoch; start a new run") from None
+    return checked_epoch(path, meta, tensors)
 
 
 def remove_temporaries(run: RunFolder) -> None:

@@ -14,6 +14,7 @@ import time
 import torch
 
 from entropy_elbo.errors import EntropyElboError
+from entropy_elbo.progress import message
 
 LARGE_WORK = 50_000_000  # multiply-adds per step from which a second thread pays (benchmarks/threads.py)
 
@@ -52,11 +53,11 @@ def choose_threads(work: float, requested: int | None = None) -> int:
     if requested is not None:
         if requested < 1:
             raise EntropyElboError(f"--threads {requested}: pass 1 or more (this machine lets us use {cores})")
-        return requested
+        return at_most_cores(requested, f"--threads {requested}", cores)
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if env:
         try:
-            return max(1, int(env))
+            return at_most_cores(max(1, int(env)), f"OMP_NUM_THREADS={env}", cores)
         except ValueError:
             raise EntropyElboError(f"OMP_NUM_THREADS={env!r} is not a number of threads; set it to 1 or more, "
                                    "or unset it") from None
@@ -66,6 +67,21 @@ def choose_threads(work: float, requested: int | None = None) -> int:
     if idle is None:
         return cores
     return max(1, min(cores, int(idle + 0.5)))
+
+
+def at_most_cores(n: int, given: str, cores: int) -> int:
+    """`n` threads, clamped to the cores this process may use, said once on stderr when clamped (torch given
+    100000 threads crashes with SIGSEGV; threads beyond the cores only wait for each other)."""
+    if n <= cores:
+        return n
+    said = f"note: {given} asks for more threads than the {cores} cores this process may use; using {cores}"
+    if said not in _SAID:
+        _SAID.add(said)
+        message(said)
+    return cores
+
+
+_SAID: set[str] = set()
 
 
 def use_threads(work: float, requested: int | None = None) -> int:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor, nn
 
+from entropy_elbo.checkpoints.guard import model_code, owner_name
 from entropy_elbo.checkpoints.introspect import Finding, last, to_log_var, variance_value
 from entropy_elbo.checkpoints.outputs import (
     NotGaussian,
@@ -25,7 +26,7 @@ from entropy_elbo.checkpoints.outputs import (
     sibling_heads,
     through_heads,
 )
-from entropy_elbo.errors import CheckpointError, ModelError, first_line
+from entropy_elbo.errors import CheckpointError, ModelError
 from entropy_elbo.models.protocol import VAEBase
 
 
@@ -185,15 +186,10 @@ class ModuleAdapter(VAEBase):
 
 
 def run_foreign(fn, batch: Tensor, via: str, hint: str = ""):  # noqa: ANN001, ANN201
-    """Call the model's own code (a --model class, TorchScript, a trusted pickle): whatever it raises, one line."""
-    try:
+    """Call the model's own code (a --model class, TorchScript, a trusted pickle) under `guard.model_code`:
+    whatever it raises or exits with, one line naming its class, the method and the batch's shape."""
+    with model_code(owner_name(fn), via, hint, where=f" on a batch of shape {tuple(batch.shape)}"):
         return fn(batch)
-    except (KeyboardInterrupt, ModelError):
-        raise
-    except Exception as err:  # noqa: BLE001 -- the model's own code
-        raise ModelError(f"the model's {via}() failed on a batch of shape {tuple(batch.shape)} "
-                         f"({type(err).__name__}: {first_line(err)}){hint}") from None
-
 
 
 def plan_module(module: nn.Module, state: dict[str, Tensor], encoder: Finding | None, decoder: Finding,
@@ -317,8 +313,8 @@ def _decodes(module: nn.Module, via: str, z: Tensor, d: int) -> bool:
     fn = module.decode if via == "decode" else module.decoder
     try:
         with torch.no_grad():
-            ts = _tensors(expand(fn(z), via))
-    except Exception:  # noqa: BLE001 -- a probe of the model's own code: not this width
+            ts = _tensors(expand(run_foreign(fn, z, via), via))
+    except ModelError:  # a probe of the model's own code: not this width
         return False
     return bool(ts) and ts[0].dim() >= 2 and ts[0][0].numel() == d
 
@@ -327,7 +323,7 @@ def _decoder_output(dfn, z: Tensor, second: Tensor, via: str, count: int, d: int
                     override: str) -> Finding:
     """decode() returning (mean, log-variance): constant in z (scalar / per-dim) or a network of z."""
     with torch.no_grad():
-        other = _tensors(expand(dfn(torch.randn_like(z)), via))[1]
+        other = _tensors(expand(run_foreign(dfn, torch.randn_like(z), via), via))[1]
     varies = other.shape != second.shape or not torch.equal(other, second)
     if not varies and second.dim() > 1 and second.shape[0] == z.shape[0]:  # batched but the same in every row
         varies = not torch.equal(second, second[:1].expand_as(second))

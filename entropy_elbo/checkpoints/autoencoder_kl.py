@@ -10,6 +10,7 @@ stated or optimal sigma^2 applies. Images are (N, C, H, W) arrays scaled to [-1,
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -127,6 +128,7 @@ def logvar_finding() -> Finding:
 def build_autoencoder_kl(config: dict, state: dict[str, Tensor], input_shape: tuple[int, ...] | None,
                          source: str) -> AutoencoderKLAdapter:
     """diffusers' AutoencoderKL from `config`, loaded strictly with `state`, for images of `input_shape`."""
+    sides = config_sides(config, source) if input_shape is None else None  # bounded before anything is built
     try:
         from diffusers import AutoencoderKL
     except ImportError:
@@ -147,12 +149,29 @@ def build_autoencoder_kl(config: dict, state: dict[str, Tensor], input_shape: tu
 
     vae = build_to_fit(build, state, source, "its weights do not fit the AutoencoderKL its config describes ({}); "
                        "put the model's own config.json beside the weights")
-    size = config.get("sample_size", 32)
-    shape = input_shape or (int(config.get("in_channels", 3)), *(size if isinstance(size, list) else [size, size]))
+    shape = input_shape or (int(vae.config.in_channels), *sides)
     if len(shape) != 3 or shape[0] != vae.config.in_channels:
         raise CheckpointError(f"{source}: AutoencoderKL takes images (N, {vae.config.in_channels}, H, W); the data's "
                               f"rows have shape {tuple(shape)}")
     return AutoencoderKLAdapter(vae.eval(), shape)
+
+
+PROBE_SIDE = 256  # pixels: without data, the probe image's sides are bounded by this (2048 took 1.6 GB and minutes)
+
+
+def config_sides(config: dict, source: str) -> tuple[int, int]:
+    """The probe image's (height, width) from the config's sample_size (no data given), checked and bounded
+    before anything is built from them."""
+    size = config.get("sample_size", 32)
+    sides = size if isinstance(size, list) and len(size) == 2 else [size, size]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sides):
+        raise CheckpointError(f"{source}: config 'sample_size' is {json.dumps(size)[:40]}; expected a positive "
+                              "integer or [height, width]; fix config.json, or pass --data with images")
+    if max(sides) > PROBE_SIDE:
+        raise CheckpointError(f"{source}: config 'sample_size' {json.dumps(size)} asks for a probe image of "
+                              f"{sides[0]}x{sides[1]} pixels, more than the {PROBE_SIDE}x{PROBE_SIDE} a probe may take "
+                              "without data; pass --data with images of the size the model works on")
+    return int(sides[0]), int(sides[1])
 
 
 def read_autoencoder_kl(path: Path, config: dict | None, raw: RawCheckpoint | None = None) -> RawCheckpoint:

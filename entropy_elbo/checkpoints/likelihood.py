@@ -18,6 +18,7 @@ from torch import Tensor
 
 from entropy_elbo.checkpoints.introspect import Finding, has_decoder_variance, last
 from entropy_elbo.errors import CheckpointError, ModelError
+from entropy_elbo.walk import nested_items
 
 if TYPE_CHECKING:
     from entropy_elbo.checkpoints.options import LoadOptions
@@ -52,24 +53,16 @@ def refuse_other_priors(state: dict[str, Tensor]) -> None:
                               "the checkpoint is refused")
 
 
-def config_items(obj: object) -> Iterator[tuple[str, object]]:
-    """Every (key, value) of nested dicts, depth first (Lightning's hyper_parameters may nest `params`); a loop over
-    a stack, not recursion, so that no nesting depth in a file reaches Python's recursion limit."""
-    stack = [iter(obj.items())] if isinstance(obj, dict) else []
-    while stack:
-        item = next(stack[-1], None)
-        if item is None:
-            stack.pop()
-            continue
-        yield str(item[0]), item[1]
-        if isinstance(item[1], dict):
-            stack.append(iter(item[1].items()))
+def config_items(obj: object, where: str = "config") -> Iterator[tuple[str, object]]:
+    """Every (key, value) of nested dicts, depth first (Lightning's hyper_parameters may nest `params`), walked
+    with `walk.nested_items`' bounds: each dict once, no cycle, no depth or size beyond any real config."""
+    return nested_items(obj, where, CheckpointError)
 
 
-def bernoulli_loss(config: object) -> tuple[str, str] | None:
+def bernoulli_loss(config: object, where: str = "config") -> tuple[str, str] | None:
     """The (key, value) of a config (nested dicts: Lightning's hyper_parameters, pythae's model_config) that names
     a Bernoulli loss (bce, binary_cross_entropy, ...) under a loss key, else None: one rule for every peer."""
-    for key, value in config_items(config):
+    for key, value in config_items(config, where):
         if key.lower() in LOSS_KEYS and isinstance(value, str) and value.lower().startswith(BCE_WORDS):
             return key, value
     return None
@@ -77,7 +70,7 @@ def bernoulli_loss(config: object) -> tuple[str, str] | None:
 
 def loss_reason(meta: dict[str, object]) -> str | None:
     """A Bernoulli loss named in a Lightning checkpoint's hyper_parameters, else None (pythae: bernoulli_refusal)."""
-    found = bernoulli_loss(meta.get("hyper_parameters"))
+    found = bernoulli_loss(meta.get("hyper_parameters"), "hyper_parameters")
     if found is None:
         return None
     return f"its hyper_parameters name the loss {found[1]!r} ({found[0]}): a Bernoulli decoder, {OUTSIDE}"
@@ -106,7 +99,7 @@ def sigmoid_reason(model: object, rows: Tensor, output: str | None) -> str | Non
 
 def bernoulli_refusal(what: str, config: dict) -> str | None:
     """Why a peer model whose config names a Bernoulli loss is refused outright (pythae), else None."""
-    found = bernoulli_loss(config)
+    found = bernoulli_loss(config, what)
     if found is None:
         return None
     return (f"{what} was trained with {found[0]} {found[1]!r}: a Bernoulli decoder, not a Gaussian one, so neither "

@@ -121,7 +121,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
 def check_variances(model: VAEBase, source: str | Path) -> None:
     """Refuse constant log-variances whose variance is zero or infinite in float32 (a non-positive variance)."""
     h = model.latent_dim
-    names = {id(p): n for n, p in model.named_parameters()}
+    names = stored_names(model)
     with torch.no_grad():
         found = {"encoder variance tau^2": model.encoder_log_var_constant, "prior variance A": model.prior_log_var}
         if model.decoder_variance != "network":
@@ -132,13 +132,32 @@ def check_variances(model: VAEBase, source: str | Path) -> None:
             continue
         bad = ~(log_var.detach().double().abs() < LOG_VAR_LIMIT)
         if bad.any():
-            value = float(log_var.detach().reshape(-1)[bad.reshape(-1)][0])
-            key = names.get(id(log_var), what)
+            flat = bad.reshape(-1)
+            index = int(flat.nonzero()[0])
+            value = float(log_var.detach().reshape(-1)[index])
+            at = f" at index {index}" if flat.numel() > 1 else ""
+            key = names.get(log_var.untyped_storage().data_ptr()) or planned_name(model, what) or what
             raise CheckpointError(
-                f"{source}: tensor {key!r} holds log-variance {value:g}, so its {what} is "
+                f"{source}: tensor {key!r} holds log-variance {value:g}{at}, so its {what} is "
                 f"{'zero' if value < 0 else 'infinite'} in float32 (|ln| must stay below {LOG_VAR_LIMIT:.1f}); "
                 "use an earlier checkpoint"
             )
+
+
+def stored_names(model: torch.nn.Module) -> dict[int, str]:
+    """Parameter and buffer names by the address of their storage, so a view (a reshape) finds its name too; the
+    file's own key where the model renamed it (the plain MLP keeps the file's tensors as weights.t0, t1, ...)."""
+    file_keys = {f"weights.{safe}": key for key, safe in getattr(model, "_names", {}).items()}
+    named = [*model.named_parameters(), *model.named_buffers()]
+    return {t.untyped_storage().data_ptr(): file_keys.get(n, n) for n, t in reversed(named) if t.numel()}
+
+
+def planned_name(model: torch.nn.Module, what: str) -> str | None:
+    """The parameter a wrapped module's plan read a variance from (its Finding's name), where one did."""
+    plan = getattr(model, "plan", None)
+    finding = getattr(plan, "decoder" if what.startswith("decoder") else "encoder", None)
+    name = getattr(finding, "name", None)
+    return name if isinstance(name, str) and getattr(finding, "kind", None) != "fixed" else None
 
 
 def build_checked(config: ModelConfig, state: dict[str, torch.Tensor], path: Path) -> VAEBase:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from torch import Tensor
 
 from entropy_elbo.checkpoints.mlp import OUTPUT_ACTIVATIONS
+from entropy_elbo.entropies import LOG_VAR_LIMIT
 from entropy_elbo.errors import CheckpointError
 from entropy_elbo.models.config import ACTIVATIONS
 
@@ -51,6 +53,12 @@ class LoadOptions:
         if self.decoder_variance is not None and not 0 < self.decoder_variance < float("inf"):
             raise CheckpointError(f"--decoder-variance: got {self.decoder_variance}; it must be a positive sigma^2 "
                                   "or 'optimal'")
+        lo, hi = math.exp(-LOG_VAR_LIMIT), math.exp(LOG_VAR_LIMIT)
+        if self.decoder_variance is not None and not lo < self.decoder_variance < hi:
+            raise CheckpointError(f"--decoder-variance {self.decoder_variance:g}: ln sigma^2 = "
+                                  f"{math.log(self.decoder_variance):.1f} is beyond float32's range (|ln sigma^2| must "
+                                  f"stay below {LOG_VAR_LIMIT:.1f}); pass a sigma^2 between {lo:.3g} and {hi:.3g}, or "
+                                  "'optimal'")
 
     @property
     def optimal_variance(self) -> bool:

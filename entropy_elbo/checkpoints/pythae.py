@@ -8,6 +8,8 @@ N(0, I), or whose loss is Bernoulli, are refused in one line that says why.
 
 from __future__ import annotations
 
+import json
+import math
 import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -84,7 +86,11 @@ def pythae_implied_variance(config: dict) -> tuple[float | None, str]:
     if name in NOT_AN_ELBO:
         return None, f"pythae {name}: {NOT_AN_ELBO[name]}; no fixed decoder variance is implied"
     key = PYTHAE_GAUSSIAN.get(name)
-    weight = float(config.get(key, 1.0)) if key else 1.0
+    weight = config.get(key, 1.0) if key else 1.0
+    if key and not (isinstance(weight, (int, float)) and not isinstance(weight, bool) and 0 < weight < math.inf):
+        return None, (f"pythae {name}'s config gives {key} = {json.dumps(weight)[:40]}: only a positive finite "
+                      f"{key} makes its loss a multiple of the negative ELBO, so no fixed decoder variance is implied")
+    weight = float(weight)
     if key:
         return weight, (f"pythae {name}'s loss 0.5 ||x - mu(z)||^2 + {key} KL ({key} = {weight:g}) is {key} times "
                         f"the negative ELBO at sigma^2 = {weight:g}, a fixed decoder variance it never learned")

@@ -130,21 +130,38 @@ def from_object(obj: object, path: Path) -> RawCheckpoint:
         meta = {k: obj[k] for k in ("pytorch-lightning_version", "epoch", "global_step", "hyper_parameters")
                 if k in obj}
     if _is_tensor_dict(obj):
-        return _raw(fmt, obj, meta)
+        return _raw(fmt, _named_keys(obj, path, "the state_dict"), meta)
     for key in STATE_KEYS:
         inner = obj.get(key)
         if isinstance(inner, nn.Module):
             return RawCheckpoint("pickled module", dict(inner.state_dict()), module=inner, meta={"key": key})
         if isinstance(inner, dict) and _is_tensor_dict(inner):
             meta["key"] = key
-            return _raw(fmt, inner, meta)
-    junk = [f"{k!r} ({type(v).__name__})" for k, v in obj.items() if not isinstance(v, (Tensor, dict, nn.Module))]
-    if any(isinstance(v, Tensor) for v in obj.values()) and junk:
-        raise CheckpointError(f"{path}: a state_dict with entries that are not tensors ({', '.join(junk[:5])}); "
-                              "save only the model's state_dict()")
+            return _raw(fmt, _named_keys(inner, path, f"its {key!r}"), meta)
+        if isinstance(inner, dict):
+            _refuse_junk(inner, path, f"its {key!r} holds")
+    _refuse_junk(obj, path, "a state_dict with")
     keys = ", ".join(sorted(str(k) for k in obj)[:10])
     raise CheckpointError(f"{path}: a dict without a state_dict (keys: {keys}); "
                           f"expected one of {', '.join(STATE_KEYS)}")
+
+
+def _refuse_junk(obj: dict, path: Path, what: str) -> None:
+    """A dict of tensors with other entries among them: refused, naming those entries."""
+    junk = [f"{k!r} ({type(v).__name__})" for k, v in obj.items() if not isinstance(v, (Tensor, dict, nn.Module))]
+    if any(isinstance(v, Tensor) for v in obj.values()) and junk:
+        raise CheckpointError(f"{path}: {what} entries that are not tensors ({', '.join(junk[:5])}); "
+                              "save only the model's state_dict()")
+
+
+def _named_keys(state: dict, path: Path, what: str) -> dict:
+    """A state_dict's keys are parameter names (text): a key of another type is refused, naming it."""
+    odd = [k for k in state if not isinstance(k, str)]
+    if odd:
+        raise CheckpointError(f"{path}: {what} has keys that are not parameter names ({odd[0]!r} of type "
+                              f"{type(odd[0]).__name__}); save the model's own state_dict(), whose keys name the "
+                              "parameters")
+    return state
 
 
 def _is_tensor_dict(obj: dict) -> bool:
@@ -178,7 +195,8 @@ def _strip_prefix(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], str]:
 
 def lightning_implied_variance(hparams: object, d: int) -> tuple[float | None, str] | None:
     """PyTorch-VAE: loss = MSE(mean over D) + kld_weight * KL implies sigma^2 = D * kld_weight / 2 (x beta)."""
-    found = {k: v for k, v in config_items(hparams) if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
+    found = {k: v for k, v in config_items(hparams, "hyper_parameters")
+             if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
     weight = next((found[k] for k in ("kld_weight", "M_N") if isinstance(found.get(k), (int, float))), None)
     if weight is None or not weight > 0:
         return None
@@ -191,6 +209,9 @@ def lightning_implied_variance(hparams: object, d: int) -> tuple[float | None, s
         return None, f"hyper_parameters: kld_weight {weight:g} with loss_type 'B': {KL_CAPACITY}; no sigma^2 is " \
                      "implied"
     scale = float(beta) if isinstance(beta, (int, float)) and loss_type == "H" else 1.0
+    if not 0 < scale < float("inf"):
+        return None, f"hyper_parameters: beta {scale:g} with loss_type 'H': only a positive finite beta makes the " \
+                     "loss a multiple of the negative ELBO, so no sigma^2 is implied"
     sigma2 = d * float(weight) * scale / 2
     weights = f"kld_weight {weight:g}" + (f" x beta {scale:g}" if scale != 1.0 else "")
     return sigma2, (f"hyper_parameters: {weights}; PyTorch-VAE's loss MSE (mean over D={d}) + {weights} KL is "

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from entropy_elbo.checkpoints.guard import model_code
 from entropy_elbo.checkpoints.raw import RawCheckpoint
 from entropy_elbo.checkpoints.source import Built, Source
 from entropy_elbo.errors import CheckpointError, first_line, parse_json
@@ -89,11 +90,9 @@ def build_user_model(spec: str, kwargs: dict[str, object]) -> nn.Module:
     factory = getattr(module, name, None)
     if factory is None or not callable(factory):
         raise CheckpointError(f"--model {spec}: {where} defines no class or function {name!r}")
-    try:
+    with model_code(name, "__init__", f" (--model {spec}, --model-kwargs {json.dumps(kwargs)}); check --model-kwargs",
+                    CheckpointError):
         model = factory(**kwargs)
-    except Exception as err:  # noqa: BLE001 -- the user's constructor
-        raise CheckpointError(f"--model {spec}: {name}(**{json.dumps(kwargs)}) raised {type(err).__name__}: "
-                              f"{first_line(err)}; check --model-kwargs") from None
     if not isinstance(model, nn.Module):
         raise CheckpointError(f"--model {spec}: {name} returned a {type(model).__name__}, not a torch nn.Module")
     return model

@@ -118,9 +118,14 @@ def plot_option(what: str):  # noqa: ANN201
 
 
 def _plot_folder(ctx: click.Context, param: click.Parameter, plot: Path | None) -> Path | None:
-    """A --plot file's folder must exist before any work is done."""
+    """A --plot file's folder must exist, and the file be writable (not a folder or FIFO), before any work is done."""
     if plot is not None and not plot.parent.is_dir():
         raise EntropyElboError(f"--plot {plot}: folder {plot.parent} does not exist; create it first")
+    if plot is not None:
+        from entropy_elbo.atomic import check_writable, figure_format
+
+        check_writable(plot, "--plot")
+        figure_format(plot)
     return plot
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from entropy_elbo.data.checks import check_finite
+from entropy_elbo.data.shrink import size_guard
 from entropy_elbo.errors import DataError
 
 RELEASE_BYTES = 64 * 2**20  # a memory-mapped file's pages are dropped from RSS after this much is read
@@ -20,10 +21,12 @@ def raw_chunks(
     """(rows, chunk) pairs of at most batch_size rows in their stored dtype, in `indices` order if given."""
     if batch_size <= 0:
         raise DataError(f"batch_size must be a positive number of rows, got {batch_size}")
+    unshrunk = size_guard(x)  # a memory-mapped file truncated under us: one line, not a SIGBUS
     if indices is None:
         for start in range(0, len(x), batch_size):
             stop = min(start + batch_size, len(x))
-            yield np.arange(start, stop), np.asarray(x[start:stop])
+            unshrunk()
+            yield np.arange(start, stop), np.asarray(x[start:stop])  # read by the caller right away
         return
     indices = np.asarray(indices)
     if indices.ndim != 1 or (indices.size and not np.issubdtype(indices.dtype, np.integer)):
@@ -34,6 +37,7 @@ def raw_chunks(
         rows = indices[start : start + batch_size]
         order = np.argsort(rows, kind="stable")
         chunk = np.empty((len(rows), *x.shape[1:]), dtype=x.dtype)
+        unshrunk()
         chunk[order] = x[rows[order]]  # sorted reads are sequential on a memmap
         yield rows, chunk
 

@@ -69,7 +69,7 @@ def load_image_folder(path: str | Path, image_size: int = 64, crop: int | None =
         raise DataError(f"image_size must be a positive number of pixels, got {image_size}")
     if crop is not None and crop < 1:
         raise DataError(f"--crop must be a positive number of pixels, got {crop}")
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = image_files(path)
     if not files:
         raise DataError(f"{path}: no .png/.jpg/.jpeg/.bmp images in this folder")
     check_memory(4 * 3 * image_size**2 * (len(files) + 4), f"--image-size {image_size}: {len(files)} images of "
@@ -78,3 +78,8 @@ def load_image_folder(path: str | Path, image_size: int = 64, crop: int | None =
     for i, f in enumerate(files):
         out[i] = _image_to_array(f, image_size, Image, crop)
     return out
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The images of a folder that `load_image_folder` reads, sorted by name (other files are not data)."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())

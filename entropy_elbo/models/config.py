@@ -44,4 +44,26 @@ class ModelConfig:
         unknown = set(raw) - known
         if unknown:
             raise ModelError(f"model config: unknown fields {sorted(unknown)}; was it written by a newer entropy-elbo?")
+        for name, value in raw.items():
+            kind, words = JSON_TYPES[name]
+            if not _is_json(value, kind):
+                raise ModelError(f"model config: {name!r} is {json.dumps(value)[:40]} ({type(value).__name__}); "
+                                 f"expected {words}")
         return cls(**raw)
+
+
+JSON_TYPES = {"kind": (str, "text"), "data_dim": (int, "an integer"), "latent_dim": (int, "an integer"),
+              "hidden": (list, "a list of integers"), "activation": (str, "text"),
+              "decoder_variance": (str, "text"), "init_log_sigma2": (float, "a number"),
+              "extra": (dict, "a JSON object")}  # each field of a saved config, as JSON holds it
+
+
+def _is_json(value: object, kind: type) -> bool:
+    """Whether a JSON value has a config field's type (no true for an integer, integers in a list of sizes)."""
+    if isinstance(value, bool):
+        return False
+    if kind is float:
+        return isinstance(value, (int, float))
+    if kind is list:
+        return isinstance(value, list) and all(_is_json(v, int) for v in value)
+    return isinstance(value, kind)

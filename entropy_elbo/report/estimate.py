@@ -81,7 +81,8 @@ def iwae_rows(t: Table, est: Estimate) -> None:
     t.add_row("IWAE bound", f"{fmt(est.iwae)} {u}",
               f"E log mean_k p(x,z_k)/q(z_k|x), K={est.iwae_samples}; ELBO <= IWAE <= log p(x)")
     t.add_row("  standard error", f"{fmt(est.iwae_stderr)} {u}", "over data points")
-    t.add_row("IWAE - MC ELBO", f"{fmt(est.iwae - est.mc_elbo)} {u}", "should be >= 0 (ELBO <= IWAE)")
+    if est.mc_elbo is not None:  # --samples 0: no Monte Carlo ELBO to compare with
+        t.add_row("IWAE - MC ELBO", f"{fmt(est.iwae - est.mc_elbo)} {u}", "should be >= 0 (ELBO <= IWAE)")
 
 
 def iwae_note(est: Estimate) -> str | None:
