@@ -21,13 +21,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @dataclass
 class Ran:
-    """What one process did: exit code (negative: the signal that ended it), its output, peak MB and seconds."""
+    """What one process did: exit code (negative: the signal that ended it), its output, peak MB, wall seconds and
+    CPU seconds (user + system: steady on a loaded machine, where wall time is not)."""
 
     returncode: int
     stdout: str
     stderr: str
     peak_mb: float
     seconds: float
+    cpu_seconds: float = 0.0
 
 
 PEAK_AT_EXIT = """
@@ -65,7 +67,7 @@ def run_process(cmd: list[str], timeout: float = 60.0, env: dict[str, str] | Non
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=full_env, cwd=cwd)
         while True:
             peak_kb = max(peak_kb, high_water_kb(proc.pid))
-            pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
             if time.monotonic() - start > timeout:
@@ -82,7 +84,7 @@ def run_process(cmd: list[str], timeout: float = 60.0, env: dict[str, str] | Non
         out.seek(0)
         err.seek(0)
         return Ran(proc.returncode, out.read().decode(errors="replace"), err.read().decode(errors="replace"),
-                   peak_kb / 1024, seconds)
+                   peak_kb / 1024, seconds, usage.ru_utime + usage.ru_stime)
 
 
 def cli(*args: object, timeout: float = 60.0, env: dict[str, str] | None = None, cwd: Path | None = None) -> Ran:
