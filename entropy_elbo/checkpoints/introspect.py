@@ -66,7 +66,8 @@ def to_log_var(raw: Tensor, param: str) -> Tensor:
         return 2 * torch.nn.functional.softplus(raw).log()
     if param == "softplus_var":
         return torch.nn.functional.softplus(raw).log()
-    raise CheckpointError(f"parameterization {param!r} unknown; use one of {', '.join(PARAMS)}")
+    raise CheckpointError(f"parameterization {param!r} unknown; pass --encoder-var-param (or --decoder-var-param) as "
+                          f"one of {', '.join(PARAMS)}")
 
 
 @dataclass
@@ -308,7 +309,8 @@ def find_encoder_variance(state: dict[str, Tensor], *, name: str | None = None,
     consts = {k: ENCODER_VAR_PARAMS[last(k)] for k in bare_params(state) if last(k) in ENCODER_VAR_PARAMS}
     candidates = [*heads, *consts]
     if len(candidates) > 1:
-        raise ambiguous("encoder variance", candidates, "--encoder-var NAME")
+        raise ambiguous("encoder variance", candidates, "--encoder-var NAME (and --encoder-var-param P for how it is "
+                        "stored)")
     if heads:
         (head, guess), = heads.items()
         return Finding("head", head, param or guess, f"layer {head!r} is named like an encoder "
