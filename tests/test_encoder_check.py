@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from code_styles import Base, StdLaplace, Unconverged, own_q, ppca
+from torch import nn
 
 import entropy_elbo
 from entropy_elbo.checkpoints.introspect import PARAMS, to_log_var
@@ -84,3 +85,29 @@ def test_inspect_and_collapse_say_a_h_from_the_command_line(tmp_path: Path) -> N
     got = CliRunner().invoke(main, ["collapse", str(tmp_path / "m.pt"), *common])
     assert got.exit_code == 0, got.output
     assert "warning:" in got.output and "far from 1" in got.output
+
+
+class SigmoidL1(nn.Module):  # plain tensors out, a sigmoid mean, trained with an L1 (Laplace) loss
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc, self.fc_mu, self.fc_var = nn.Linear(6, 8), nn.Linear(8, 2), nn.Linear(8, 2)
+        self.dec = nn.Linear(2, 6)
+
+    def encode(self, x):  # noqa: ANN001, ANN201
+        h = torch.relu(self.enc(x))
+        return self.fc_mu(h), self.fc_var(h)
+
+    def decode(self, z):  # noqa: ANN001, ANN201
+        return torch.sigmoid(self.dec(z))
+
+    def loss(self, x):  # noqa: ANN001, ANN201
+        mu, _ = self.encode(x)
+        return nn.functional.l1_loss(self.decode(mu), x, reduction="sum")
+
+
+def test_a_laplace_decoder_of_plain_tensors_is_not_called_bernoulli() -> None:
+    torch.manual_seed(0)
+    x = torch.rand(300, 6)
+    with pytest.raises(EntropyElboError, match="names a Laplace \\(an L1 loss\\) likelihood") as err:
+        entropy_elbo.estimate(SigmoidL1(), x.numpy(), samples=4, device="cpu")
+    assert "BCE" not in str(err.value) and "Bernoulli" not in str(err.value)

@@ -59,3 +59,20 @@ def test_several_state_dicts_are_a_choice_naming_the_flag(files: tuple[Path, ...
     bad = CliRunner().invoke(main, ["inspect", str(two), "--checkpoint-key", "model_states.nope"])
     assert bad.exit_code == 1 and "--checkpoint-key model_states.nope: no state_dict there" in bad.output
     assert len(bad.output.strip().splitlines()) == 1
+
+
+class SameNames(nn.Module):  # an MLP whose decoder reuses the encoder's layer names (fc1, fc21)
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.ModuleDict({"fc1": nn.Linear(4, 8), "fc21": nn.Linear(8, 2), "fc22": nn.Linear(8, 2)})
+        self.decoder = nn.ModuleDict({"fc21": nn.Linear(2, 8), "fc3": nn.Linear(8, 4)})
+        self.log_sigma2 = nn.Parameter(torch.tensor(0.0))
+
+
+def test_a_candidate_list_never_names_a_layer_of_the_other_network(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    torch.save(SameNames().state_dict(), tmp_path / "m.pt")
+    got = CliRunner().invoke(main, ["inspect", str(tmp_path / "m.pt"), "--json", "--activation", "relu"])
+    assert got.exit_code == 0, got.output
+    intro = json.loads(got.stdout)
+    assert intro["h"] == 2 and intro["d"] == 4 and intro["encoder"]["name"] == "encoder.fc22"
