@@ -76,3 +76,12 @@ def test_a_candidate_list_never_names_a_layer_of_the_other_network(tmp_path: Pat
     assert got.exit_code == 0, got.output
     intro = json.loads(got.stdout)
     assert intro["h"] == 2 and intro["d"] == 4 and intro["encoder"]["name"] == "encoder.fc22"
+
+
+@pytest.mark.parametrize(("cls", "why"), [("AutoencoderTiny", "no encoder variance"), ("VQModel", "vector-quantized"),
+                                          ("AutoencoderOobleck", "audio VAE"), ("UNet2DModel", "only AutoencoderKL")])
+def test_a_diffusers_folder_of_another_class_is_named_with_why(tmp_path: Path, cls: str, why: str) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"_class_name": cls, "_diffusers_version": "0.30.0"}))
+    got = CliRunner().invoke(main, ["inspect", str(tmp_path)])
+    assert got.exit_code == 1 and f"a diffusers {cls}, not an AutoencoderKL" in got.output and why in got.output
+    assert "pythae" not in got.output and len(got.output.strip().splitlines()) == 1
