@@ -231,9 +231,9 @@ def merge_over_ranks(mine: CollapseSums | None, ctx: Context, device: torch.devi
     if width < 0:
         raise EntropyElboError("data: no rows to measure collapse over; pass a file with at least one data point")
     if mine is None:
-        packed = torch.zeros(1 + 5 * width, dtype=torch.float64, device=device)
-    else:  # (1 + 5H,): n, then the five (H,) statistics
-        stats = (mine.entropy, mine.kl, mine.nu_mean, mine.nu_m2, mine.small_kl)
+        packed = torch.zeros(1 + 6 * width, dtype=torch.float64, device=device)
+    else:  # (1 + 6H,): n, then the six (H,) statistics
+        stats = (mine.entropy, mine.kl, mine.nu_mean, mine.nu_m2, mine.small_kl, mine.tau2)
         packed = torch.cat([torch.tensor([float(mine.n)], dtype=torch.float64, device=device), *stats])
     gathered = [torch.empty_like(packed) for _ in range(ctx.world_size)]
     dist.all_gather(gathered, packed)
@@ -242,9 +242,9 @@ def merge_over_ranks(mine: CollapseSums | None, ctx: Context, device: torch.devi
         n = int(part[0].item())
         if n == 0:
             continue
-        entropy, kl, nu_mean, nu_m2, small_kl = part[1:].reshape(5, width)
+        entropy, kl, nu_mean, nu_m2, small_kl, tau2 = part[1:].reshape(6, width)
         piece = CollapseSums(n=n, entropy=entropy, kl=kl, nu_mean=nu_mean, nu_m2=nu_m2, small_kl=small_kl,
-                             epsilon=epsilon)
+                             epsilon=epsilon, tau2=tau2)
         total = piece if total is None else merge_sums(total, piece)
     assert total is not None  # width >= 0: some rank had rows
     return total

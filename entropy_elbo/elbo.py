@@ -337,7 +337,8 @@ def check_encoder_output(nu: Tensor, log_tau2: Tensor, first_row: int, model: to
         raise EntropyElboError(
             f"data row {first_row + row}, latent {h}: the encoder gives mean {float(nu[row, h]):g} and "
             f"ln tau^2 {float(log_tau2[row, h]):g} (tau^2 zero, infinite or NaN in float32); "
-            "the checkpoint does not fit this data: check the data (--data) and its scaling"
+            "the checkpoint does not fit this data: check the data (--data) and its scaling, or how the encoder "
+            "variance is stored (--encoder-var-param; see `entropy-elbo inspect`)"
         )
 
 

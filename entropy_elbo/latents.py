@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ from entropy_elbo.elbo import check_encoder_output
 from entropy_elbo.entropies import LOG_2PI_E, gaussian_entropy, latent_kl
 from entropy_elbo.errors import EntropyElboError
 from entropy_elbo.models.protocol import GaussianVAE, check_protocol
+from entropy_elbo.stationarity import encoder_far_warning
 
 PRIOR_ENTROPY = 0.5 * LOG_2PI_E  # H[N(0, 1)] = 0.5 log(2 pi e) ~ 1.4189 nats
 PAPER_THRESHOLD = 1.0  # nats; Fig. 3b and Fig. 7 of the paper
@@ -55,6 +56,7 @@ class CollapseSums:
     nu_m2: Tensor  # sum_n (nu_nh - nu_mean_h)^2
     small_kl: Tensor  # #{n : KL_nh < epsilon}
     epsilon: float
+    tau2: Tensor | None = None  # sum_n tau_nh^2, for a_h = mean_n(nu^2 + tau^2) (eq. 76)
 
 
 def chunk_sums(nu: Tensor, log_tau2: Tensor, *, prior_log_var: Tensor | None = None,
@@ -66,6 +68,7 @@ def chunk_sums(nu: Tensor, log_tau2: Tensor, *, prior_log_var: Tensor | None = N
     return CollapseSums(
         n=int(nu.shape[0]), entropy=latent_entropy(log_tau2).sum(0), kl=kl.sum(0), nu_mean=mean,
         nu_m2=(nu - mean).pow(2).sum(0), small_kl=(kl < epsilon).double().sum(0), epsilon=epsilon,
+        tau2=log_tau2.exp().sum(0),
     )
 
 
@@ -76,7 +79,7 @@ def merge_sums(a: CollapseSums, b: CollapseSums) -> CollapseSums:
     return CollapseSums(
         n=n, entropy=a.entropy + b.entropy, kl=a.kl + b.kl, nu_mean=a.nu_mean + diff * (b.n / n),
         nu_m2=a.nu_m2 + b.nu_m2 + diff.pow(2) * (a.n * b.n / n), small_kl=a.small_kl + b.small_kl,
-        epsilon=a.epsilon,
+        epsilon=a.epsilon, tau2=None if a.tau2 is None or b.tau2 is None else a.tau2 + b.tau2,
     )
 
 
@@ -95,6 +98,7 @@ class CollapseResult:
     collapsed: dict[str, list[bool]]  # metric -> verdict per latent
     settings: dict[str, object]
     latent_shape: list[int] | None = None  # spatial latents (channels, h, w), flattened channel-major to H
+    warnings: list[str] = field(default_factory=list)  # a_h = mean_n(nu^2 + tau^2) far from 1 (eq. 76)
 
     @property
     def distance_to_prior(self) -> list[float]:
@@ -206,8 +210,24 @@ def summarize_collapse(sums: CollapseSums, *, prior_log_var: Tensor | None = Non
     return CollapseResult(
         n=n, h=h, prior_entropy=prior.tolist(), mean_entropy=entropy.tolist(), mean_kl=(sums.kl.cpu() / n).tolist(),
         mean_variance=variance.tolist(), lucas_fraction=fraction.tolist(), entropy_threshold=cut.tolist(),
-        collapsed=collapsed, settings=settings,
+        collapsed=collapsed, settings=settings, warnings=collapse_warnings(sums, prior_log_var),
     )
+
+
+def encoder_a(sums: CollapseSums, prior_log_var: Tensor | None = None) -> Tensor | None:
+    """a_h = mean_n(nu_nh^2 + tau_nh^2), over the prior's variances for a learned prior (eq. 76), (H,) float64;
+    None when the sums lack tau^2."""
+    if sums.tau2 is None:
+        return None
+    a = (sums.nu_m2.cpu() + sums.tau2.cpu()) / sums.n + sums.nu_mean.cpu().pow(2)  # mean nu^2 = Var + mean^2
+    return a if prior_log_var is None else a / prior_log_var.detach().cpu().double().exp()
+
+
+def collapse_warnings(sums: CollapseSums, prior_log_var: Tensor | None = None) -> list[str]:
+    """The encoder's stationarity check, which needs no decoder: a_h far from 1 (as `estimate` warns)."""
+    a = encoder_a(sums, prior_log_var)
+    far = None if a is None else encoder_far_warning(a.tolist(), elbo=False)
+    return [] if far is None else [far]
 
 
 def stream_sums(encodings: Iterable[tuple[Tensor, Tensor]], *, prior_log_var: Tensor | None = None,

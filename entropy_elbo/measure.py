@@ -25,6 +25,7 @@ from entropy_elbo.elbo import (
     with_iwae,
 )
 from entropy_elbo.elbo import estimate as estimate_batches
+from entropy_elbo.encoder_check import check_encoder
 from entropy_elbo.errors import EntropyElboError
 from entropy_elbo.latents import ACTIVE_THRESHOLD, LUCAS_DELTA, LUCAS_EPSILON, CollapseResult, check_settings
 from entropy_elbo.latents import collapse as collapse_batches
@@ -239,7 +240,14 @@ def inspect(source: Source, data: object = None, *, key: str | None = None, opti
     if isinstance(source, nn.Module):
         raise EntropyElboError("source: inspect reads checkpoint files; for a live module use open_checkpoint("
                                "module, rows).introspection")
-    intro = load_model(_checkpoint_file(source), options=opts).introspection
+    loaded = load_model(_checkpoint_file(source), options=opts)
+    intro = loaded.introspection
+    if opts.rows is not None and intro is not None and intro.fmt != "entropy-elbo":  # a_h needs only the encoder
+        said = check_encoder(loaded.model, opts.rows, intro, opts)
+        if said is not None:
+            intro.encoder.evidence += f"; {said}"
+            intro.notes.append(f"warning: {said}: the encoder is not at a stationary point, or its variance "
+                               "parameterization was misread (--encoder-var-param)")
     if opts.optimal_variance and intro is not None:  # chosen by estimate from the data, not the 1 it starts from
         intro.decoder.value = None
     return intro

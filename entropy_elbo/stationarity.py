@@ -38,17 +38,25 @@ def stationarity_warnings(est: Estimate) -> list[str]:
                        "of the gap identity (eq. 76) is not zero, so the entropy ELBO is not this checkpoint's ELBO; "
                        "the model is not at a stationary point, or its output activation or decoder variance was "
                        "misread (see `entropy-elbo inspect`)")
-    a = st.get("a") or []
-    far = [(h, v) for h, v in enumerate(a) if abs(v - 1) > STATIONARY_TOL]
+    far = encoder_far_warning(st.get("a") or [], elbo=not fixed)
     if far:
-        shown = ", ".join(f"z{h} {v:.3g}" for h, v in far[:8]) + (", ..." if len(far) > 8 else "")
-        term = 0.5 * sum(1 - v for v in a)
-        what = ("" if fixed else "so the entropy ELBO is not this checkpoint's ELBO; ")
-        out.append(f"a_h = mean_n(nu^2 + tau^2) is far from 1 for {len(far)} of {len(a)} latents ({shown}): the "
-                   f"encoder term sum_h (1-a_h)/2 = {term:.4g} nats/point of the gap identity (eq. 76) is not zero, "
-                   f"{what}the encoder is not at a stationary point, or its variance parameterization (log-variance, "
-                   "softplus std, log-std) was misread (see `entropy-elbo inspect`)")
+        out.append(far)
     return out
+
+
+def encoder_far_warning(a: list[float], *, elbo: bool = True) -> str | None:
+    """Why a_h = mean_n(nu^2 + tau^2) far from 1 matters (eq. 76), or None when every a_h is within STATIONARY_TOL;
+    `elbo`: the entropy ELBO is at stake (estimate), else only the encoder (collapse, inspect)."""
+    far = [(h, v) for h, v in enumerate(a) if abs(v - 1) > STATIONARY_TOL]
+    if not far:
+        return None
+    shown = ", ".join(f"z{h} {v:.3g}" for h, v in far[:8]) + (", ..." if len(far) > 8 else "")
+    term = 0.5 * sum(1 - v for v in a)
+    what = "so the entropy ELBO is not this checkpoint's ELBO; " if elbo else ""
+    return (f"a_h = mean_n(nu^2 + tau^2) is far from 1 for {len(far)} of {len(a)} latents ({shown}): the encoder "
+            f"term sum_h (1-a_h)/2 = {term:.4g} nats/point of the gap identity (eq. 76) is not zero, {what}the "
+            "encoder is not at a stationary point, or its variance parameterization (log-variance, softplus std, "
+            "log-std, std) was misread (--encoder-var-param; see `entropy-elbo inspect`)")
 
 
 def at_optimal_variance(est: Estimate) -> Estimate:

@@ -146,3 +146,13 @@ class Logits(nn.Module):  # decoder net returns logits; the loss applies the sig
 
     def decode(self, z):
         return self.dec(z)
+
+
+class StdLaplace(StdScale):  # a std-scale encoder before a Laplace decoder: no decoder score can check the encoder
+    def decode(self, z):
+        return Laplace(self.dec(z), 1.0)
+
+
+class Unconverged(Base):  # a log-variance encoder whose tau^2 is 10x the optimum's: a_h far from 1, nothing misread
+    def encode(self, x):
+        return self.enc_mu(x), self.enc_s(x) + math.log(10.0)

@@ -31,7 +31,8 @@ def adapt(raw: RawCheckpoint, options: LoadOptions, source: str,
     _implied_variance(wrapped.decoder, own, raw, wrapped.d)
     if prior is not None:
         wrapped.model.prior_key = prior.name  # VAE-2: p(z) = N(0, A) with learned diagonal A
-    notes = [*wrapped.notes, *([f"key prefix {raw.prefix!r} stripped"] if raw.prefix else [])]
+    notes = [*wrapped.notes, *([f"key prefix {raw.prefix!r} stripped"] if raw.prefix else []),
+             *([f"found the weights under {raw.meta['found_under']}"] if raw.meta.get("found_under") else [])]
     intro = Introspection(source, raw.fmt, built.kind, wrapped.h, wrapped.d, wrapped.decoder, wrapped.encoder, prior,
                           notes, unresolved=wrapped.unresolved)
     builder.assume(intro, built, raw)

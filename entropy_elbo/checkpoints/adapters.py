@@ -142,7 +142,8 @@ class ModuleAdapter(VAEBase):
             return nu, log_tau2.expand_as(nu)
         if log_tau2.shape != nu.shape:
             raise ModelError(f"{via}() returned a variance of shape {tuple(log_tau2.shape)} beside a mean of shape "
-                             f"{tuple(nu.shape)}; expected the same shape, or (B, 1) for one shared by all latents")
+                             f"{tuple(nu.shape)}; expected the same shape, or (B, 1) for one shared by all latents "
+                             "(pick the output with --encoder-var 'encode()[k]', its storage with --encoder-var-param)")
         return nu, log_tau2
 
     @property
@@ -211,8 +212,9 @@ def plan_module(module: nn.Module, state: dict[str, Tensor], encoder: Finding | 
         _method_pair(module, encode_via, encoder, ts, probe)
     nu = _field(out, "embedding") if mean_field else (ts[mean_index] if ts else None)
     if nu is None or nu.dim() != 2:
-        raise CheckpointError(f"{encode_via}() returned {type(out).__name__}; expected (mean, log-variance) tensors "
-                              "of shape (B, H) or an object with embedding and log_covariance")
+        raise CheckpointError(f"{encode_via}() returned {type(out).__name__}; expected (mean, variance) tensors of "
+                              "shape (B, H) (the variance stored as --encoder-var-param P, log-variance by default), a "
+                              "torch.distributions Normal, or an object with embedding and log_covariance")
     plan = ModulePlan(encode_via, decode_via, encoder, decoder, "fixed", int(nu.shape[1]), int(probe[0].numel()),
                       mean_field, mean_index, var_index, dist=dist)
     if encoder is None and len(ts) == 1 and mean_field is None and plan.h % 2 == 0 and decode_via is not None:
@@ -378,6 +380,7 @@ def _forward_pair(ts: list[Tensor], x: Tensor) -> tuple[int, int]:
     pairs = [v for v in by_shape.values() if len(v) == 2]
     if len(pairs) != 1 or any(len(v) > 2 for v in by_shape.values()):
         raise CheckpointError(f"the model has no encode() or encoder, and forward() returns tensors of shapes "
-                              f"{shapes}: mean and log-variance cannot be told apart; pass --model FILE.py:NAME")
+                              f"{shapes}: mean and variance cannot be told apart; pass --model FILE.py:NAME whose "
+                              "encode() returns (mean, variance), with --encoder-var-param P for how it is stored")
     return pairs[0][0], pairs[0][1]
 

@@ -44,8 +44,27 @@ def folder_config(folder: Path) -> dict | None:
         raise CheckpointError(f"{path}: cannot be read ({err})") from None
     config = parse_json(text, str(path))
     if not isinstance(config, dict) or config.get("_class_name") != "AutoencoderKL":
+        other = config.get("_class_name") if isinstance(config, dict) else None
+        if isinstance(other, str) and other:
+            raise CheckpointError(f"{path}: a diffusers {other}, not an AutoencoderKL: {other_class_reason(other)}")
         return None
     return config
+
+
+OTHER_CLASSES = {  # diffusers autoencoders that are not read, and why
+    "AutoencoderTiny": "its encoder is deterministic (TAESD: no encoder variance), so it is no VAE posterior",
+    "VQModel": "its latents are vector-quantized codes (a VQ-VAE: no Gaussian encoder variance)",
+    "AutoencoderOobleck": "an audio VAE of another layout (Oobleck: its variance is a softplus scale per channel "
+                          "over time), not this reader's layout",
+    "AutoencoderKLTemporalDecoder": "a video VAE whose decoder is temporal, not this reader's layout",
+}
+
+
+def other_class_reason(name: str) -> str:
+    """Why a diffusers autoencoder class other than AutoencoderKL is not read."""
+    return OTHER_CLASSES.get(name, "only AutoencoderKL (a diagonal Gaussian encoder) is read from a diffusers "
+                             "folder; pass --model FILE.py:NAME with a class whose encode() returns (mean, "
+                             "log-variance)")
 
 
 def is_autoencoder_kl(state: dict[str, Tensor]) -> bool:

@@ -40,6 +40,10 @@ def read_outputs(module: nn.Module, plan: ModulePlan, options: LoadOptions) -> t
     if plan.dist and options.encoder_var_param:
         raise CheckpointError(f"--encoder-var-param {options.encoder_var_param}: {plan.encode_via}() returns a "
                               "torch.distributions Gaussian whose variance is exact; drop the flag")
+    enc, param = plan.encoder, options.encoder_var_param
+    if param and enc.kind == "output" and not plan.dist and plan.mean_field is None and "()[" in (enc.name or ""):
+        plan = replace(plan, encoder=replace(enc, param=param, evidence=f"{enc.evidence}; read as {param}: set by "
+                                             f"--encoder-var-param {param}"))
     rows = options.rows
     fits = rows is not None and rows[0].numel() == plan.d and plan.refusal is None  # scores need a Gaussian decoder
     x = torch.as_tensor(rows).float() if fits else None

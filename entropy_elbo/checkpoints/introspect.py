@@ -67,7 +67,8 @@ def to_log_var(raw: Tensor, param: str) -> Tensor:
         return 2 * torch.nn.functional.softplus(raw).log()
     if param == "softplus_var":
         return torch.nn.functional.softplus(raw).log()
-    raise CheckpointError(f"parameterization {param!r} unknown; use one of {', '.join(PARAMS)}")
+    raise CheckpointError(f"parameterization {param!r} unknown; pass --encoder-var-param (or --decoder-var-param) as "
+                          f"one of {', '.join(PARAMS)}")
 
 
 @dataclass
@@ -167,6 +168,12 @@ def modules_named(state: dict[str, Tensor], names: dict[str, str] | tuple[str, .
     return list(found)
 
 
+def in_network(name: str, side: str) -> bool:
+    """Whether module `name` sits inside a network named for `side` ("enc" or "dec"): `decoder.fc21` is a
+    decoder layer, never a candidate for an encoder head (nor `encoder.x` for the decoder's variance)."""
+    return "." in name and name.split(".", 1)[0].lower().startswith(side)
+
+
 def sub_layers(state: dict[str, Tensor], module: str) -> list[str]:
     """Layer names inside `module` (itself included), in state_dict order."""
     return [n for n in layer_names(state) if n == module or n.startswith(module + ".")]
@@ -208,7 +215,7 @@ def find_decoder_variance(state: dict[str, Tensor], *, name: str | None = None, 
     if name is not None:
         return _named_decoder(state, name, param, d)
     params = {k: DECODER_VAR_NAMES[last(k)] for k in bare_params(state) if last(k) in DECODER_VAR_NAMES}
-    nets = {n: DECODER_VAR_NETS[last(n)] for n in modules_named(state, DECODER_VAR_NETS)}
+    nets = {n: DECODER_VAR_NETS[last(n)] for n in modules_named(state, DECODER_VAR_NETS) if not in_network(n, "enc")}
     candidates = [*params, *nets]
     if len(candidates) > 1:
         raise ambiguous("decoder variance", candidates, "--decoder-var NAME")
@@ -305,11 +312,12 @@ def find_encoder_variance(state: dict[str, Tensor], *, name: str | None = None,
             return Finding("head", name, param or "logvar", "head given by --encoder-var"
                            + ("" if param else " (parameterization defaults to logvar)"), ENC_OVERRIDE)
         raise CheckpointError(f"--encoder-var {name}: no such parameter or sub-module in the checkpoint")
-    heads = {n: ENCODER_VAR_HEADS[last(n)] for n in modules_named(state, ENCODER_VAR_HEADS)}
+    heads = {n: ENCODER_VAR_HEADS[last(n)] for n in modules_named(state, ENCODER_VAR_HEADS) if not in_network(n, "dec")}
     consts = {k: ENCODER_VAR_PARAMS[last(k)] for k in bare_params(state) if last(k) in ENCODER_VAR_PARAMS}
     candidates = [*heads, *consts]
     if len(candidates) > 1:
-        raise ambiguous("encoder variance", candidates, "--encoder-var NAME")
+        raise ambiguous("encoder variance", candidates, "--encoder-var NAME (and --encoder-var-param P for how it is "
+                        "stored)")
     if heads:
         (head, guess), = heads.items()
         return Finding("head", head, param or guess, f"layer {head!r} is named like an encoder "
@@ -335,5 +343,5 @@ def find_prior(state: dict[str, Tensor]) -> Finding | None:
 
 def find_mean_head(state: dict[str, Tensor], exclude: str | None = None) -> list[str]:
     """Layers named like the encoder's mean head."""
-    return [n for n in modules_named(state, ENCODER_MEAN_HEADS) if n != exclude]
+    return [n for n in modules_named(state, ENCODER_MEAN_HEADS) if n != exclude and not in_network(n, "dec")]
 

@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 MIXTURE_PRIOR_NAMES = ("pseudo_inputs", "pseudo_input", "prior_means", "prior_mean", "prior_mu", "prior_logits",
                        "mixture_logits", "mixture_weights", "prior_components", "prior_log_vars", "prior_stds")
 BCE_WORDS = ("bce", "binary_cross_entropy", "bernoulli", "cross_entropy")
+LAPLACE_WORDS = ("l1", "laplace", "mae", "abs")  # a Laplace decoder: |x - mu| / b, its loss an L1 distance
+# what a model class's own source names, read as text (never run): the likelihood its decoder stands for
+CODE_LIKELIHOODS = (("Laplace (an L1 loss)", ("Laplace(", "l1_loss", "L1Loss")),
+                    ("Bernoulli (a BCE loss)", ("binary_cross_entropy", "BCELoss", "BCEWithLogits", "Bernoulli(")))
 LOSS_KEYS = ("recon_loss", "reconstruction_loss", "loss", "likelihood")
 OUTSIDE = "outside the entropy form (Thm. 1 needs a Gaussian decoder)"
 KL_CAPACITY = "its loss targets a KL capacity C (a weight times |KL - C|), so it is not the ELBO at any one sigma^2"
@@ -63,7 +67,8 @@ def bernoulli_loss(config: object, where: str = "config") -> tuple[str, str] | N
     """The (key, value) of a config (nested dicts: Lightning's hyper_parameters, pythae's model_config) that names
     a Bernoulli loss (bce, binary_cross_entropy, ...) under a loss key, else None: one rule for every peer."""
     for key, value in config_items(config, where):
-        if key.lower() in LOSS_KEYS and isinstance(value, str) and value.lower().startswith(BCE_WORDS):
+        if key.lower() in LOSS_KEYS and isinstance(value, str) and value.lower().startswith((*BCE_WORDS,
+                                                                                             *LAPLACE_WORDS)):
             return key, value
     return None
 
@@ -73,7 +78,8 @@ def loss_reason(meta: dict[str, object]) -> str | None:
     found = bernoulli_loss(meta.get("hyper_parameters"), "hyper_parameters")
     if found is None:
         return None
-    return f"its hyper_parameters name the loss {found[1]!r} ({found[0]}): a Bernoulli decoder, {OUTSIDE}"
+    what = "a Laplace decoder" if found[1].lower().startswith(LAPLACE_WORDS) else "a Bernoulli decoder"
+    return f"its hyper_parameters name the loss {found[1]!r} ({found[0]}): {what}, {OUTSIDE}"
 
 
 @torch.no_grad()
@@ -92,9 +98,26 @@ def sigmoid_reason(model: object, rows: Tensor, output: str | None) -> str | Non
         sigmoid = not tanh and bool(((mu >= 0) & (mu <= 1)).all()) and mu.numel() >= 100  # float32 reaches 1.0
     if not sigmoid:
         return None
+    named = code_likelihood(model)
+    if named is not None and not named.startswith("Bernoulli"):
+        return (f"its decoder has no learned variance, a sigmoid output on data in [0, 1], and its class's code names "
+                f"a {named} likelihood: {OUTSIDE}; a Gaussian ELBO of it would be a wrong number. If the output is "
+                "a Gaussian mean, say so with --output-activation sigmoid and --decoder-variance VALUE|optimal")
     return ("its decoder has no learned variance and a sigmoid output on data in [0, 1]: Bernoulli probabilities "
             f"trained with a BCE loss (as pytorch/examples' vae), {OUTSIDE}; a Gaussian ELBO of it would be a wrong "
             "number. If the sigmoid output is a Gaussian mean, say so with --output-activation sigmoid")
+
+
+def code_likelihood(model: object) -> str | None:
+    """The non-Gaussian likelihood a model class's own source names (read as text, never run), else None."""
+    import inspect
+
+    module = getattr(model, "module", model)
+    try:
+        text = inspect.getsource(type(module))
+    except (OSError, TypeError):
+        return None
+    return next((name for name, words in CODE_LIKELIHOODS if any(w in text for w in words)), None)
 
 
 def bernoulli_refusal(what: str, config: dict) -> str | None:
@@ -102,7 +125,8 @@ def bernoulli_refusal(what: str, config: dict) -> str | None:
     found = bernoulli_loss(config, what)
     if found is None:
         return None
-    return (f"{what} was trained with {found[0]} {found[1]!r}: a Bernoulli decoder, not a Gaussian one, so neither "
+    kind = "a Laplace decoder" if found[1].lower().startswith(LAPLACE_WORDS) else "a Bernoulli decoder"
+    return (f"{what} was trained with {found[0]} {found[1]!r}: {kind}, not a Gaussian one, so neither "
             "the entropy ELBO nor the Gaussian ELBO applies; refused")
 
 

@@ -48,7 +48,8 @@ def load_model(path: str | Path, *, device: torch.device | str = "cpu",
         return LoadedModel(model, f"{path} (entropy-elbo checkpoint, {model.config.kind})", meta)
     if path.is_file() and (reason := unreadable_reason(path)):
         raise CheckpointError(reason)
-    raw = read_checkpoint(path, trust_code=options.trust_code, model_given=options.model is not None)
+    raw = read_checkpoint(path, trust_code=options.trust_code, model_given=options.model is not None,
+                          key=options.checkpoint_key)
     check_finite(raw.state, path)
     try:
         model, intro = adapt(raw, options, str(path))

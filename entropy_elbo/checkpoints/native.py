@@ -140,7 +140,8 @@ def check_variances(model: VAEBase, source: str | Path) -> None:
             raise CheckpointError(
                 f"{source}: tensor {key!r} holds log-variance {value:g}{at}, so its {what} is "
                 f"{'zero' if value < 0 else 'infinite'} in float32 (|ln| must stay below {LOG_VAR_LIMIT:.1f}); "
-                "use an earlier checkpoint"
+                "use an earlier checkpoint" + (", or say how it is stored with --encoder-var-param" if
+                                               what.startswith("encoder") else "")
             )
 
 

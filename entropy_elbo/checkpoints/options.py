@@ -31,6 +31,7 @@ class LoadOptions:
     head_activation: bool | None = None  # the activation also after the encoder heads (None: scored on rows)
     rows: Tensor | None = None  # a few hundred data rows to score the readings the weights leave open
     trust_code: bool = False  # allow TorchScript and arbitrary pickles (runs code from the file)
+    checkpoint_key: str | None = None  # dotted path of a state_dict nested in a torch.save dict (model_states.net)
     input_shape: tuple[int, ...] | None = None  # one data row's shape, to probe a module's methods
 
     def __post_init__(self) -> None:

@@ -36,10 +36,12 @@ SOURCES: tuple[Source, ...] = (NATIVE, UserSource(), TorchFileSource(), PythaeSo
                                VanillaSource(), MLPSource())
 
 
-def read_checkpoint(path: str | Path, *, trust_code: bool = False, model_given: bool = False) -> RawCheckpoint:
+def read_checkpoint(path: str | Path, *, trust_code: bool = False, model_given: bool = False,
+                    key: str | None = None) -> RawCheckpoint:
     """Read `path` (a file or a model folder) into tensors and, where the format has one, a module.
 
-    `model_given`: the user's --model class supplies the networks, so a pythae folder's pickles are not needed.
+    `model_given`: the user's --model class supplies the networks, so a pythae folder's pickles are not needed;
+    `key` (--checkpoint-key): the dotted path of a state_dict nested in a torch.save dict.
     """
     path = Path(path)
     if path.is_dir() and (config := folder_config(path)) is not None:
@@ -51,7 +53,7 @@ def read_checkpoint(path: str | Path, *, trust_code: bool = False, model_given: 
         if is_autoencoder_kl(raw.state):
             return read_autoencoder_kl(path, folder_config(path.parent), raw)
         return raw
-    return read_torch_file(path, trust_code)
+    return read_torch_file(path, trust_code, key)
 
 
 def home(raw: RawCheckpoint) -> Source:

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from entropy_elbo.checkpoints.likelihood import KL_CAPACITY, NOT_AN_ELBO, config_items
 from entropy_elbo.checkpoints.native import read_metadata
+from entropy_elbo.checkpoints.nested import find_nested, state_dicts
 from entropy_elbo.checkpoints.raw import RawCheckpoint, trusted_load
 from entropy_elbo.checkpoints.source import Built, Source
 from entropy_elbo.errors import CheckpointError, first_line
@@ -35,9 +36,10 @@ WRAPPER_PREFIXES = ("model.", "module.", "vae.", "net.", "_orig_mod.", "_forward
 MODULE_KINDS = {"torchscript": "TorchScript module", "live module": "live module (in this process)"}
 
 
-def read_torch_file(path: Path, trusted: bool) -> RawCheckpoint:
-    """A torch.save file (or TorchScript archive) -> tensors, and the module when a trusted file held one."""
-    return from_object(torch_load(path, trusted), path)
+def read_torch_file(path: Path, trusted: bool, key: str | None = None) -> RawCheckpoint:
+    """A torch.save file (or TorchScript archive) -> tensors, and the module when a trusted file held one; `key`
+    (--checkpoint-key) names a state_dict nested in a dict."""
+    return from_object(torch_load(path, trusted), path, key)
 
 
 def read_safetensors(path: Path) -> RawCheckpoint:
@@ -114,7 +116,7 @@ def _blocked(err: BaseException) -> str | None:
     return f"refused global {match.group(1)}" if match else None
 
 
-def from_object(obj: object, path: Path) -> RawCheckpoint:
+def from_object(obj: object, path: Path, key: str | None = None) -> RawCheckpoint:
     """A loaded object -> tensors (and the module when a trusted pickle held one)."""
     if isinstance(obj, torch.jit.ScriptModule):
         return RawCheckpoint("torchscript", {k: v for k, v in obj.state_dict().items() if isinstance(v, Tensor)},
@@ -123,6 +125,8 @@ def from_object(obj: object, path: Path) -> RawCheckpoint:
         return RawCheckpoint("pickled module", dict(obj.state_dict()), module=obj)
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state_dict or a dict holding one")
+    if key is not None:
+        return _nested(obj, path, key)
     meta: dict[str, object] = {}
     fmt = "state_dict"
     if "pytorch-lightning_version" in obj or ("state_dict" in obj and "global_step" in obj):
@@ -131,15 +135,17 @@ def from_object(obj: object, path: Path) -> RawCheckpoint:
                 if k in obj}
     if _is_tensor_dict(obj):
         return _raw(fmt, _named_keys(obj, path, "the state_dict"), meta)
-    for key in STATE_KEYS:
-        inner = obj.get(key)
+    for name in STATE_KEYS:
+        inner = obj.get(name)
         if isinstance(inner, nn.Module):
-            return RawCheckpoint("pickled module", dict(inner.state_dict()), module=inner, meta={"key": key})
+            return RawCheckpoint("pickled module", dict(inner.state_dict()), module=inner, meta={"key": name})
         if isinstance(inner, dict) and _is_tensor_dict(inner):
-            meta["key"] = key
-            return _raw(fmt, _named_keys(inner, path, f"its {key!r}"), meta)
+            meta["key"] = name
+            return _raw(fmt, _named_keys(inner, path, f"its {name!r}"), meta)
         if isinstance(inner, dict):
-            _refuse_junk(inner, path, f"its {key!r} holds")
+            _refuse_junk(inner, path, f"its {name!r} holds")
+    if not any(isinstance(v, Tensor) for v in obj.values()) and state_dicts(obj):
+        return _nested(obj, path, None)
     _refuse_junk(obj, path, "a state_dict with")
     keys = ", ".join(sorted(str(k) for k in obj)[:10])
     raise CheckpointError(f"{path}: a dict without a state_dict (keys: {keys}); "
@@ -162,6 +168,15 @@ def _named_keys(state: dict, path: Path, what: str) -> dict:
                               f"{type(odd[0]).__name__}); save the model's own state_dict(), whose keys name the "
                               "parameters")
     return state
+
+
+def _nested(obj: dict, path: Path, key: str | None) -> RawCheckpoint:
+    """The state_dict nested under `key`, or the only one in `obj`, with where it was found (a note)."""
+    where, inner = find_nested(obj, path, key)
+    meta: dict[str, object] = {"key": where, "found_under": where}
+    if isinstance(inner, nn.Module):
+        return RawCheckpoint("pickled module", dict(inner.state_dict()), module=inner, meta=meta)
+    return _raw("state_dict", _named_keys(inner, path, f"its {where!r}"), meta)
 
 
 def _is_tensor_dict(obj: dict) -> bool:

@@ -130,7 +130,8 @@ def _plot_folder(ctx: click.Context, param: click.Parameter, plot: Path | None) 
 
 
 CHECKPOINT_FLAGS = ("model", "model_kwargs", "decoder_var", "decoder_var_param", "encoder_var", "encoder_var_param",
-                    "decoder_variance", "activation", "output_activation", "head_activation", "trust_code")
+                    "decoder_variance", "activation", "output_activation", "head_activation", "trust_code",
+                    "checkpoint_key")
 PARAM_CHOICE = click.Choice(list(VARIANCE_PARAMS))
 
 
@@ -155,6 +156,8 @@ def checkpoint_options(f):  # noqa: ANN001, ANN201
         click.option("--encoder-var", default=None, metavar="NAME",
                      help="Encoder variance head or parameter (overrides the guess)."),
         click.option("--encoder-var-param", type=PARAM_CHOICE, default=None, help="How --encoder-var stores it."),
+        click.option("--checkpoint-key", default=None, metavar="A.B",
+                     help="Dotted path of the state_dict inside a torch.save dict that nests it (model_states.net)."),
         click.option("--decoder-variance", default=None, metavar="VALUE|optimal",
                      help="sigma^2 of a model whose decoder variance was never learned (MSE-trained), or 'optimal': "
                           "sigma*^2 = sigma^2 r, the value that maximises the Monte Carlo ELBO given the rest."),

@@ -74,6 +74,8 @@ def print_collapse(result: CollapseResult, source: str, as_json: bool, extra: di
     if as_json:
         print_json({"source": source, **result.to_dict(), **(extra or {})})
         return
+    for warning in result.warnings:
+        err().print(f"[bold red]warning:[/bold red] {escape(warning)}", highlight=False)
     names = {"entropy": "entropy criterion (eq. 24)", "active_units": "active units (Burda et al. 2016)",
              "lucas": "(epsilon, delta)-collapse (Lucas et al. 2019)"}
     for metric, count in result.counts.items():  # the summary first
