@@ -11,8 +11,8 @@ install:
 install-test:
 	$(PYTHON) -m pip install $(TORCH) -e ".[test]"
 
-# installs only when entropy_elbo is not importable yet, so a second `make demo` is the demo alone (< 30 s of CPU)
-demo: $(if $(shell $(PYTHON) -c "import entropy_elbo" >/dev/null 2>&1 && echo ok),,install)
+# installs only when the installed entropy_elbo (-I: not the source folder itself) and torch are not importable yet, so a second `make demo` is the demo alone (< 30 s of CPU)
+demo: $(if $(shell $(PYTHON) -I -c "import entropy_elbo.cli, torch" >/dev/null 2>&1 && echo ok),,install)
 	$(PYTHON) -m entropy_elbo demo
 
 # What CI runs: everything but the checks marked slow (the example scripts, long training runs).
