@@ -7,7 +7,7 @@ rows with the float64 sums added across processes. Every figure is in nats per d
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -30,7 +30,7 @@ from entropy_elbo.errors import EntropyElboError
 from entropy_elbo.latents import ACTIVE_THRESHOLD, LUCAS_DELTA, LUCAS_EPSILON, CollapseResult, check_settings
 from entropy_elbo.latents import collapse as collapse_batches
 from entropy_elbo.montecarlo import iwae_bound
-from entropy_elbo.opening import Opened, Progress, load_options, no_progress, open_checkpoint, score_rows
+from entropy_elbo.opening import Opened, Progress, Rows, load_options, no_progress, open_checkpoint, scored_on
 from entropy_elbo.stationarity import at_optimal_variance
 
 Source = str | Path | nn.Module
@@ -199,7 +199,7 @@ def collapse(source: Source, data: object, *, threshold: float | None = None, de
     return result
 
 
-def _counted(batches: Sequence, tick: Callable[[int], None] | None) -> object:
+def _counted(batches: Iterable[Rows], tick: Callable[[int], None] | None) -> Iterator[Rows]:
     """The batches, telling `tick` each one's rows as it passes."""
     for batch in batches:
         yield batch
@@ -236,7 +236,7 @@ def inspect(source: Source, data: object = None, *, key: str | None = None, opti
 
         x, first, _, _ = data_rows(data, key)
         rows = x if x is not None else first
-        opts.input_shape, opts.rows = tuple(rows.shape[1:]), score_rows(rows)
+        opts = scored_on(opts, rows)  # a copy: a LoadOptions the caller passed is not changed
     if isinstance(source, nn.Module):
         raise EntropyElboError("source: inspect reads checkpoint files; for a live module use open_checkpoint("
                                "module, rows).introspection")

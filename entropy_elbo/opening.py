@@ -154,6 +154,12 @@ def as_tensor(batch: Rows) -> Tensor:
     return torch.as_tensor(as_array(batch), dtype=torch.float32)
 
 
+def scored_on(options: LoadOptions, rows: Rows) -> LoadOptions:
+    """A copy of `options` that scores the readings on a few hundred of `rows` and probes with their shape (the
+    caller's LoadOptions stays as it was)."""
+    return replace(options, input_shape=tuple(rows.shape[1:]), rows=score_rows(rows))
+
+
 def score_rows(x: Rows) -> Tensor:
     """A few hundred rows spread evenly over the data (a copy, so a read-only memmap is fine), to score a
     checkpoint's readings: the first rows of a file sorted by class or time would mislead."""
@@ -180,7 +186,7 @@ def open_checkpoint(source: str | Path | nn.Module, data: object = None, *, key:
     x, first, rest, name = data_rows(data, key) if data is not None else (None, None, None, "data")
     sample = x if x is not None else first
     if sample is not None:  # a copy: the caller's LoadOptions stays as it was
-        opts = replace(opts, input_shape=tuple(sample.shape[1:]), rows=score_rows(sample))
+        opts = scored_on(opts, sample)
     loaded, notes = open_model(source, dev, opts, sample)
     again = data if first is not None and iter(data) is not data else None  # a list: readable again
     opened = Opened(loaded.model, loaded.source, loaded.introspection, loaded.metadata, name, x, first, rest, again,
@@ -216,7 +222,7 @@ def open_module(module: nn.Module, rows: Tensor, *, options: LoadOptions | None 
     """A live module read and judged on `rows` (the Monitor's fixed batch) as `open_checkpoint` reads a checkpoint,
     without choosing threads or a batch size: the training loop owns those. The caller keeps its train/eval flags
     and RNG state (monitor.untouched)."""
-    opts = replace(options or LoadOptions(), input_shape=tuple(rows.shape[1:]), rows=score_rows(rows))
+    opts = scored_on(options or LoadOptions(), rows)
     loaded, _ = open_model(module, rows.device, opts, rows)
     opened = Opened(loaded.model, loaded.source, loaded.introspection, loaded.metadata, "data", None, rows[:1])
     judge(opened, needs)

@@ -454,3 +454,11 @@ def test_the_monitor_refuses_a_bernoulli_module_given_a_variance_as_estimate_doe
     assert type(by_monitor.value) is type(by_estimate.value)
     assert str(by_monitor.value) == str(by_estimate.value)
     assert "Bernoulli" in str(by_estimate.value)
+
+
+def test_a_callers_load_options_are_not_changed_by_scoring_on_data(folders: dict[str, Path]) -> None:
+    options = LoadOptions(activation="relu", output_activation="linear", head_activation=False)
+    x = np.load(folders["k"] / "x.npy")
+    intro = entropy_elbo.inspect(f"{folders['w']}/sd.pt", x, options=options)
+    entropy_elbo.estimate(f"{folders['w']}/sd.pt", x, samples=2, options=options)
+    assert intro is not None and options.rows is None and options.input_shape is None  # each call scored a copy
