@@ -67,6 +67,12 @@ def check_row(row: dict[str, object], first: dict[str, object], where: str) -> N
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in ents):
         raise EntropyElboError(f"{where}: field 'latent_entropies' is {'missing' if ents is None else repr(ents)[:60]}"
                                f", not a list of {want or 'H'} numbers as in line 1; the log is damaged")
+    fixed = row.get("fixed_batch")
+    if fixed is not None and not (isinstance(fixed, dict) and all(
+            fixed.get(k) is None or (isinstance(fixed[k], (int, float)) and not isinstance(fixed[k], bool))
+            for k in ("mc_elbo", "entropy_elbo", "relative_difference", "n", "mc_stderr"))):
+        raise EntropyElboError(f"{where}: field 'fixed_batch' is {repr(fixed)[:60]}, not the fixed batch's numbers "
+                               "(mc_elbo, entropy_elbo, relative_difference); the log is damaged")
 
 
 def run_title(path: str | Path) -> str:
@@ -112,7 +118,7 @@ def symlog_ticks(gaps: list[float | None], linthresh: float) -> tuple[list[float
         if 10.0**k >= 3 * linthresh:  # not crowding the end of the linear range
             ticks += [10.0**k, -(10.0**k)]
     ticks = sorted(t for t in ticks if abs(t) <= 10 * top)
-    return ticks, [f"{t:+g}" if t else "0" for t in ticks]
+    return ticks, [f"{t:+.3g}" if t else "0" for t in ticks]
 
 
 def plot_run(rows: list[dict[str, object]], out: str | Path, threshold: float = 1.0,  # noqa: ANN201
@@ -127,25 +133,9 @@ def plot_run(rows: list[dict[str, object]], out: str | Path, threshold: float = 
     fig, ax = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)
     if title:
         fig.suptitle(title)
-    a = ax[0, 0]
-    if any(r["mc_elbo"] is not None for r in rows):
-        where = "the monitor's fixed batch" if "mc_samples" in rows[0] else "training batches"
-        a.plot(epochs, [r["mc_elbo"] for r in rows], label=f"ELBO (sampled, {where})")
-    if any(r.get("heldout_elbo") is not None for r in rows):
-        a.plot(epochs, [r.get("heldout_elbo") for r in rows], label="ELBO (held-out)")
-    if any(r.get("entropy_elbo") is not None for r in rows):
-        a.plot(epochs, [r.get("entropy_elbo") for r in rows], "--", label="entropy ELBO (eq. 14 / 22)")
-    a.set(xlabel="epoch", ylabel="nats per data point", title="ELBO and the sum of three entropies")
-    a.legend(fontsize=8)
-    b = ax[1, 0]
-    gaps = [None if r.get("relative_gap") is None else 100 * r["relative_gap"] for r in rows]
-    b.plot(epochs, gaps, color="tab:purple")
-    b.axhline(0, color="grey", lw=0.8)
-    linthresh = converged_linthresh(gaps)
-    b.set_yscale("symlog", linthresh=linthresh)
-    b.set_yticks(*symlog_ticks(gaps, linthresh))
-    b.set(xlabel="epoch", ylabel="(ELBO - entropy ELBO) / |ELBO|  [%]",
-          title=f"relative difference (linear within +-{linthresh:.3g} %, logarithmic beyond)")
+    elbo_panel(ax[0, 0], rows, epochs)
+    difference_panel(ax[1, 0], rows, epochs)
+    a, b = ax[0, 0], ax[1, 0]
     c = ax[0, 1]
     h = len(rows[-1]["latent_entropies"])
     cmap = plt.get_cmap("tab20" if h > 10 else "tab10")
@@ -171,6 +161,94 @@ def plot_run(rows: list[dict[str, object]], out: str | Path, threshold: float = 
     finally:
         plt.close(fig)
     return fig
+
+
+def elbo_panel(a: object, rows: list[dict[str, object]], epochs: list[object]) -> None:
+    """The logged ELBOs: the sampled training ELBO, the held-out one, the entropy ELBO, and the fixed batch's pair
+    (MC ELBO and entropy ELBO on the same rows in eval mode) where the log has it."""
+    fixed = any(isinstance(r.get("fixed_batch"), dict) for r in rows)
+    if any(r["mc_elbo"] is not None for r in rows):
+        where = "the monitor's fixed batch" if "mc_samples" in rows[0] else "training batches"
+        a.plot(epochs, [r["mc_elbo"] for r in rows], label=f"ELBO (sampled, {where})", alpha=0.5 if fixed else 1)
+    if any(r.get("heldout_elbo") is not None for r in rows):
+        a.plot(epochs, [r.get("heldout_elbo") for r in rows], label="ELBO (held-out)")
+    if any(r.get("entropy_elbo") is not None for r in rows):
+        a.plot(epochs, [r.get("entropy_elbo") for r in rows], "--", label="entropy ELBO (eq. 14 / 22)")
+    if fixed:
+        batch = [r.get("fixed_batch") or {} for r in rows]
+        said = fixed_batch_words(batch)
+        a.plot(epochs, [b.get("mc_elbo") for b in batch], color="black", lw=1.2, label=f"MC ELBO ({said})")
+        a.plot(epochs, [b.get("entropy_elbo") for b in batch], ":", color="tab:red", lw=1.6,
+               label=f"entropy ELBO ({said})")
+    a.set(xlabel="epoch", ylabel="nats per data point", title="ELBO and the sum of three entropies")
+    a.legend(fontsize=7)
+
+
+def fixed_batch_words(batch: list[dict[str, object]]) -> str:
+    """'1000 held-out rows, eval': the fixed batch a training log measured, as a legend or title names it."""
+    last = next((b for b in reversed(batch) if b), {})
+    which = {"holdout": "held-out", "train": "training"}.get(str(last.get("rows")), "fixed")
+    return f"fixed {last.get('n', '')} {which} rows, eval".replace("  ", " ")
+
+
+def difference_series(rows: list[dict[str, object]]) -> tuple[list[float | None], bool, str]:
+    """The panel's (ELBO - entropy ELBO) series: (values, in % (else nats), where from). From the fixed batch of a
+    training log, or a monitor log's own fixed batch; an old training log has only the sampled training ELBO (said
+    so). Where the ELBO crosses 0 or nears it late in the run, the relative difference explodes: the difference in
+    nats is drawn instead."""
+    if any(isinstance(r.get("fixed_batch"), dict) for r in rows):
+        batch = [r.get("fixed_batch") or {} for r in rows]
+        mc, f_h, rel = ([b.get(k) for b in batch] for k in ("mc_elbo", "entropy_elbo", "relative_difference"))
+        where = f"the {fixed_batch_words(batch)}"
+    else:
+        mc, f_h, rel = ([r.get(k) for r in rows] for k in ("mc_elbo", "entropy_elbo", "relative_gap"))
+        where = ("the monitor's fixed batch" if "mc_samples" in rows[0] else
+                 "the sampled training ELBO (noisy: this log has no fixed batch)")
+    if crosses_zero(mc, f_h):
+        return [None if m is None or f is None else m - f for m, f in zip(mc, f_h, strict=True)], False, where
+    return [None if g is None else 100 * g for g in rel], True, where
+
+
+def crosses_zero(mc: list[float | None], f_h: list[float | None]) -> bool:
+    """Whether, over the converged half of the epochs (drawn linearly), the MC ELBO or the entropy ELBO reaches 0, or
+    the MC ELBO comes within a tenth of its largest size over the run: dividing by it explodes there."""
+    late = len(mc) // 2
+    seen = [v for v in mc[late:] + f_h[late:] if v is not None]
+    size = max((abs(v) for v in mc if v is not None), default=0.0)
+    small = min((abs(v) for v in mc[late:] if v is not None), default=size)
+    return bool(seen) and (min(seen) <= 0 <= max(seen) or small < 0.1 * size)
+
+
+def stderr_band(rows: list[dict[str, object]], relative: bool) -> list[float] | None:
+    """2 standard errors of the fixed batch's MC ELBO per epoch (in % of |ELBO| or in nats), else None."""
+    batch = [r.get("fixed_batch") if isinstance(r.get("fixed_batch"), dict) else {} for r in rows]
+    if not all(b.get("mc_stderr") is not None and b.get("mc_elbo") for b in batch):
+        return None
+    return [2 * b["mc_stderr"] * (100 / abs(b["mc_elbo"]) if relative else 1) for b in batch]
+
+
+def difference_panel(b: object, rows: list[dict[str, object]], epochs: list[object]) -> None:
+    """(ELBO - entropy ELBO) / |ELBO| in % (Fig. 1 bottom), or in nats where the ELBO crosses 0; symlog, linear over
+    the converged range, with ticks that never overlap."""
+    gaps, relative, where = difference_series(rows)
+    b.plot(epochs, gaps, color="tab:purple")
+    b.axhline(0, color="grey", lw=0.8)
+    band = stderr_band(rows, relative)
+    if band is not None:
+        b.fill_between(epochs, [-w for w in band], band, color="tab:purple", alpha=0.15, lw=0,
+                       label="+-2 standard errors of the fixed batch's MC ELBO")
+        b.legend(fontsize=7, loc="lower right")
+    if not any(g is not None for g in gaps):
+        b.set_title(f"no ELBO difference to draw from {where}", fontsize=9)
+        return
+    linthresh = converged_linthresh(gaps)
+    b.set_yscale("symlog", linthresh=linthresh)
+    b.set_yticks(*symlog_ticks(gaps, linthresh))
+    unit = "%" if relative else "nats"
+    b.set(xlabel="epoch", ylabel="(ELBO - entropy ELBO) / |ELBO|  [%]" if relative else "ELBO - entropy ELBO [nats]")
+    why = "" if relative else "; the ELBO crosses 0, so not relative to it"
+    b.set_title(textwrap.fill(f"{'relative ' if relative else ''}difference on {where}{why} (linear within "
+                              f"+-{linthresh:.3g} {unit}, logarithmic beyond)", 70), fontsize=9)
 
 
 def model_name(model: object) -> str:

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from entropy_elbo import entropies
 from entropy_elbo.errors import EntropyElboError
+from entropy_elbo.fixed_batch import FixedBatch, choose, measure
 from entropy_elbo.models.protocol import VAEBase, constant_log_sigma2
 from entropy_elbo.montecarlo import sample_latents
 from entropy_elbo.progress import epoch_progress
@@ -107,9 +108,10 @@ def train(
     opt = torch.optim.Adam(parameter_groups(model, config), lr=config.lr)
     start, history = (0, []) if not resume else resume_from(run, model, opt, gen)
     show = sys.stderr.isatty() if progress is None else progress
+    fixed = choose(data, held, config.seed, config.samples)
     with epoch_progress(config.epochs, not show, start) as shown:
         for epoch in range(start, config.epochs):
-            row = train_epoch(model, data, held, opt, gen, config, epoch, d, run)
+            row = train_epoch(model, data, held, opt, gen, config, epoch, d, run, fixed)
             if run is not None:
                 save_epoch(run, model, opt, gen, row, config, metadata)
             history.append(row)
@@ -168,9 +170,10 @@ def sampled_elbo_parts(
 
 
 def train_epoch(model: VAEBase, data: Tensor, held: Tensor | None, opt: torch.optim.Optimizer,
-                gen: torch.Generator, config: TrainConfig, epoch: int, d: int, run: RunFolder | None
-                ) -> dict[str, object]:
-    """One pass of Adam steps over shuffled batches; returns the epoch's log row."""
+                gen: torch.Generator, config: TrainConfig, epoch: int, d: int, run: RunFolder | None,
+                fixed: FixedBatch | None = None) -> dict[str, object]:
+    """One pass of Adam steps over shuffled batches; returns the epoch's log row (with `fixed`, the entropy ELBO
+    and MC ELBO of the fixed batch in eval mode under `fixed_batch`)."""
     for group in opt.param_groups:
         group["lr"] = config.lr_at(epoch) * group.get("lr_factor", 1.0)
     start = time.perf_counter()
@@ -197,6 +200,8 @@ def train_epoch(model: VAEBase, data: Tensor, held: Tensor | None, opt: torch.op
     n, elbo_sum, latent_sum, dec_sum = _hooks().reduce(n, elbo_sum, latent_sum, dec_sum)
     row = epoch_summary(model, epoch, n, d, elbo_sum, latent_sum, dec_sum)
     row["heldout_elbo"] = None if held is None else heldout_elbo(model, held, config, epoch)
+    if fixed is not None:
+        row["fixed_batch"] = measure(model, fixed, lambda: train_mode(model, decaying=config.decaying(epoch)))
     row.update(lr=opt.param_groups[0]["lr"], seconds=time.perf_counter() - start, wall_time=time.time())
     return row
 
