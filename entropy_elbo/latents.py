@@ -270,11 +270,15 @@ def collapse(model: GaussianVAE, batches: Iterable[np.ndarray | Tensor], *, devi
 
 def encoder_outputs(model: GaussianVAE, batches: Iterable[np.ndarray | Tensor],
                     device: torch.device) -> Iterable[tuple[Tensor, Tensor]]:
-    """The encoder's (nu, log tau^2), each (B, H), chunk by chunk, under inference mode."""
+    """The encoder's (nu, log tau^2), each (B, H), chunk by chunk, under inference mode; outputs that are NaN or
+    overflow are refused here, where the model is known, so NaN its own weights hold is blamed on them, not a row."""
+    first_row = 0
     for b in batches:
         if not isinstance(b, Tensor):  # a read-only memmap chunk is copied once, as torch needs
             b = torch.from_numpy(np.require(b, dtype=np.float32, requirements=["C", "W"]))
         x = b.to(device=device, dtype=torch.float32)  # (B, ...)
         with torch.inference_mode():
             nu, log_tau2 = model.encode(x)  # (B, H) each
+        check_encoder_output(nu, log_tau2.expand_as(nu), first_row, model)
+        first_row += x.shape[0]
         yield nu, log_tau2

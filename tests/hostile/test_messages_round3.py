@@ -109,3 +109,23 @@ def test_nan_reached_by_the_models_own_weights_is_blamed_on_them_not_on_a_data_r
                                                r"weight'\).*training diverged") as caught:
         estimate(model, [x], samples=2)
     assert "data row" not in str(caught.value) and "--data" not in str(caught.value)
+
+
+def test_collapse_blames_nan_weights_on_the_parameter_not_on_a_data_row() -> None:
+    from entropy_elbo.errors import EntropyElboError
+    from entropy_elbo.latents import collapse
+    from entropy_elbo.models import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(kind="vae1", data_dim=4, latent_dim=2, hidden=(8,)))
+    x = torch.randn(10, 4)
+    with torch.no_grad():
+        model.encoder[0][0].bias[3] = float("inf")  # diverged weights: the encoder's outputs are NaN for every row
+    with pytest.raises(EntropyElboError, match=r"the model's own weights hold NaN or Inf \(parameter 'encoder\.0\.0\."
+                                               r"bias'\).*training diverged") as caught:
+        collapse(model, [x[:4], x[4:]])
+    assert "data row" not in str(caught.value) and "--data" not in str(caught.value)
+    x[6, 1] = float("nan")  # finite weights, a NaN in the data: the row is named, as before
+    model = build_model(ModelConfig(kind="vae1", data_dim=4, latent_dim=2, hidden=(8,)))
+    with pytest.raises(EntropyElboError, match=r"^data row 6, latent 0: "):
+        collapse(model, [x[:4], x[4:]])
