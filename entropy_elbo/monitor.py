@@ -50,7 +50,7 @@ from entropy_elbo.latents import (
     stream_sums,
     summarize_collapse,
 )
-from entropy_elbo.opening import open_module, variance_known
+from entropy_elbo.opening import check_rows, open_module, variance_known
 from entropy_elbo.runs import append_log
 from entropy_elbo.stationarity import at_optimal_variance
 
@@ -127,14 +127,9 @@ def rank_block(rows: Tensor, distributed: bool | None) -> tuple[int, int, Tensor
 
 def as_rows(data: object) -> Tensor:
     """The monitor's fixed batch as a float32 tensor (B, ...), or a one-line error naming what to pass."""
-    if isinstance(data, np.ndarray):
+    if isinstance(data, np.ndarray):  # a numpy array of any real dtype is read as float32 (a tensor must be float)
         data = torch.from_numpy(np.require(data, dtype=np.float32, requirements=["C", "W"]))
-    if not isinstance(data, Tensor) or data.dim() < 2 or data.shape[0] == 0:
-        got = f"shape {tuple(data.shape)}" if isinstance(data, (Tensor, np.ndarray)) else type(data).__name__
-        raise EntropyElboError(f"data: got {got}; pass a tensor or array of rows (B, ...) with B >= 1, the inputs "
-                               "alone (for an (x, y) batch pass x)")
-    if not data.is_floating_point():
-        raise EntropyElboError(f"data: dtype {str(data.dtype).replace('torch.', '')}; pass floating-point rows")
+    check_rows(data, "a tensor or array of rows (B, ...) with B >= 1, the inputs alone (for an (x, y) batch pass x)")
     return data.detach().to(torch.float32)
 
 

@@ -133,16 +133,24 @@ def data_rows(data: object, key: str | None) -> tuple[np.ndarray | None, Tensor 
                            "rows (N, ...), or an iterable of such batches")
 
 
+ROWS = "rows (N, ...) with N >= 1 (one row: x[None])"
+
+
+def check_rows(rows: object, wanted: str = ROWS) -> None:
+    """Rows (N, ...) with N >= 1 of a floating-point dtype, as a numpy array or a tensor; else a one-line error that
+    says what was got and asks for `wanted` (the Monitor adds that an (x, y) batch passes x)."""
+    if not isinstance(rows, (np.ndarray, Tensor)) or rows.ndim < 2 or rows.shape[0] == 0:
+        got = f"shape {tuple(rows.shape)}" if isinstance(rows, (np.ndarray, Tensor)) else type(rows).__name__
+        raise EntropyElboError(f"data: got {got}; pass {wanted}")
+    floating = rows.is_floating_point() if isinstance(rows, Tensor) else np.issubdtype(rows.dtype, np.floating)
+    if not floating:
+        raise EntropyElboError(f"data: dtype {str(rows.dtype).replace('torch.', '')}; pass floating-point rows")
+
+
 def as_array(rows: Rows) -> np.ndarray:
     """Rows (N, ...) as a numpy array (a tensor is copied to the CPU once), checked for shape and dtype."""
-    if rows.ndim < 2 or rows.shape[0] == 0:
-        raise EntropyElboError(f"data: got shape {tuple(rows.shape)}; pass rows (N, ...) with N >= 1 (one row: "
-                               "x[None])")
-    if isinstance(rows, Tensor):
-        rows = rows.detach().cpu().numpy()
-    if not np.issubdtype(rows.dtype, np.floating):
-        raise EntropyElboError(f"data: dtype {rows.dtype}; pass floating-point rows")
-    return rows
+    check_rows(rows)
+    return rows.detach().cpu().numpy() if isinstance(rows, Tensor) else rows
 
 
 def as_tensor(batch: Rows) -> Tensor:
