@@ -63,6 +63,7 @@ class ModulePlan:
     output: str | None = None  # applied to decode()'s output to give the mean (logits read through a sigmoid)
     dist: bool = False  # the encoder returns a torch.distributions Gaussian: its variance is exact, not a guess
     refusal: str | None = None  # the decoder returns a non-Gaussian distribution (named): no likelihood applies
+    image_shape: tuple[int, ...] | None = None  # flat rows (B, D) reshaped to (B, C, H, W) for a Conv2d model
 
 
 class ModuleAdapter(VAEBase):
@@ -117,6 +118,7 @@ class ModuleAdapter(VAEBase):
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         enc = self.plan.encoder
+        x = x if self.plan.image_shape is None else x.reshape(len(x), *self.plan.image_shape)  # (B, C, H, W)
         out = expand(self._capture(_encoder_fn(self.module, self.plan.encode_via), x, self.plan.encode_via),
                      self.plan.encode_via)
         mean = _field(out, self.plan.mean_field) if self.plan.mean_field else None
@@ -166,7 +168,10 @@ class ModuleAdapter(VAEBase):
             from entropy_elbo.checkpoints.mlp import OUTPUTS  # mlp imports this module
 
             mu = OUTPUTS[self.plan.output](mu)
-        return mu, self._decoder_log_var(z, ts)
+        log_var = self._decoder_log_var(z, ts)
+        if self.plan.image_shape is not None:  # images back to the flat rows they came from: (B, D)
+            return mu.flatten(1), log_var.flatten(1) if log_var.dim() > 1 and len(log_var) == len(mu) else log_var
+        return mu, log_var
 
     def decoder_log_var(self, z: Tensor) -> Tensor:
         if self.plan.dec_source in ("hook", "output"):
