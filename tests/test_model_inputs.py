@@ -143,3 +143,23 @@ def test_a_conditional_state_dict_is_refused_as_conditional_by_its_widths(tmp_pa
     line = one_line_error(run("inspect", tmp_path / "cvae.pt", "--data", tmp_path / "x.npy"))
     assert "conditional VAE: the encoder's first layer takes 9 = 6 + 3 inputs and the decoder's first layer 5 = " \
            "2 + 3" in line and "not covered" in line
+
+
+def test_images_of_the_wrong_channel_count_are_one_line_before_the_models_own_error() -> None:
+    with pytest.raises(EntropyElboError, match=r"^data: images of 3 channel\(s\), but the model's first layer "
+                                               r"encoder.0 is a Conv2d taking 1; pass images of 1 channel\(s\)$"):
+        entropy_elbo.estimate(ConvVAE(), images(channels=3).numpy(), samples=0, device="cpu")
+    with pytest.raises(EntropyElboError, match=r"taking 3; pass images of 3 channel\(s\) \(if it is a conditional "
+                                               "VAE that stacks a 2-channel condition"):
+        entropy_elbo.estimate(ConvVAE(channels=3), images(channels=1).numpy(), samples=0, device="cpu")
+
+
+class ExtraArgument(ConvVAE):
+    def decode(self, z: torch.Tensor, shape: tuple) -> torch.Tensor:  # type: ignore[override]
+        return self.dec(z).reshape(-1, *shape)
+
+
+def test_a_second_input_not_named_like_a_condition_is_said_as_what_it_is() -> None:
+    with pytest.raises(EntropyElboError, match=r"^ExtraArgument.decode\(z, shape\) needs 1 more input\(s\) \(shape\)"
+                                               r".*if they are a condition or label, it is a conditional VAE"):
+        entropy_elbo.estimate(ExtraArgument(), images().numpy(), samples=0, device="cpu")

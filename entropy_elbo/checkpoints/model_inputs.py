@@ -61,9 +61,14 @@ def refuse_conditional_calls(module: nn.Module) -> None:
         if not names or len(names) < 2:
             continue
         extra = names[1:]
-        what = "a condition" if any(n.lower() in CONDITION_WORDS for n in extra) else "a second input"
-        raise CheckpointError(f"conditional VAE: {where}({', '.join(names)}) needs {what} ({', '.join(extra)}) beside "
-                              f"{names[0]}, and the tool calls it with the data (or latents) alone; {NOT_COVERED}")
+        if any(n.lower() in CONDITION_WORDS for n in extra):
+            raise CheckpointError(f"conditional VAE: {where}({', '.join(names)}) needs a condition ({', '.join(extra)})"
+                                  f" beside {names[0]}, and the tool calls it with the data (or latents) alone; "
+                                  f"{NOT_COVERED}")
+        raise CheckpointError(f"{where}({', '.join(names)}) needs {len(extra)} more input(s) ({', '.join(extra)}) "
+                              f"beside {names[0]}, and the tool calls it with the data (or latents) alone; if they are "
+                              f"a condition or label, it is a conditional VAE: {NOT_COVERED}; else give those inputs "
+                              "defaults, or wrap the model with --model FILE.py:NAME")
 
 
 def first_layer(module: nn.Module) -> tuple[str, nn.Module] | None:
@@ -85,6 +90,16 @@ def refuse_conditional_width(name: str, layer: nn.Module, d: int) -> None:
                           f"but the data rows have {d}: {k} more, as an encoder that concatenates a {k}-wide condition "
                           f"(a one-hot label) to x; {NOT_COVERED} (if the model is not conditional, pass rows of "
                           f"{layer.in_features} values)")
+
+
+def refuse_channels(name: str, conv: nn.Conv2d, channels: int) -> None:
+    """Images of C channels for a first Conv2d taking another number: one line, before the model's own error."""
+    if conv.in_channels == channels:
+        return
+    k = conv.in_channels - channels
+    why = (f" (if it is a conditional VAE that stacks a {k}-channel condition on x: {NOT_COVERED})" if k > 0 else "")
+    raise CheckpointError(f"data: images of {channels} channel(s), but the model's first layer {name} is a Conv2d "
+                          f"taking {conv.in_channels}; pass images of {conv.in_channels} channel(s){why}")
 
 
 def refuse_conditional_mlp(d_in: int, d_out: int, h: int, dec_in: int) -> None:
@@ -134,6 +149,8 @@ def as_model_input(module: nn.Module, probe: Tensor) -> tuple[Tensor, tuple[int,
     VAEs refused first, then flat rows for a Conv2d reshaped where the layer and D fix the shape."""
     refuse_conditional_calls(module)
     found = first_layer(module)
+    if found is not None and probe.dim() == 4 and isinstance(found[1], nn.Conv2d):
+        refuse_channels(found[0], found[1], int(probe.shape[1]))
     if found is None or probe.dim() != 2:
         return probe, None, None
     name, layer = found
