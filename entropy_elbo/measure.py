@@ -142,6 +142,7 @@ def _as_read(est: Estimate, opened: Opened, opts: LoadOptions) -> Estimate:
     if opened.wild:
         est.extra["checkpoint"] = intro.to_dict()
         est.assumptions = est.extra["checkpoint"]["assumptions"]
+        est.warnings = [*est.warnings, *([intro.declared] if intro.declared else [])]
     return est
 
 

@@ -53,3 +53,15 @@ def test_logits_read_as_means_are_said(tmp_path: Path) -> None:
     assert "--output-activation sigmoid" in said
     right = warnings_of(tmp_path, Logits(), x, output_activation="sigmoid", decoder_variance="optimal")
     assert not any("decoder means" in n for n in right)
+
+
+def test_a_likelihood_made_gaussian_by_a_flag_is_a_warning_of_the_likelihood(tmp_path: Path) -> None:
+    x, _ = logits_data()
+    est = entropy_elbo.estimate(Logits(), x.numpy(), samples=8, device="cpu", decoder_variance="optimal",
+                                output_activation="sigmoid")
+    said = [w for w in est.warnings if "likelihood" in w]
+    assert len(said) == 1 and said[0].startswith("decoder likelihood Gaussian by --output-activation sigmoid alone")
+    assert any(n == f"warning: {said[0]}" for n in warnings_of(tmp_path, Logits(), x, output_activation="sigmoid",
+                                                               decoder_variance="optimal"))
+    plain = entropy_elbo.estimate(StdScale(), ppca()[2].numpy(), samples=0, device="cpu", output_activation="linear")
+    assert not any("likelihood" in w for w in plain.warnings)
