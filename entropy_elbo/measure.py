@@ -27,6 +27,7 @@ from entropy_elbo.elbo import (
 from entropy_elbo.elbo import estimate as estimate_batches
 from entropy_elbo.encoder_check import check_encoder
 from entropy_elbo.errors import EntropyElboError
+from entropy_elbo.evidence import reading_evidence
 from entropy_elbo.latents import ACTIVE_THRESHOLD, LUCAS_DELTA, LUCAS_EPSILON, CollapseResult, check_settings
 from entropy_elbo.latents import collapse as collapse_batches
 from entropy_elbo.montecarlo import iwae_bound
@@ -141,6 +142,7 @@ def _as_read(est: Estimate, opened: Opened, opts: LoadOptions) -> Estimate:
     if opened.wild:
         est.extra["checkpoint"] = intro.to_dict()
         est.assumptions = est.extra["checkpoint"]["assumptions"]
+        est.warnings = [*est.warnings, *([intro.declared] if intro.declared else [])]
     return est
 
 
@@ -248,6 +250,7 @@ def inspect(source: Source, data: object = None, *, key: str | None = None, opti
             intro.encoder.evidence += f"; {said}"
             intro.notes.append(f"warning: {said}: the encoder is not at a stationary point, or its variance "
                                "parameterization was misread (--encoder-var-param)")
+        intro.notes.extend(f"warning: {line}" for line in reading_evidence(loaded.model, opts.rows))
     if opts.optimal_variance and intro is not None:  # chosen by estimate from the data, not the 1 it starts from
         intro.decoder.value = None
     return intro

@@ -156,3 +156,53 @@ class StdLaplace(StdScale):  # a std-scale encoder before a Laplace decoder: no 
 class Unconverged(Base):  # a log-variance encoder whose tau^2 is 10x the optimum's: a_h far from 1, nothing misread
     def encode(self, x):
         return self.enc_mu(x), self.enc_s(x) + math.log(10.0)
+
+
+class OddHeads(nn.Module):  # no encode(); heads beside the encoder under names no list holds; forward says which
+    def __init__(self):
+        super().__init__()
+        b = Base()
+        self.encoder = nn.Sequential(nn.Linear(D, 2 * D + 1), nn.Identity())  # features: width no decoder takes
+        with torch.no_grad():
+            self.encoder[0].weight.zero_()
+            self.encoder[0].weight[:D].copy_(torch.eye(D))
+            self.encoder[0].bias.zero_()
+        self.to_center = nn.Linear(2 * D + 1, H)
+        self.to_spread = nn.Linear(2 * D + 1, H)
+        with torch.no_grad():
+            for new, old in ((self.to_center, b.enc_mu), (self.to_spread, b.enc_s)):
+                new.weight.zero_()
+                new.weight[:, :D].copy_(old.weight)
+                new.bias.copy_(old.bias)
+        self.decoder = b.dec
+        self.logsigma2 = b.logsigma2
+
+    def forward(self, x):
+        h = self.encoder(x)
+        mu, logvar = self.to_center(h), self.to_spread(h)
+        z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
+        return self.decoder(z), z, mu, logvar
+
+
+class DictOut(Base):  # no encode(), no encoder: forward returns a dict whose keys say what each entry is
+    style = "logstd"
+
+    def forward(self, x):
+        mu, log_std = self.enc_mu(x), self.enc_s(x)
+        z = mu + log_std.exp() * torch.randn_like(mu)
+        return {"recon": self.dec(z), "z": z, "mu": mu, "log_std": log_std}
+
+
+class DictTwoMeans(DictOut):
+    def forward(self, x):
+        out = super().forward(x)
+        return {**out, "loc": out["mu"] * 1.0}
+
+
+def forward_q(model, x):
+    """The model's own posterior from its forward(), as a torch.distributions Normal."""
+    with torch.no_grad():
+        out = model(x)
+    if isinstance(out, dict):
+        return Normal(out["mu"], out["log_std"].exp())
+    return Normal(out[2], (0.5 * out[3]).exp())

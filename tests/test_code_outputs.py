@@ -12,14 +12,18 @@ import pytest
 import torch
 from click.testing import CliRunner
 from code_styles import (
+    DictOut,
+    DictTwoMeans,
     IndependentOut,
     LaplaceDecoder,
     Logits,
     LogStd,
     NormalOut,
+    OddHeads,
     SampleFirst,
     Siblings,
     StdScale,
+    forward_q,
     logits_data,
     own_q,
     ppca,
@@ -119,3 +123,34 @@ def test_model_file_imports_a_sibling_module(tmp_path: Path) -> None:
                                        "--data", str(tmp_path / "x.npy"), "--decoder-variance", "1"])
     assert "importing it raised" not in result.output
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("cls", [OddHeads, DictOut])
+def test_heads_are_found_by_the_computation_of_forward(cls: type) -> None:
+    model = cls()
+    _, _, x = ppca()
+    opened = entropy_elbo.open_checkpoint(model, x.numpy())
+    note = " ".join(opened.introspection.notes)
+    assert "heads found by the computation" in note
+    found = "encoder -> to_center and encoder -> to_spread" if cls is OddHeads else "'log_std' (logstd)"
+    assert found in note
+    est = entropy_elbo.estimate(model, x.numpy(), samples=64, device="cpu")
+    want = float(forward_q(model, x).entropy().sum(-1).double().mean())
+    assert est.entropies["encoder"] == pytest.approx(want, rel=1e-6)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        q = forward_q(model, x)
+        kl = kl_divergence(q, Normal(0.0, 1.0)).sum(-1).double()
+        dec = model.decoder if cls is OddHeads else model.dec
+        ll = torch.stack([Normal(dec(q.sample()), model.logsigma2.exp().sqrt()).log_prob(x).sum(-1).double()
+                          for _ in range(64)]).mean(0)
+    rows = ll - kl
+    se = float(rows.std() / math.sqrt(len(rows)))
+    assert abs(est.mc_elbo - float(rows.mean())) <= 4 * math.hypot(se, est.mc_sampling_stderr)
+
+
+def test_a_forward_dict_with_two_means_is_one_line_listing_them() -> None:
+    _, _, x = ppca()
+    with pytest.raises(EntropyElboError, match=r"2 mean-like key\(s\) \(mu, loc\) and 1 variance-like key\(s\) "
+                                               r"\(log_std\).*--encoder-var-param"):
+        entropy_elbo.estimate(DictTwoMeans(), x.numpy(), samples=0, device="cpu")

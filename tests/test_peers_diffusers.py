@@ -150,3 +150,20 @@ def test_original_format_stable_diffusion_file(tmp_path: Path) -> None:
     want, se = independent_mc_elbo(encode, lambda z: vae.decode(z.reshape(-1, LATENT, S // 2, S // 2)).sample,
                                    torch.tensor(0.1), x, 16)
     assert_within_4_se(est, want, se)  # the decoder's up blocks (stored in reverse order) were renamed right
+
+
+def test_flat_rows_are_reshaped_to_the_images_the_autoencoder_takes(tmp_path: Path) -> None:
+    """Flat rows (N, C*S*S): images when in_channels and D fix the side; the same latents as the images give."""
+    vae = tiny()
+    vae.save_pretrained(tmp_path / "vae")
+    x, data = images(tmp_path)
+    np.save(tmp_path / "flat.npy", x.reshape(N, -1).numpy())
+    info = run_json("inspect", tmp_path / "vae", "--data", tmp_path / "flat.npy")
+    assert f"rows reshaped to images {C}x{S}x{S}" in " ".join(info["notes"])
+    got = run_json("collapse", tmp_path / "vae", "--data", tmp_path / "flat.npy")
+    rows = sorted(got["latents"], key=lambda r: r["latent"])
+    assert [r["mean_encoder_entropy"] for r in rows] == pytest.approx(own_entropies(vae, x).flatten().tolist(),
+                                                                      rel=1e-4)
+    np.save(tmp_path / "odd.npy", x.reshape(N, -1)[:, :-2].numpy())
+    line = one_line_error(run("collapse", tmp_path / "vae", "--data", tmp_path / "odd.npy"))
+    assert f"rows are flat, shape (N, {C * S * S - 2})" in line and f"(N, {C}, H, W)" in line

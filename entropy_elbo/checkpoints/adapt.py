@@ -7,10 +7,12 @@ reading makes, and the likelihood's refusal (likelihood.py).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from torch import Tensor, nn
 
 from entropy_elbo.checkpoints.introspect import Finding, Introspection, find_encoder_variance, find_prior
-from entropy_elbo.checkpoints.likelihood import likelihood_refusal, refuse_other_priors
+from entropy_elbo.checkpoints.likelihood import declared_gaussian, likelihood_refusal, refuse_other_priors
 from entropy_elbo.checkpoints.options import LoadOptions
 from entropy_elbo.checkpoints.outputs import output_index
 from entropy_elbo.checkpoints.raw import RawCheckpoint
@@ -41,6 +43,11 @@ def adapt(raw: RawCheckpoint, options: LoadOptions, source: str,
         intro.assume(*item)
     intro.refusal = wrapped.refusal or likelihood_refusal(raw, built.state, wrapped.model, wrapped.decoder,
                                                           wrapped.d, options, wrapped.output)
+    if intro.refusal is None and options.output_activation == "sigmoid":  # the flag lifted a refusal: say so
+        intro.declared = declared_gaussian(likelihood_refusal(raw, built.state, wrapped.model, wrapped.decoder,
+                                                              wrapped.d, replace(options, output_activation=None),
+                                                              wrapped.output))
+        intro.notes.extend([f"warning: {intro.declared}"] if intro.declared else [])
     return wrapped.model, intro
 
 

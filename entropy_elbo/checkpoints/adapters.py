@@ -26,6 +26,7 @@ from entropy_elbo.checkpoints.outputs import (
     sibling_heads,
     through_heads,
 )
+from entropy_elbo.checkpoints.traced import PREFIX, reader, traced_via
 from entropy_elbo.errors import CheckpointError, ModelError
 from entropy_elbo.models.protocol import VAEBase
 
@@ -63,6 +64,8 @@ class ModulePlan:
     output: str | None = None  # applied to decode()'s output to give the mean (logits read through a sigmoid)
     dist: bool = False  # the encoder returns a torch.distributions Gaussian: its variance is exact, not a guess
     refusal: str | None = None  # the decoder returns a non-Gaussian distribution (named): no likelihood applies
+    image_shape: tuple[int, ...] | None = None  # flat rows (B, D) reshaped to (B, C, H, W) for a Conv2d model
+    traced: str | None = None  # how the heads were found from forward()'s output (traced.py): said in a note
 
 
 class ModuleAdapter(VAEBase):
@@ -117,6 +120,7 @@ class ModuleAdapter(VAEBase):
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         enc = self.plan.encoder
+        x = x if self.plan.image_shape is None else x.reshape(len(x), *self.plan.image_shape)  # (B, C, H, W)
         out = expand(self._capture(_encoder_fn(self.module, self.plan.encode_via), x, self.plan.encode_via),
                      self.plan.encode_via)
         mean = _field(out, self.plan.mean_field) if self.plan.mean_field else None
@@ -166,7 +170,10 @@ class ModuleAdapter(VAEBase):
             from entropy_elbo.checkpoints.mlp import OUTPUTS  # mlp imports this module
 
             mu = OUTPUTS[self.plan.output](mu)
-        return mu, self._decoder_log_var(z, ts)
+        log_var = self._decoder_log_var(z, ts)
+        if self.plan.image_shape is not None:  # images back to the flat rows they came from: (B, D)
+            return mu.flatten(1), log_var.flatten(1) if log_var.dim() > 1 and len(log_var) == len(mu) else log_var
+        return mu, log_var
 
     def decoder_log_var(self, z: Tensor) -> Tensor:
         if self.plan.dec_source in ("hook", "output"):
@@ -198,10 +205,14 @@ def plan_module(module: nn.Module, state: dict[str, Tensor], encoder: Finding | 
     """Run the module once on `probe` to learn H, D, and where mean and variances come out; `explicit`: the
     decoder variance was given by a flag (else a named parameter beside a decode() variance is ambiguous)."""
     encode_via = "encode" if hasattr(module, "encode") else "encoder" if hasattr(module, "encoder") else "forward"
+    d = int(probe[0].numel())
     heads = sibling_heads(module)
     if heads is not None:  # encoder, then fc_mu and fc_var beside it: the path the model's own forward takes
         encode_via = f"encoder+{'+'.join(heads)}"
     decode_via = "decode" if hasattr(module, "decode") else "decoder" if hasattr(module, "decoder") else None
+    traced = None if heads is not None else traced_via(module, encode_via, probe, lambda w: decode_via is not None
+                                                         and _decodes(module, decode_via, probe.new_zeros(2, w), d))
+    encode_via = traced[0] if traced else encode_via
     hint = "; check --model-kwargs or the data's shape"
     with torch.no_grad():
         first = run_foreign(_encoder_fn(module, encode_via), probe, encode_via, hint)
@@ -215,8 +226,8 @@ def plan_module(module: nn.Module, state: dict[str, Tensor], encoder: Finding | 
         raise CheckpointError(f"{encode_via}() returned {type(out).__name__}; expected (mean, variance) tensors of "
                               "shape (B, H) (the variance stored as --encoder-var-param P, log-variance by default), a "
                               "torch.distributions Normal, or an object with embedding and log_covariance")
-    plan = ModulePlan(encode_via, decode_via, encoder, decoder, "fixed", int(nu.shape[1]), int(probe[0].numel()),
-                      mean_field, mean_index, var_index, dist=dist)
+    plan = ModulePlan(encode_via, decode_via, encoder, decoder, "fixed", int(nu.shape[1]), d, mean_field, mean_index,
+                      var_index, dist=dist, traced=traced[1] if traced else None)
     if encoder is None and len(ts) == 1 and mean_field is None and plan.h % 2 == 0 and decode_via is not None:
         plan = _split_output(module, plan, probe)
     plan.encoder = _encoder_output(module, plan, out, ts, nu)
@@ -367,6 +378,8 @@ def _method_pair(module: nn.Module, via: str, encoder: Finding | None, ts: list[
 def _encoder_fn(module: nn.Module, via: str):  # noqa: ANN202
     if via.startswith("encoder+"):
         return through_heads(module, tuple(via.split("+")[1:]))
+    if via.startswith(PREFIX):
+        return reader(module, via)
     return module.encode if via == "encode" else module.encoder if via == "encoder" else module
 
 

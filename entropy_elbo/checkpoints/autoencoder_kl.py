@@ -11,12 +11,14 @@ stated or optimal sigma^2 applies. Images are (N, C, H, W) arrays scaled to [-1,
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
 
 from entropy_elbo.checkpoints.introspect import ENC_OVERRIDE, Finding, Introspection
+from entropy_elbo.checkpoints.model_inputs import reshaped_note, square_image
 from entropy_elbo.checkpoints.raw import RawCheckpoint
 from entropy_elbo.checkpoints.source import Built, Source, quiet_logger
 from entropy_elbo.checkpoints.torchfiles import read_safetensors
@@ -230,8 +232,13 @@ class DiffusersSource(Source):
     prior_evidence = "AutoencoderKL's KL term is against N(0, I)"
 
     def build(self, raw: RawCheckpoint, options: LoadOptions, source: str) -> Built:
-        module = build_autoencoder_kl(raw.meta["config"], raw.state, options.input_shape, source)
-        return Built(module, "diffusers AutoencoderKL (diffusers' own class)", raw.state)
+        shape, notes, channels = options.input_shape, [], raw.meta["config"].get("in_channels", 3)
+        if shape is not None and len(shape) == 1 and isinstance(channels, int) and channels > 0:  # flat rows
+            taker = "diffusers AutoencoderKL (its conv_in)"  # images when in_channels and D fix the side
+            shape, why = square_image(channels, int(shape[0]), taker)
+            notes.append(reshaped_note(math.prod(shape), taker, shape, why))
+        module = build_autoencoder_kl(raw.meta["config"], raw.state, shape, source)
+        return Built(module, "diffusers AutoencoderKL (diffusers' own class)", raw.state, notes=notes)
 
     def encoder_variance(self, found: Finding | None) -> Finding | None:
         return logvar_finding()  # the latent distribution's own log-variance, not a hooked layer

@@ -120,6 +120,7 @@ class Introspection:
     latent_shape: list[int] | None = None  # spatial latents (channels, h, w), flattened to H = channels x h x w
     refusal: str | None = None  # why no decoder likelihood applies (a Bernoulli decoder); collapse still works
     unresolved: str | None = None  # a reading the data could not decide, left open behind `refusal`
+    declared: str | None = None  # a flag made Gaussian what reads as a non-Gaussian likelihood without it: the warning
 
     def assume(self, what: str, evidence: str, override: str) -> None:
         """Record one assumption (peer readers call this too)."""

@@ -152,3 +152,14 @@ def bernoulli_undecided(candidates: list, rows: Tensor, decoder_kind: str, pytha
     decoder variance: a Bernoulli decoder, left undecided and refused as such where a likelihood is needed."""
     return not (pythae or output_flag or decoder_kind != "fixed" or float(rows.min()) < 0 or float(rows.max()) > 1
                 or any(c.output != "sigmoid" for c in candidates))
+
+
+def declared_gaussian(reason: str | None) -> str | None:
+    """The warning when --output-activation sigmoid lifted a likelihood refusal: the likelihood is then Gaussian by
+    the flag alone, which neither r nor a_h can check."""
+    if reason is None:
+        return None
+    return (f"decoder likelihood Gaussian by --output-activation sigmoid alone: without the flag it is refused ("
+            f"{reason.split(': ')[0]}: a Bernoulli or other non-Gaussian decoder); if the model was trained with a "
+            "non-Gaussian loss (BCE), the ELBO here is not its ELBO, and r and a_h cannot tell (they check the "
+            "variances, not the likelihood)")

@@ -24,6 +24,7 @@ from entropy_elbo.checkpoints.introspect import (
     to_log_var,
 )
 from entropy_elbo.checkpoints.likelihood import bernoulli_undecided
+from entropy_elbo.checkpoints.model_inputs import refuse_conditional_mlp
 from entropy_elbo.checkpoints.raw import RawCheckpoint
 from entropy_elbo.checkpoints.readings import AmbiguousReading, Reading, choose, reading_convention
 from entropy_elbo.checkpoints.source import Built, Source, Wrapped
@@ -77,6 +78,9 @@ def mlp_layout(state: dict[str, Tensor], encoder: Finding | None, decoder: Findi
     _check_linear(state, layers)
     trunk, mean_head, var_head, dec, dec_net, mean_name = _sort_layers(state, layers, encoder, decoder)
     d = _linear_shape(state, (trunk or mean_head)[0])[0]
+    if mean_head and dec:  # x and z both concatenated with a k-wide condition: refused as conditional, by name
+        refuse_conditional_mlp(d, _linear_shape(state, dec[-1])[1], _linear_shape(state, mean_head[-1])[1],
+                               _linear_shape(state, dec[0])[0])
     h, split, notes = _latent_width(state, (trunk, mean_head, var_head, dec), d, encoder, mean_name)
     out = _chain(state, dec, h, "decoder")
     dec_split = out == 2 * d and decoder.kind == "fixed" and decoder.name is None

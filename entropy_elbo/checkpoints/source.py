@@ -19,8 +19,10 @@ from torch import Tensor, nn
 
 from entropy_elbo.checkpoints.adapters import ModuleAdapter, ModulePlan, plan_module
 from entropy_elbo.checkpoints.introspect import Finding, Introspection, decoder_finding, layer_names
+from entropy_elbo.checkpoints.model_inputs import as_model_input
 from entropy_elbo.checkpoints.raw import RawCheckpoint
 from entropy_elbo.checkpoints.readings import Reading, choose
+from entropy_elbo.checkpoints.traced import keyed_param
 from entropy_elbo.errors import CheckpointError
 from entropy_elbo.limits import check_memory
 
@@ -100,8 +102,10 @@ def wrap_module_plan(built: Built, raw: RawCheckpoint, options: LoadOptions, sou
                      "pass --data whose rows are the model's real inputs", CheckpointError)
         probe = torch.rand(2, *shape)
     module.eval()
+    probe, image, note = as_model_input(module, probe)
     plan = plan_module(module, state, encoder, decoder, probe,
                        explicit=options.decoder_var is not None or options.decoder_variance is not None)
+    plan = keyed_param(replace(plan, image_shape=image), options.encoder_var_param)
     assumed: list[tuple[str, str, str]] = []
     if plan.split:
         plan = score_split(module, plan, options)
@@ -114,8 +118,8 @@ def wrap_module_plan(built: Built, raw: RawCheckpoint, options: LoadOptions, sou
             and len(plan.decoder.value) != plan.d:
         raise CheckpointError(f"decoder variance {plan.decoder.name!r} has {len(plan.decoder.value)} values but "
                               f"D={plan.d}; pick another with --decoder-var NAME")
-    return Wrapped(model, plan.h, plan.d, plan.encoder, plan.decoder, list(built.notes), assumed,
-                   refusal=plan.refusal)
+    notes = [*built.notes, *(n for n in (note, plan.traced) if n)]
+    return Wrapped(model, plan.h, plan.d, plan.encoder, plan.decoder, notes, assumed, refusal=plan.refusal)
 
 
 def probe_shape(raw: RawCheckpoint, options: LoadOptions) -> tuple[int, ...]:
