@@ -92,9 +92,9 @@ def open_npz(path: Path, key: str | None) -> np.ndarray:
             key = keys[0] if key is None else key
             if key not in keys:
                 raise DataError(f"{path}: no array {key!r}; keys are {keys}, pass one with --key")
-            info = npz.zip.getinfo(f"{key}.npy") if f"{key}.npy" in npz.zip.namelist() else None
-            _check_npz_member(info, npz, path, key)
-            x = npz[key] if info is None else _read_member(npz.zip, info, path, key)
+            _check_npz_member(npz.zip.getinfo(f"{key}.npy") if f"{key}.npy" in npz.zip.namelist() else None, npz,
+                              path, key)
+            x = npz[key]
     except NPZ_ERRORS as e:
         if "pickle" in str(e):
             raise DataError(f"{path}: array {key!r} holds Python objects (pickle is never loaded); "
@@ -102,32 +102,6 @@ def open_npz(path: Path, key: str | None) -> np.ndarray:
         raise DataError(f"{path}: corrupt .npz ({e}); save it again with numpy.savez") from e
     if not isinstance(x, np.ndarray):  # a zip member that is not a .npy comes back as raw bytes
         raise DataError(f"{path}: member {key!r} is not a numpy array; save the archive with numpy.savez")
-    return x
-
-
-def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, key: str) -> np.ndarray | bytes:
-    """A member's array, read through zipfile to its end so that its CRC-32 is checked: numpy stops at the array's
-    last byte, and a member whose recorded size was damaged upwards then passes unchecked (a flip in the central
-    directory's sizes plus one in the data loaded changed numbers). Trailing bytes are refused as well."""
-    with zf.open(info) as member:
-        if member.read(len(NPY_MAGIC)) != NPY_MAGIC:
-            member.seek(0)
-            return member.read()  # raw bytes, as numpy hands out such a member; the caller refuses them
-        member.seek(0)
-        try:
-            x = np.lib.format.read_array(member, allow_pickle=False)
-            rest = len(member.read(1 << 20))
-            while member.read(1 << 20):  # to the member's end: zipfile compares the CRC-32 there
-                pass
-        except zipfile.BadZipFile as e:
-            raise DataError(f"{path}: member {info.filename!r} fails its CRC-32 check ({e}); the archive is damaged, "
-                            "save it again with numpy.savez") from None
-        except EOFError:
-            raise DataError(f"{path}: member {info.filename!r} ends before its recorded size; the archive is damaged, "
-                            "save it again with numpy.savez") from None
-    if rest:
-        raise DataError(f"{path}: member {info.filename!r} holds bytes after its array; the archive is damaged, "
-                        "save it again with numpy.savez")
     return x
 
 
