@@ -5,8 +5,8 @@ The tool: `entropy_elbo.estimate(checkpoint, file.npy, samples=0)` as a Python c
 checkpoint, reading the data in its batches, checking it, the float64 sums); the pass: the same without opening
 (`elbo.estimate` on the model in memory and `iter_batches` of the file, the fixed cost left out). The floor:
 np.load(mmap_mode="r"), the same batches handed to torch without a copy, `model.encode`, a float64 sum of ln tau^2.
-CPU time of one torch thread, min and median of interleaved repeats. Target: within 1.1x of the bare encoder at every N (both the tool
-and the pass; exit 1 if missed).
+CPU time of one torch thread, min and median of interleaved repeats. Target: within 1.1x of the bare encoder at
+every N (both the tool and the pass; exit 1 if missed).
 Run: python benchmarks/entropy_pass.py [--quick] [--json] [--rows 10000,100000,...]
 """
 
