@@ -83,6 +83,16 @@ def emit(name: str, result: dict[str, object], rows: list[tuple[str, str]], as_j
         print(f"  {key:<{width}}  {value}")
 
 
+def judge(checks: dict[str, tuple[float, float]]) -> None:
+    """Print each ratio against its target, name -> (ratio, target), on stderr (stdout stays one JSON object with
+    --json); exit 1 if any is missed, so a missed target fails the script."""
+    for name, (ratio, target) in checks.items():
+        verdict = "met" if ratio <= target else f"MISSED by {ratio / target - 1:.1%}"
+        print(f"{name}: x{ratio:.3f} against the {target}x target: {verdict}", file=sys.stderr)
+    if any(ratio > target for ratio, target in checks.values()):
+        sys.exit(1)
+
+
 def write_npy(path: Path, rows: int, fill: Callable[[int, int], np.ndarray], chunk: int = 250_000) -> None:
     """Write a float32 .npy of `rows` rows chunk by chunk (fill(start, stop) -> (stop-start, D)), bounded RAM."""
     first = fill(0, min(chunk, rows))

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 import torch
-from _common import emit, parse_args
+from _common import emit, judge, parse_args
 
 from entropy_elbo.data import iter_batches
 from entropy_elbo.elbo import estimate
@@ -164,6 +164,8 @@ def main() -> None:
               f"(tool {r['tool_min_s']:.3f} s, {'pythae' if 'pythae_min_s' in r else 'floor'} "
               f"{r.get('pythae_min_s', r.get('floor_min_s')):.3f} s CPU)") for r in results]
     emit("sampling_floor", {"target": TARGET, "results": results}, lines, args.json)
+    judge({f"{r['what']} D={r['d']} S/K={r['samples']}": (r["ratio_min"], 1.0 if "pythae_min_s" in r else TARGET)
+           for r in results})
 
 
 if __name__ == "__main__":

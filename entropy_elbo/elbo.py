@@ -120,12 +120,14 @@ def accumulate(
     rows = -1
     for x in _batches_to_tensors(batches, device):
         nu, log_tau2 = model.encode(x)  # (B, H) each, float32
-        check_encoder_output(nu, log_tau2, max(rows, 0), model)
+        nu2, tau2, log_tau2_sum = _encoder_sums(nu, log_tau2)
+        if not _plausible(nu2, tau2, log_tau2_sum, log_tau2):  # only then searched for the first bad row
+            check_encoder_output(nu, log_tau2, max(rows, 0), model)
         if encodings is not None:
             encodings.append((nu, log_tau2))
         rows = max(rows, 0) + x.shape[0]
-        _add(acc, "encoder_entropy", _encoder_entropy_sum(log_tau2))
-        _add(acc, "a", nu.double().square_().sum(0) + log_tau2.double().exp_().sum(0))  # (H,)
+        _add(acc, "encoder_entropy", 0.5 * (entropies.LOG_2PI_E * log_tau2.numel() + log_tau2_sum))  # eq. 8
+        _add(acc, "a", nu2 + tau2)  # (H,)
         if getattr(model, "ppca", None) is not None:
             mu0 = model.ppca()[1].double()
             centered = x.double().flatten(1) - mu0  # (B, D)
@@ -155,9 +157,25 @@ def accumulate(
     return acc
 
 
-def _encoder_entropy_sum(log_tau2: Tensor) -> Tensor:
-    """Sum over a batch of the encoder entropies (eq. 8): affine in log tau^2, so one float64 sum suffices."""
-    return 0.5 * (entropies.LOG_2PI_E * log_tau2.numel() + log_tau2.sum(dtype=torch.float64))
+def _encoder_sums(nu: Tensor, log_tau2: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """A batch's float64 sums over rows of nu^2 and tau^2 per latent (a_h, eq. 76), and of all ln tau^2 (the
+    encoder entropy is affine in it, eq. 8): one float64 copy of each output, the exponential taken in place."""
+    log_tau2 = log_tau2.double()  # (B, H)
+    log_tau2_sum = log_tau2.sum()
+    return nu.double().square_().sum(0), log_tau2.exp_().sum(0), log_tau2_sum
+
+
+_TAU2_LIMIT = math.exp(entropies.LOG_VAR_LIMIT) * (1 - 1e-9)  # a float64 tau^2 this large is infinite in float32
+
+
+def _plausible(nu2: Tensor, tau2: Tensor, log_tau2_sum: Tensor, log_tau2: Tensor) -> bool:
+    """Whether a batch's encoder outputs pass `check_encoder_output`, from its sums and one reduction: a NaN or Inf
+    mean or variance makes a sum non-finite, a tau^2 infinite in float32 makes its latent's sum at least that
+    large, and the smallest ln tau^2 shows a tau^2 that is zero in float32. False sends the batch to the search."""
+    if log_tau2.numel() == 0:
+        return True
+    bounds = torch.stack([nu2.sum() + tau2.sum() + log_tau2_sum, tau2.max(), log_tau2.min().double()]).tolist()
+    return math.isfinite(bounds[0]) and bounds[1] < _TAU2_LIMIT and bounds[2] > -entropies.LOG_VAR_LIMIT
 
 
 def _sampling_stderr(var_sum: Tensor, samples: int, n: int) -> float | None:

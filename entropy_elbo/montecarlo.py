@@ -66,11 +66,34 @@ class RowSeed:
         """Standard normal draws (S, B, H) for the data rows `rows` (B,) and samples first_sample...+S."""
         key = _mix64(torch.tensor(_signed(self.seed * _GAMMA + self.stream + 1), dtype=torch.int64,
                                   device=rows.device))
-        row_key = _mix64(key + rows.to(torch.int64) * _GAMMA)  # (B,)
+        row_key = _mix64(key + rows.to(torch.int64) * _GAMMA).reshape(1, -1, 1)  # (1, B, 1)
         counter = torch.arange(first_sample * h, (first_sample + samples) * h, dtype=torch.int64,
-                               device=rows.device).reshape(samples, 1, h) + 1
-        bits = _mix64(row_key.reshape(1, -1, 1) + counter * _GAMMA)  # (S, B, H)
-        return torch.special.ndtri(uniform23(bits)).to(dtype)
+                               device=rows.device).reshape(samples, 1, h).add_(1).mul_(_GAMMA)  # (S, 1, H)
+        out = torch.empty((samples, rows.shape[0], h), dtype=torch.float32, device=rows.device)  # (S, B, H)
+        step = max(1, DRAWS_PER_CHUNK // max(1, rows.shape[0] * h))
+        scratch = torch.empty((min(step, samples), rows.shape[0], h), dtype=torch.int64, device=rows.device)
+        for start in range(0, samples, step):  # chunks that stay in the cache through every pass below
+            stop = min(samples, start + step)
+            _normals_into(torch.add(counter[start:stop], row_key), scratch[: stop - start], out[start:stop])
+        return out.to(dtype)
+
+
+DRAWS_PER_CHUNK = 2**15  # int64 work of 256 KiB: each of the ~10 passes over it reads the cache, not memory
+
+
+def _normals_into(x: Tensor, scratch: Tensor, out: Tensor) -> None:
+    """ndtri(uniform23(_mix64(x))) into the float32 `out`, `x` and `scratch` (int64, its shape) overwritten.
+
+    Only bits 41..63 of _mix64 reach uniform23, and its last step (x ^ x >>> 31) leaves bits 33..63 as they are,
+    so it is skipped; the other steps run in place. The same numbers, bit for bit (tests/test_row_streams.py).
+    """
+    torch.bitwise_right_shift(x, 30, out=scratch).bitwise_and_((1 << 34) - 1)
+    x.bitwise_xor_(scratch).mul_(_M1)
+    torch.bitwise_right_shift(x, 27, out=scratch).bitwise_and_((1 << 37) - 1)
+    x.bitwise_xor_(scratch).mul_(_M2)
+    torch.bitwise_right_shift(x, 41, out=scratch).bitwise_and_((1 << 23) - 1)  # k, the top 23 bits
+    torch.mul(scratch, 2.0**-23, out=out).add_(2.0**-24)  # (k + 1/2) / 2^23, exact in float32 as in uniform23
+    torch.special.ndtri(out, out=out)
 
 
 def uniform23(bits: Tensor) -> Tensor:

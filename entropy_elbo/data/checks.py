@@ -48,8 +48,8 @@ def magnitude_limit(row_numel: int) -> float:
 def check_finite(chunk: np.ndarray, rows: np.ndarray, source: str, raw: np.ndarray | None = None) -> None:
     """Raise a DataError naming the first row and column holding NaN, Inf or a value too large to use."""
     limit = magnitude_limit(int(np.prod(chunk.shape[1:])))
-    if chunk.size == 0 or (chunk.max() <= limit and chunk.min() >= -limit):  # two reductions, no copies (a NaN
-        return  # makes both comparisons false); only a chunk that fails them is searched for its first bad value
+    if chunk.size == 0 or _within(chunk, limit):  # one reduction, no copies; only a chunk that fails it is
+        return  # searched for its first bad value
     with np.errstate(invalid="ignore"):
         bad = ~(np.abs(chunk) <= limit)
     if not bad.any():
@@ -65,3 +65,17 @@ def check_finite(chunk: np.ndarray, rows: np.ndarray, source: str, raw: np.ndarr
         what = (f"the value {value:g}, beyond +-{limit:.3g} where its square summed over a row of "
                 f"{int(np.prod(chunk.shape[1:]))} values overflows float32")
     raise DataError(f"{source}: row {int(rows[pos[0]])}, {where} holds {what}; clean or rescale the data first")
+
+
+def _within(chunk: np.ndarray, limit: float) -> bool:
+    """Every |value| <= limit, by one reduction that a NaN or Inf fails: a float32 chunk's sum of squares (each
+    rounded square is at most the rounded sum of them all) below the rounded limit^2; else its max and min."""
+    if chunk.dtype != np.float32 or not chunk.flags.c_contiguous or not chunk.flags.writeable:
+        return bool(chunk.max() <= limit and chunk.min() >= -limit)
+    import torch  # data is read when torch is loaded anyway; its dot runs on torch's threads, not BLAS's own
+
+    below = np.float32(limit)
+    if below > limit:  # the largest float32 at most the limit: a value beyond the limit squares to at least this
+        below = np.nextafter(below, np.float32(0))
+    flat = torch.from_numpy(chunk).view(-1)
+    return float(torch.dot(flat, flat)) < float(below * below)
