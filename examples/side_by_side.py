@@ -32,12 +32,13 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+os.environ.setdefault("TQDM_DISABLE", "1")  # their train_vae's progress bar (read when tqdm is imported)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's entropy_elbo
-os.environ.setdefault("TQDM_DISABLE", "1")  # their train_vae's progress bar (read when tqdm is imported)
 
 from entropy_elbo.elbo import estimate  # noqa: E402
 from entropy_elbo.models import VAEBase, build_model, model_config  # noqa: E402

@@ -10,15 +10,13 @@ without their repository. The real comparison is in docs/reproduction.md.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
-SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "side_by_side.py"
+from script_helpers import load_script
 
 STAND_IN = '''
 import numpy as np
@@ -87,10 +85,7 @@ def generate_PCA_data(num_data_train, num_data_test, latent_dim, output_dim, bat
 
 @pytest.fixture(scope="module")
 def side_by_side():  # noqa: ANN201
-    spec = importlib.util.spec_from_file_location("examples_side_by_side", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("examples/side_by_side.py")
 
 
 def stand_in_repo(root: Path) -> Path:
