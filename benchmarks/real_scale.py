@@ -18,7 +18,6 @@ import argparse
 import gzip
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -138,7 +137,10 @@ def main() -> None:
     args = parser.parse_args()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="real_scale_"))
     folder.mkdir(parents=True, exist_ok=True)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load "
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import cpu_name
+
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, load "
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     rows = []
     for name in args.only:
