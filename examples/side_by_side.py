@@ -11,7 +11,8 @@ it is in this repository) and runs unchanged apart from the device: on a machine
 
 Per seed, as the authors' `__main__` does: `torch.manual_seed(seed)`, their model (`LinearVAE(H, D, samples)` or
 `VAE1(H, D, [50, 50], [50, 50], samples)`), their `generate_PCA_data(10000, 10000, 2, 10, batch, seed)` (pPCA,
-D = 10, H = 2), then their `train_vae` for steps / (10,000 / batch) epochs at lr 1e-3, batch 2000. Before that the
+D = 10, H = 2), then their `train_vae` for steps / (10,000 / batch) epochs at lr 1e-3, batch 2000 (compute_ll False:
+their log-likelihood curve is for plotting only). Before that the
 script checks that the seed fixes their run: two models made under the same seed start from the same weights.
 Ours: the same model family trained by `entropy_elbo.train.train` (our schedule: variance scalars at 10x lr, cosine
 decay over the last 30%) on their training rows, batch, lr, samples and the same number of steps. Both are measured
