@@ -73,3 +73,19 @@ def test_inspect_reads_the_plan_without_running_the_model(folder: tuple, monkeyp
     calls = counting(monkeypatch)
     intro = entropy_elbo.inspect(path)  # no data: the config's sample_size
     assert (intro.h, intro.d, calls["encode"], calls["decode"]) == (LATENT * 4 * 4, 2 * 8 * 8, 0, 0)
+
+
+def test_a_pythae_folder_is_opened_without_scoring_its_decoder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pythae's reconstruction is the mean by its library's definition: no encode + decode pass over the scoring
+    rows asks whether it is a sigmoid (the numbers: test_peers_pythae)."""
+    from test_checkpoints_wild import save_data
+    from test_peers_pythae import D, saved
+
+    from entropy_elbo.checkpoints import code_readings
+
+    _, folder = saved(tmp_path, "VAE")
+    data = save_data(tmp_path, torch.rand(50, D))  # data in [0, 1], pythae's default sigmoid output
+    scored = []
+    monkeypatch.setattr(code_readings, "sigmoid_reason", lambda *a, **k: scored.append(a) or None)
+    got = entropy_elbo.collapse(folder, data, device="cpu", threads=1)
+    assert scored == [] and got.n == 50
