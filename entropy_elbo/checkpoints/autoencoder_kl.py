@@ -255,8 +255,8 @@ class DiffusersSource(Source):
 
     def wrap(self, built: Built, raw: RawCheckpoint, options: LoadOptions, source: str, encoder: Finding | None,
              prior: Finding | None, probe: Tensor | None) -> Wrapped:
-        """The plan diffusers' class defines, without running the model (a probe of SD's VAE on two images cost
-        8x the measurement itself); a flag that names another encoder output or decoder variance is probed."""
+        """The plan diffusers' class defines, without running the model (a probe of SD's VAE on two random images
+        was 80% of collapse's CPU); a flag that names another encoder output or decoder variance is probed."""
         decoder = decoder_finding(built.state, options, None, None)
         if encoder is None or encoder.name != logvar_finding().name or decoder.kind != "fixed":
             return wrap_module_plan(built, raw, options, source, encoder, probe)
