@@ -26,7 +26,7 @@ from entropy_elbo.checkpoints.introspect import Introspection
 from entropy_elbo.checkpoints.readings import spread_rows
 from entropy_elbo.data import iter_batches, load_image_folder, resolve_data
 from entropy_elbo.data.preprocess import as_trained
-from entropy_elbo.encoder_check import check_encoder
+from entropy_elbo.encoder_check import check_encoder, guessed_param
 from entropy_elbo.errors import EntropyElboError
 from entropy_elbo.models.protocol import GaussianVAE
 from entropy_elbo.splits import rows_of
@@ -173,7 +173,8 @@ def score_rows(x: Rows) -> Tensor:
     checkpoint's readings: the first rows of a file sorted by class or time would mislead."""
     if isinstance(x, Tensor):
         return x[torch.as_tensor(spread_rows(len(x)), device=x.device)].to(torch.float32)
-    return torch.from_numpy(np.array(x[spread_rows(len(x))], dtype=np.float32))
+    with np.errstate(over="ignore"):  # a value past float32's range becomes inf, which the row check then names
+        return torch.from_numpy(np.array(x[spread_rows(len(x))], dtype=np.float32))
 
 
 # ---------------------------------------------------------------------------------------------- opening and judging
@@ -205,8 +206,8 @@ def open_checkpoint(source: str | Path | nn.Module, data: object = None, *, key:
         opened.x = chosen_rows(opened, rows)
     if sample is not None:
         judge(opened, needs)
-        if opened.wild and needs in ("likelihood", "encoder"):  # a_h says when a guessed tau^2 reading is wrong
-            check_encoder(opened.model, opts.rows, opened.introspection, opts, dev)
+        if opened.wild and needs in ("likelihood", "encoder") and guessed_param(opened.introspection, opts):
+            check_encoder(opened.model, opts.rows, opened.introspection, opts, dev)  # a_h refutes a guessed tau^2
         opened.batch_size = resolve_batch_size(batch_size, opened.model, opened.d, samples, dev)
         if dev.type == "cpu":  # a step never holds more rows than the data
             n = opened.rows_count() or len(first)

@@ -41,3 +41,22 @@ def test_nan_weights_are_refused_with_the_tensor_name(tmp_path):
     path = save_checkpoint(model, tmp_path / "m.safetensors")
     with pytest.raises(CheckpointError, match="fc_var.weight"):
         load_model(path)
+
+
+@pytest.mark.parametrize("kind", ["linear", "vae1", "vae2", "vae3"])
+def test_loading_initialises_nothing_at_random(tmp_path, kind):
+    """The model is built on the meta device and the file's tensors assigned (issue #24): no random init runs, the
+    weights are the file's (float64 cast to the model's float32, as a copy into it would), and they train."""
+    model = build_model(ModelConfig(kind=kind, data_dim=6, latent_dim=2, hidden=(5,)))
+    wide = {k: v.double() for k, v in model.state_dict().items()}
+    model.load_state_dict(wide)
+    path = save_checkpoint(model.double(), tmp_path / "m.safetensors")
+    state = torch.get_rng_state()
+    loaded = load_model(path).model
+    assert torch.equal(torch.get_rng_state(), state)  # a real random init would have drawn from it
+    got = loaded.state_dict()
+    assert set(got) == set(wide)
+    for key, value in wide.items():
+        assert got[key].dtype == torch.float32 and not got[key].is_meta
+        assert torch.equal(got[key], value.float()), key
+    assert all(p.requires_grad for p in loaded.parameters())

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
 
-from entropy_elbo.checkpoints.introspect import ENC_OVERRIDE, Finding, Introspection
+from entropy_elbo.checkpoints.adapters import ModuleAdapter, ModulePlan
+from entropy_elbo.checkpoints.introspect import ENC_OVERRIDE, Finding, Introspection, decoder_finding
 from entropy_elbo.checkpoints.model_inputs import reshaped_note, square_image
 from entropy_elbo.checkpoints.raw import RawCheckpoint
-from entropy_elbo.checkpoints.source import Built, Source, quiet_logger
+from entropy_elbo.checkpoints.source import Built, Source, Wrapped, quiet_logger, wrap_module_plan
 from entropy_elbo.checkpoints.torchfiles import read_safetensors
 from entropy_elbo.checkpoints.user import build_to_fit
 from entropy_elbo.errors import CheckpointError, ModelError, parse_json
@@ -140,6 +142,23 @@ class AutoencoderKLAdapter(nn.Module):
         return self.vae.decode(z.reshape(-1, *self.latent_shape)).sample  # (B, C, H, W)
 
 
+def known_plan(module: AutoencoderKLAdapter, encoder: Finding, decoder: Finding, options: LoadOptions) -> Wrapped:
+    """AutoencoderKL as a GaussianVAE by its definition: encode() gives [mean, log-variance] of H = L x h x w
+    latents, decode() the image (the mean, D = C x H x W values); the flags are checked as for any module's code,
+    and nothing is scored: no reading is open."""
+    from entropy_elbo.checkpoints.code_readings import read_outputs  # it imports source's neighbours
+
+    c, height, width = module.input_shape
+    out = int(module.vae.config.out_channels)
+    if out != c:
+        raise CheckpointError(f"decode() returned {out * height * width} values per row; expected {c * height * width} "
+                              "(the input's size)")
+    h = math.prod(module.latent_shape)
+    plan = ModulePlan("encode", "decode", encoder, decoder, "fixed", h, c * height * width)
+    plan, assumed = read_outputs(module, plan, replace(options, rows=None))  # the flags alone
+    return Wrapped(ModuleAdapter(module, plan), plan.h, plan.d, plan.encoder, plan.decoder, [], assumed)
+
+
 def logvar_finding() -> Finding:
     """Where the encoder variance comes from: diffusers' own latent distribution."""
     return Finding("output", "encode(x).latent_dist.logvar", "logvar", "diffusers' DiagonalGaussianDistribution holds "
@@ -239,6 +258,15 @@ class DiffusersSource(Source):
             notes.append(reshaped_note(math.prod(shape), taker, shape, why))
         module = build_autoencoder_kl(raw.meta["config"], raw.state, shape, source)
         return Built(module, "diffusers AutoencoderKL (diffusers' own class)", raw.state, notes=notes)
+
+    def wrap(self, built: Built, raw: RawCheckpoint, options: LoadOptions, source: str, encoder: Finding | None,
+             prior: Finding | None, probe: Tensor | None) -> Wrapped:
+        """The plan diffusers' class defines, without running the model (a probe of SD's VAE on two random images
+        was 80% of collapse's CPU); a flag that names another encoder output or decoder variance is probed."""
+        decoder = decoder_finding(built.state, options, None, None)
+        if encoder is None or encoder.name != logvar_finding().name or decoder.kind != "fixed":
+            return wrap_module_plan(built, raw, options, source, encoder, probe)
+        return known_plan(built.module, encoder, decoder, options)
 
     def encoder_variance(self, found: Finding | None) -> Finding | None:
         return logvar_finding()  # the latent distribution's own log-variance, not a hooked layer

@@ -47,8 +47,9 @@ def read_outputs(module: nn.Module, plan: ModulePlan, options: LoadOptions) -> t
     rows = options.rows
     fits = rows is not None and rows[0].numel() == plan.d and plan.refusal is None  # scores need a Gaussian decoder
     x = torch.as_tensor(rows).float() if fits else None
-    if x is not None and _bernoulli(module, plan, options, x):  # refused by adapt's likelihood check; no score means
-        return plan, []  # anything under a Gaussian reading of a Bernoulli decoder
+    peer = plan.mean_field is not None  # pythae: the reconstruction is the mean by definition (a BCE config is refused)
+    if x is not None and not peer and _bernoulli(module, plan, options, x):  # refused by adapt's likelihood check; no
+        return plan, []  # score means anything under a Gaussian reading of a Bernoulli decoder
     if x is not None and _open_encoder(plan, options):
         plan = _score_encoder(module, plan, x)
     return _decoder_output(module, plan, options, x)

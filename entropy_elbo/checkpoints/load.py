@@ -50,7 +50,7 @@ def load_model(path: str | Path, *, device: torch.device | str = "cpu",
         raise CheckpointError(reason)
     raw = read_checkpoint(path, trust_code=options.trust_code, model_given=options.model is not None,
                           key=options.checkpoint_key)
-    check_finite(raw.state, path)
+    check_finite(raw.state, path, raw.meta.get("file"))
     try:
         model, intro = adapt(raw, options, str(path))
         check_variances(model, path)

@@ -19,7 +19,7 @@ from entropy_elbo.checkpoints.raw import all_finite
 from entropy_elbo.checkpoints.source import Source
 from entropy_elbo.entropies import LOG_VAR_LIMIT
 from entropy_elbo.errors import CheckpointError, EntropyElboError
-from entropy_elbo.models import ModelConfig, VAEBase, build_model, model_shell
+from entropy_elbo.models import ModelConfig, VAEBase, build_model, check_model_size, model_shell
 from entropy_elbo.models.protocol import constant_log_sigma2
 
 if TYPE_CHECKING:
@@ -105,12 +105,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
         state = load_file(path, device=str(device))
     except (SafetensorError, OSError, RuntimeError) as err:
         raise CheckpointError(f"{path}: cannot read its tensors ({err}); the file is damaged or truncated") from None
-    model = build_checked(config, state, path)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        first = str(err).splitlines()[0]
-        raise CheckpointError(f"{path}: weights do not fit the saved architecture ({first})") from None
+    model = with_weights(build_checked(config, state, path), config, state, path)
     for name, tensor in model.state_dict().items():  # as loaded into the model's dtype (a float8 file's too)
         if tensor.is_floating_point() and not all_finite(tensor):
             raise CheckpointError(f"{path}: tensor {name!r} holds NaN or Inf; use an earlier checkpoint")
@@ -161,11 +156,31 @@ def planned_name(model: torch.nn.Module, what: str) -> str | None:
     return name if isinstance(name, str) and getattr(finding, "kind", None) != "fixed" else None
 
 
-def build_checked(config: ModelConfig, state: dict[str, torch.Tensor], path: Path) -> VAEBase:
-    """Build the model a checkpoint's config names, after its shapes, worked out on the meta device (no memory),
-    are found to be those of the file's tensors: a damaged or crafted config cannot make us allocate more."""
+def with_weights(shell: VAEBase, config: ModelConfig, state: dict[str, torch.Tensor], path: Path) -> VAEBase:
+    """The model on the meta device with the file's tensors assigned as its weights (cast to the model's dtypes, as
+    a copy into it would be): nothing is initialised at random only to be overwritten. A model left holding a
+    meta tensor the file does not fill is built for real and loaded into instead."""
+    own = shell.state_dict()
+    fitted = {k: v.to(own[k].dtype) if k in own and v.dtype != own[k].dtype else v for k, v in state.items()}
+    model = shell
     try:
-        shapes = {k: tuple(v.shape) for k, v in model_shell(config).state_dict().items()}
+        shell.load_state_dict(fitted, strict=True, assign=True)
+        if any(t.is_meta for t in (*shell.parameters(), *shell.buffers())):
+            model = build_model(config, source=str(path))
+            model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        raise CheckpointError(f"{path}: weights do not fit the saved architecture ({first})") from None
+    return model
+
+
+def build_checked(config: ModelConfig, state: dict[str, torch.Tensor], path: Path) -> VAEBase:
+    """The model a checkpoint's config names, built on the meta device (no memory, no initialisation) and
+    refused unless its shapes are those of the file's tensors: a damaged or crafted config cannot make us
+    allocate more. `with_weights` gives it the file's tensors."""
+    try:
+        shell = model_shell(config)
+        shapes = {k: tuple(v.shape) for k, v in shell.state_dict().items()}
     except EntropyElboError as err:
         raise CheckpointError(f"{path}: its metadata is damaged ({err}); re-save the checkpoint") from None
     for name in sorted(set(shapes) | set(state)):
@@ -176,10 +191,8 @@ def build_checked(config: ModelConfig, state: dict[str, torch.Tensor], path: Pat
             raise CheckpointError(f"{path}: tensor {name!r} has shape {got} but its saved config ({config.kind}, "
                                   f"data_dim={config.data_dim}, latent_dim={config.latent_dim}, {layers}) needs "
                                   f"{shapes.get(name, 'no such tensor')}; the file is damaged")
-    try:
-        return build_model(config, source=str(path))
-    except (RuntimeError, ValueError, TypeError, IndexError, MemoryError) as err:
-        raise CheckpointError(f"{path}: its metadata is damaged ({err}); re-save the checkpoint") from None
+    check_model_size(config, source=str(path))  # as build_model refuses it
+    return shell
 
 
 def native_introspection(path: Path, model: VAEBase) -> Introspection:

@@ -53,9 +53,17 @@ def trusted_load(path: Path, what: str, trusted: bool, load: Callable[[], T], in
 
 
 
-def check_finite(state: dict[str, Tensor], path: Path) -> None:
+def check_finite(state: dict[str, Tensor], path: Path, file: Path | None = None) -> None:
     """Refuse tensors that are not dense real numbers in memory (sparse, meta, quantized, complex, 8-bit float),
-    integer layer weights, and floating tensors holding NaN or Inf, naming the tensor and its shape."""
+    integer layer weights, and floating tensors holding NaN or Inf, naming the tensor and its shape. `file`: the
+    safetensors file `state` was read from, whose bytes are checked instead (finite_file: no page stays resident)."""
+    if file is not None:
+        from entropy_elbo.checkpoints.finite_file import nonfinite_tensor
+
+        bad = nonfinite_tensor(file)
+        if bad is not None:
+            raise CheckpointError(f"{path}: tensor {bad[0]!r} of shape {bad[1]} holds {bad[2]}; the file is damaged or "
+                                  "its training diverged, use an earlier checkpoint")
     for name, tensor in state.items():
         odd = odd_tensor(tensor)
         if odd:
@@ -64,7 +72,7 @@ def check_finite(state: dict[str, Tensor], path: Path) -> None:
         if name.rsplit(".", 1)[-1] == "weight" and not tensor.is_floating_point():
             raise CheckpointError(f"{path}: layer weight {name!r} of shape {tuple(tensor.shape)} is of dtype "
                                   f"{str(tensor.dtype).replace('torch.', '')}, not floating point; save a float model")
-        if tensor.is_floating_point() and not all_finite(tensor):
+        if file is None and tensor.is_floating_point() and not all_finite(tensor):
             what = "NaN" if torch.isnan(tensor).any() else "Inf"
             raise CheckpointError(f"{path}: tensor {name!r} of shape {tuple(tensor.shape)} holds {what}; the file is "
                                   "damaged or its training diverged, use an earlier checkpoint")

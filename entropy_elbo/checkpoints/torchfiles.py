@@ -48,7 +48,7 @@ def read_safetensors(path: Path) -> RawCheckpoint:
         state = load_file(path)
     except (SafetensorError, OSError, RuntimeError) as err:
         raise CheckpointError(f"{path}: cannot read its tensors ({err}); the file is damaged or truncated") from None
-    return _raw("safetensors", state, {"metadata": read_metadata(path)})
+    return _raw("safetensors", state, {"metadata": read_metadata(path), "file": path})  # check_finite reads it
 
 
 def is_torchscript(path: Path) -> bool:
