@@ -266,7 +266,9 @@ class DiffusersSource(Source):
         decoder = decoder_finding(built.state, options, None, None)
         if encoder is None or encoder.name != logvar_finding().name or decoder.kind != "fixed":
             return wrap_module_plan(built, raw, options, source, encoder, probe)
-        return known_plan(built.module, encoder, decoder, options)
+        wrapped = known_plan(built.module, encoder, decoder, options)
+        wrapped.notes[:0] = built.notes  # flat rows reshaped to images, said as on the probed path
+        return wrapped
 
     def encoder_variance(self, found: Finding | None) -> Finding | None:
         return logvar_finding()  # the latent distribution's own log-variance, not a hooked layer

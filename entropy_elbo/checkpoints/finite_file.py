@@ -8,10 +8,11 @@ as it was; each element is tested by its exponent bits (all ones: NaN or Inf), o
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
+
+from entropy_elbo.errors import parse_json
 
 # dtype -> (little-endian word, exponent mask, mantissa mask): exponent all ones is Inf (mantissa 0) or NaN
 BITS = {"F64": ("<u8", 0x7FF0000000000000, 0x000FFFFFFFFFFFFF), "F32": ("<u4", 0x7F800000, 0x007FFFFF),
@@ -25,7 +26,7 @@ def nonfinite_tensor(path: Path) -> tuple[str, tuple[int, ...], str] | None:
     a tensor whose bytes cannot all be read is left to the loaded tensors' own checks."""
     with open(path, "rb") as fh:
         size = int.from_bytes(fh.read(8), "little")
-        header = json.loads(fh.read(size))
+        header = parse_json(fh.read(size), str(path))
         buf = bytearray(CHUNK)
         for key, info in header.items():
             if key == "__metadata__" or info.get("dtype") not in BITS:
