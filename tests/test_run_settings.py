@@ -45,11 +45,21 @@ def test_values_are_cast_to_their_types_and_checked_once_where_built() -> None:
 
 
 def test_run_json_keeps_the_keys_it_always_had() -> None:
-    always = {*RUN_KEYS, "crop", "rows", "hidden", "activation"}
+    always = {*RUN_KEYS, "crop", "rows", "hidden", "activation", "decay_fraction", "variance_lr_factor"}
     assert set(RunSettings.new("vae1", {"data": "ppca"}).stored()) == always
     given = RunSettings.new("linear", {"preset": "fig1a", "decay_fraction": 0.5, "hidden": (3,)}).stored()
-    assert set(given) == always | {"preset", "decay_fraction"} and given["hidden"] == [3]
+    assert set(given) == always | {"preset"} and given["hidden"] == [3]
     assert SETTINGS[: len(RUN_KEYS)] == RUN_KEYS and "model" not in SETTINGS
+
+
+def test_run_json_always_records_our_schedule_even_when_not_passed() -> None:
+    """Ours (variance scalars at 10x lr, cosine decay over the last 30%), not the paper's: a reader of run.json sees
+    which schedule trained the model without knowing TrainConfig's defaults."""
+    plain = RunSettings.new("vae1", {"data": "ppca"}).stored()
+    assert (plain["decay_fraction"], plain["variance_lr_factor"]) == (0.3, 10.0)
+    paper = RunSettings.new("vae1", {"data": "ppca", "decay_fraction": 0, "variance_lr_factor": 1}).stored()
+    assert (paper["decay_fraction"], paper["variance_lr_factor"]) == (0.0, 1.0)
+    assert RunSettings.new("vae1", {"data": "ppca", **paper}).training.variance_lr_factor == 1.0
 
 
 def test_a_resume_keeps_run_json_and_only_its_epochs_may_grow() -> None:
