@@ -175,3 +175,36 @@ def test_reproduce_checks_the_threshold_it_prints() -> None:
     fig5 = next(c for c in reproduce.CLAIMS if c.key == "fig5-gap")
     line, ok = reproduce.verdict(fig5, [0.02, 0.03], quick=True)
     assert ok and line.startswith("[INFO]") and "not checked at the quick scale" in line
+
+
+def test_figures_say_where_their_settings_differ_from_the_papers() -> None:
+    """Each figure's title (the scripts' DIFFERS) and its caption in docs/reproduction.md name the paper's settings
+    beside ours (fig1a, fig1c, fig5, fig7's fixed-variance panel)."""
+    import fig1a_linear_ppca
+    import fig1c_vae3_ring
+    import fig5_6_manifold
+    import fig7_collapse
+
+    for module, ours, papers in ((fig1a_linear_ppca, "batch 250, lr 1e-2, 300 epochs", "batch 2000, lr 1e-3"),
+                                 (fig1c_vae3_ring, "500 points, 400 epochs", "10,000 points, 2,000 epochs"),
+                                 (fig5_6_manifold, "1,000 epochs", "200 epochs"),
+                                 (fig7_collapse, "manifold data", "CelebA with KL annealing")):
+        assert "differ from the paper's" in module.DIFFERS and ours in module.DIFFERS and papers in module.DIFFERS
+    assert "CelebA, KL annealing" in fig7_collapse.FIXED_NOTE  # the sigma^2 = 1 panel's own title
+    docs = DOCS.read_text()
+    for png, words in (("fig1a_linear_ppca", "batch 250"), ("fig1c_vae3_ring", "500 points"),
+                       ("fig6_manifold_estimators", "1,000 epochs"), ("fig7_collapse", "CelebA with KL annealing")):
+        caption = docs.split(f"(figures/{png}.png)", 1)[1].split("\n\n", 2)[1]
+        assert caption.startswith("*") and "differ from the paper's" in caption and words in caption, png
+
+
+def test_a_single_run_is_a_line_not_an_interquartile_range() -> None:
+    plt = _common.pyplot()
+    rows = [{"epoch": e, "relative_gap": 0.001 * e} for e in range(10)]
+    fig, (one, many) = plt.subplots(1, 2)
+    _common.gap_band(one, [rows])
+    _common.gap_band(many, [rows, rows, rows])
+    assert not one.collections and [t.get_text() for t in one.get_legend().get_texts()] == ["one run"]
+    assert len(many.collections) == 1  # the band
+    assert "interquartile range (3 runs)" in [t.get_text() for t in many.get_legend().get_texts()]
+    plt.close(fig)

@@ -82,3 +82,14 @@ def test_an_old_run_json_without_the_later_keys_resumes() -> None:
     stored["settings"] = {k: v for k, v in stored["settings"].items() if k in RUN_KEYS}  # no crop, rows, hidden, ...
     old = RunSettings.resumed(stored, None, {}, Path("r"), trained=0)
     assert old.hidden is None and old.crop is None and old.activation == "relu"
+
+
+def test_train_help_names_the_schedule_as_ours() -> None:
+    from click.testing import CliRunner
+
+    from entropy_elbo.cli import main
+
+    text = " ".join(CliRunner().invoke(main, ["train", "--help"], terminal_width=200).output.split())
+    assert "The schedule is OURS, not the paper's" in text and "--decay-fraction 0 --variance-lr-factor 1" in text
+    assert "Default 0.3: OUR schedule" in text and "Default 10: OUR schedule" in text
+    assert "authors' dynamics" not in text

@@ -99,6 +99,10 @@ def train_cmd(ctx: click.Context, model: str | None, data_spec: str | None, out:
 
     `--resume RUN` needs no MODEL: the run folder holds it.
 
+    The schedule is OURS, not the paper's, presets included: the variance scalars (ln sigma^2, ln A, the linear
+    ln tau^2) at 10x lr from the first step and a cosine decay over the last 30% of the epochs. The paper's constant
+    lr for every parameter is `--decay-fraction 0 --variance-lr-factor 1`; run.json records both values always.
+
     Every epoch appends a row to <run>/log.jsonl and writes the checkpoint and the resume state atomically.
     Under torchrun every process trains on its own block of rows with --batch-size rows per step
     (DistributedDataParallel averages the gradients); process 0 alone writes and reports.
