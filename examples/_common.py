@@ -29,6 +29,9 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="the (first) training seed (default 0)")
     p.add_argument("--seeds", type=int, default=None,
                    help="how many seeds from --seed (multi-run figures; default: the scale's own)")
+    p.add_argument("--k", type=int, default=10,
+                   help="manifold scripts: the data's Gaussian coordinates (default 10 as in the authors' code; "
+                        "the paper's text: 9)")
     return p
 
 
@@ -131,13 +134,6 @@ MANIFOLD_SCALES = {
     "full": {"n_train": 25_000, "epochs": 1000, "batch_size": 512, "lr": 1e-3},
     "quick": {"n_train": 2000, "epochs": 500, "batch_size": 100, "lr": 1e-3},
 }
-
-
-def manifold_parser(description: str) -> argparse.ArgumentParser:
-    """parser() and --k, the manifold data's Gaussian coordinates (10 as in the authors' code; the paper's text: 9)."""
-    p = parser(description)
-    p.add_argument("--k", type=int, default=10, help="Gaussian coordinates of the manifold data (default 10)")
-    return p
 
 
 def manifold_vae(s: dict, *, fixed_sigma2: bool = False, seed: int = 0, k: int = 10):  # noqa: ANN201

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 import torch
-from _common import MANIFOLD_SCALES, Claims, manifold_parser, manifold_vae, pyplot, save, setup, shrink, suptitle
+from _common import MANIFOLD_SCALES, Claims, manifold_vae, parser, pyplot, save, setup, shrink, suptitle
 
 from entropy_elbo.compare import compare, plot_comparison
 from entropy_elbo.elbo import estimate
@@ -91,7 +91,7 @@ def run(args) -> Claims:  # noqa: ANN001
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(manifold_parser(__doc__.splitlines()[0]).parse_args(argv)).exit_code
+    return run(parser(__doc__.splitlines()[0]).parse_args(argv)).exit_code
 
 
 if __name__ == "__main__":

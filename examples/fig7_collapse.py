@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import sys
 
-from _common import MANIFOLD_SCALES, Claims, manifold_parser, manifold_vae, pyplot, save, setup, suptitle
+from _common import MANIFOLD_SCALES, Claims, manifold_vae, parser, pyplot, save, setup, suptitle
 
 from entropy_elbo.latents import PAPER_THRESHOLD, PRIOR_ENTROPY, collapse
 
-FIXED_NOTE = "\n(manifold data, no annealing; the paper's 7(c): CelebA, KL annealing)"
+FIXED_NOTE = "\n(manifold data; paper's 7(c): CelebA, KL annealing)"
 NEAR = 2  # "near": within 2 latents of the intrinsic dimension (the paper found 8 active for its 9)
 DIFFERS = ("settings differ from the paper's: 1,000 epochs (full) with our schedule against its 200 at a constant lr; "
            "the sigma^2 = 1 column is on the manifold data\nwithout annealing, where the paper's Fig. 7(c) is CelebA "
@@ -78,7 +78,7 @@ def run(args) -> Claims:  # noqa: ANN001
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(manifold_parser(__doc__.splitlines()[0]).parse_args(argv)).exit_code
+    return run(parser(__doc__.splitlines()[0]).parse_args(argv)).exit_code
 
 
 if __name__ == "__main__":
