@@ -217,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [(g, args.quick, seed) for g in groups for seed in range(args.seeds)]  # in --only's order
     wall, numbers, cpu, ok = time.perf_counter(), {g: {} for g in groups}, 0.0, True
     os.environ["OMP_NUM_THREADS"] = "1"
-    with multiprocessing.get_context("fork").Pool(args.workers, maxtasksperchild=1) as pool:
+    sys.stdout.flush()  # the workers are forked once, here, with nothing of ours in the buffer to print again
+    with multiprocessing.get_context("fork").Pool(args.workers) as pool:
         for group, seed, values, seconds in pool.imap_unordered(task, jobs):
             numbers[group][seed], cpu = values, cpu + seconds
             print(f"  done: {group} seed {seed} ({seconds:.0f} s CPU)", flush=True)
