@@ -221,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     with multiprocessing.get_context("fork").Pool(args.workers) as pool:
         for group, seed, values, seconds in pool.imap_unordered(task, jobs):
             numbers[group][seed], cpu = values, cpu + seconds
-            print(f"  done: {group} seed {seed} ({seconds:.0f} s CPU)", flush=True)
+            shown = ", ".join(f"{k} {v:.5g}" for k, v in values.items())
+            print(f"  done: {group} seed {seed} ({seconds:.0f} s CPU): {shown}", flush=True)
             if len(numbers[group]) == args.seeds:  # an experiment's claims as soon as its seeds are in
                 ok &= report(numbers, args.quick, [group])
                 sys.stdout.flush()
