@@ -28,7 +28,8 @@ MODEL_DEFAULTS: dict[str, dict[str, object]] = {
 }
 RUN_KEYS = ("data", "key", "drop_column", "scale", "holdout", "image_size", "latents", "init_log_sigma2", "seed",
             "epochs", "batch_size", "lr", "samples")  # what every run.json's settings hold
-WHEN_GIVEN = ("preset", "decay_fraction", "variance_lr_factor")  # in run.json only when given (None: not given)
+WHEN_GIVEN = ("preset",)  # in run.json only when given (None: not given)
+SCHEDULE = ("decay_fraction", "variance_lr_factor")  # our schedule (not the paper's): run.json records the values used
 RESUMABLE = ("epochs",)  # the only settings a resumed run may change (to extend it)
 CASTS = {"str": str, "int": int, "float": float}  # a field's type, from its annotation's first word
 KINDS = {str: "text", int: "an integer", float: "a number"}
@@ -61,8 +62,8 @@ class RunSettings:
     hidden: tuple[int, ...] | None = None  # MLP layer sizes (conv: channels per layer); None: the model's own
     activation: str = "relu"
     preset: str | None = None
-    decay_fraction: float | None = None  # None: TrainConfig's default
-    variance_lr_factor: float | None = None  # None: TrainConfig's default
+    decay_fraction: float | None = None  # None: TrainConfig's default (set in __post_init__, so always a number)
+    variance_lr_factor: float | None = None  # None: TrainConfig's default (set in __post_init__)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -71,6 +72,9 @@ class RunSettings:
                 object.__setattr__(self, f.name, _cast(f.name, value, cast))
         if self.hidden is not None:
             object.__setattr__(self, "hidden", _sizes(self.hidden))
+        for name in SCHEDULE:  # our schedule's values, written to run.json whether given or not
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, getattr(TrainConfig, name))
         if not abs(self.init_log_sigma2) < LOG_VAR_LIMIT:
             raise EntropyElboError(f"--init-log-sigma2 {self.init_log_sigma2}: exp of it is 0 or infinite in float32; "
                                    f"pass a value in (-{LOG_VAR_LIMIT:.1f}, {LOG_VAR_LIMIT:.1f})")
@@ -122,8 +126,7 @@ class RunSettings:
     @property
     def training(self) -> TrainConfig:
         """The optimizer's settings (the schedule's at TrainConfig's defaults where not given)."""
-        given = {k: getattr(self, k) for k in ("decay_fraction", "variance_lr_factor")}
-        schedule = {k: v for k, v in given.items() if v is not None}
+        schedule = {k: getattr(self, k) for k in SCHEDULE}
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, samples=self.samples,
                            seed=self.seed, **schedule)
 
@@ -137,7 +140,8 @@ class RunSettings:
         return model_config(self.model, data_shape, self.latents, **options)
 
     def stored(self) -> dict[str, object]:
-        """run.json's "settings": every field but the model, those of WHEN_GIVEN only when given, lists for tuples."""
+        """run.json's "settings": every field but the model, those of WHEN_GIVEN only when given, lists for tuples;
+        the schedule's two (SCHEDULE) always, at the values the optimizer used (TrainConfig's where not given)."""
         out: dict[str, object] = {}
         for f in fields(self):
             value = getattr(self, f.name)

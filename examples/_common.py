@@ -26,7 +26,23 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="reduced scale: under 2 minutes on 2 CPU cores")
     p.add_argument("--out", type=Path, default=Path("figures"), help="folder for the PNG(s) (default: figures)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: small tensors)")
+    p.add_argument("--seed", type=int, default=0, help="the (first) training seed (default 0)")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="how many seeds from --seed (multi-run figures; default: the scale's own)")
+    p.add_argument("--k", type=int, default=10,
+                   help="manifold scripts: the data's Gaussian coordinates (default 10 as in the authors' code; "
+                        "the paper's text: 9)")
     return p
+
+
+def seeds(args: argparse.Namespace, s: dict) -> range:
+    """The seeds a multi-run figure trains: --seeds of them (default the scale's) from --seed."""
+    return range(args.seed, args.seed + (args.seeds or s.get("seeds", 1)))
+
+
+def suptitle(fig, differs: str, s: dict, scale: str) -> None:  # noqa: ANN001
+    """The figure's title names where its settings differ from the paper's, and the scale it ran at."""
+    fig.suptitle(f"{differs}\n{s['scale']} scale: {scale}", fontsize=8)
 
 
 def setup(args: argparse.Namespace, scales: dict[str, dict]) -> dict:
@@ -71,8 +87,9 @@ def gap_band(ax, histories: Sequence[Sequence[dict]], *, skip: int = 0, limit: f
     gaps = np.array([[100 * r["relative_gap"] for r in h[skip:]] for h in histories])  # (runs, epochs)
     epochs = [r["epoch"] for r in histories[0][skip:]]
     q25, med, q75 = np.percentile(gaps, [25, 50, 75], axis=0)
-    ax.fill_between(epochs, q25, q75, alpha=0.3, label=f"interquartile range ({len(histories)} runs)")
-    ax.plot(epochs, med, label="median")
+    if len(histories) > 1:  # one run is a line, never drawn as a distribution
+        ax.fill_between(epochs, q25, q75, alpha=0.3, label=f"interquartile range ({len(histories)} runs)")
+    ax.plot(epochs, med, label=f"median of {len(histories)} runs" if len(histories) > 1 else "one run")
     ax.axhline(0, color="grey", lw=0.8)
     ax.set(xlabel="epoch", ylabel="(ELBO - entropies) / |ELBO|  [%]", ylim=(-limit, limit))
     ax.legend(fontsize=8)
@@ -119,15 +136,16 @@ MANIFOLD_SCALES = {
 }
 
 
-def manifold_vae(s: dict, *, fixed_sigma2: bool = False, seed: int = 0):  # noqa: ANN201
+def manifold_vae(s: dict, *, fixed_sigma2: bool = False, seed: int = 0, k: int = 10):  # noqa: ANN201
     """A VAE-1 trained on the manifold data with the settings s: (model, log rows, x_train, x_test).
 
-    fixed_sigma2 fixes sigma^2 = 1 (never learned), as in Fig. 7(c) and in most VAE code."""
+    fixed_sigma2 fixes sigma^2 = 1 (never learned), as in Fig. 7(c) and in most VAE code; seed is the training's
+    (the data is always seed 0's), k the data's Gaussian coordinates."""
     from entropy_elbo.data import manifold
     from entropy_elbo.models import build_model, model_config
     from entropy_elbo.train import TrainConfig, train
 
-    x = manifold(2 * s["n_train"], seed=0)  # 50/50 split as in the paper
+    x = manifold(2 * s["n_train"], seed=0, k=k)  # 50/50 split as in the paper
     x_train, x_test = x[: s["n_train"]], x[s["n_train"]:]
     torch.manual_seed(seed)
     variance = {"decoder_variance": "fixed", "init_log_sigma2": 0.0} if fixed_sigma2 else {"init_log_sigma2": -9.0}

@@ -45,11 +45,21 @@ def test_values_are_cast_to_their_types_and_checked_once_where_built() -> None:
 
 
 def test_run_json_keeps_the_keys_it_always_had() -> None:
-    always = {*RUN_KEYS, "crop", "rows", "hidden", "activation"}
+    always = {*RUN_KEYS, "crop", "rows", "hidden", "activation", "decay_fraction", "variance_lr_factor"}
     assert set(RunSettings.new("vae1", {"data": "ppca"}).stored()) == always
     given = RunSettings.new("linear", {"preset": "fig1a", "decay_fraction": 0.5, "hidden": (3,)}).stored()
-    assert set(given) == always | {"preset", "decay_fraction"} and given["hidden"] == [3]
+    assert set(given) == always | {"preset"} and given["hidden"] == [3]
     assert SETTINGS[: len(RUN_KEYS)] == RUN_KEYS and "model" not in SETTINGS
+
+
+def test_run_json_always_records_our_schedule_even_when_not_passed() -> None:
+    """Ours (variance scalars at 10x lr, cosine decay over the last 30%), not the paper's: a reader of run.json sees
+    which schedule trained the model without knowing TrainConfig's defaults."""
+    plain = RunSettings.new("vae1", {"data": "ppca"}).stored()
+    assert (plain["decay_fraction"], plain["variance_lr_factor"]) == (0.3, 10.0)
+    paper = RunSettings.new("vae1", {"data": "ppca", "decay_fraction": 0, "variance_lr_factor": 1}).stored()
+    assert (paper["decay_fraction"], paper["variance_lr_factor"]) == (0.0, 1.0)
+    assert RunSettings.new("vae1", {"data": "ppca", **paper}).training.variance_lr_factor == 1.0
 
 
 def test_a_resume_keeps_run_json_and_only_its_epochs_may_grow() -> None:
@@ -72,3 +82,14 @@ def test_an_old_run_json_without_the_later_keys_resumes() -> None:
     stored["settings"] = {k: v for k, v in stored["settings"].items() if k in RUN_KEYS}  # no crop, rows, hidden, ...
     old = RunSettings.resumed(stored, None, {}, Path("r"), trained=0)
     assert old.hidden is None and old.crop is None and old.activation == "relu"
+
+
+def test_train_help_names_the_schedule_as_ours() -> None:
+    from click.testing import CliRunner
+
+    from entropy_elbo.cli import main
+
+    text = " ".join(CliRunner().invoke(main, ["train", "--help"], terminal_width=200).output.split())
+    assert "The schedule is OURS, not the paper's" in text and "--decay-fraction 0 --variance-lr-factor 1" in text
+    assert "Default 0.3: OUR schedule" in text and "Default 10: OUR schedule" in text
+    assert "authors' dynamics" not in text

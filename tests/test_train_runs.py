@@ -142,6 +142,7 @@ def test_preset_settings_and_flag_overrides(tmp_path: Path) -> None:
     settings, fig1c = stored["settings"], PRESETS["fig1c"]
     assert settings["data"] == "ring" and settings["lr"] == fig1c["lr"] == 1e-3 and settings["holdout"] == 0.5
     assert settings["epochs"] == 4 and settings["samples"] == 1 and settings["batch_size"] == 20000
+    assert (settings["decay_fraction"], settings["variance_lr_factor"]) == (0.3, 10.0)  # ours, recorded unasked
     assert stored["data"]["shape"] == [10000, 10] and stored["data"]["heldout_rows"] == 10000
     assert json.loads(stored["model_config"])["decoder_variance"] == "network"
     rows = [json.loads(line) for line in (tmp_path / "ring" / "log.jsonl").read_text().splitlines()]

@@ -79,11 +79,12 @@ def data(name: str, out: Path, n: int | None, seed: int) -> None:
 @click.option("--lr", type=float, default=None, help="Adam learning rate (default per model or preset).")
 @click.option("--samples", type=int, default=None, help="Samples of z per point in the training ELBO.")
 @click.option("--decay-fraction", type=float, default=None,
-              help="Last fraction of the epochs with a cosine lr decay to lr/100 (default 0.3; 0: the "
-                   "paper's constant lr).")
+              help="Last fraction of the epochs with a cosine lr decay to lr/100. Default 0.3: OUR schedule, "
+                   "not the paper's; 0 keeps the paper's constant lr. Recorded in run.json.")
 @click.option("--variance-lr-factor", type=float, default=None,
-              help="lr factor of ln sigma^2, ln A and the linear ln tau^2, from the first step (default 10; "
-                   "1: the paper's).")
+              help="lr factor of ln sigma^2, ln A and the linear ln tau^2, from the first step. Default 10: OUR "
+                   "schedule, not the paper's; 1 is the paper's constant lr for every parameter. Recorded in "
+                   "run.json.")
 @click.option("--hidden", default=None, help="Hidden layer sizes of the MLPs (conv: channels per layer).")
 @activation_option(None, "Activation of the hidden layers (default per model).")
 @click.option("--init-log-sigma2", type=float, default=0.0, show_default=True, help="Initial ln sigma^2.")
@@ -97,6 +98,10 @@ def train_cmd(ctx: click.Context, model: str | None, data_spec: str | None, out:
     """Train MODEL (or the --preset's) on --data with the sampled ELBO, ending with a decaying learning rate.
 
     `--resume RUN` needs no MODEL: the run folder holds it.
+
+    The schedule is OURS, not the paper's, presets included: the variance scalars (ln sigma^2, ln A, the linear
+    ln tau^2) at 10x lr from the first step and a cosine decay over the last 30% of the epochs. The paper's constant
+    lr for every parameter is `--decay-fraction 0 --variance-lr-factor 1`; run.json records both values always.
 
     Every epoch appends a row to <run>/log.jsonl and writes the checkpoint and the resume state atomically.
     Under torchrun every process trains on its own block of rows with --batch-size rows per step
