@@ -22,7 +22,7 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
 from entropy_elbo.data import iter_batches
-from entropy_elbo.elbo import Estimate, accumulate, check_samples, summarize
+from entropy_elbo.elbo import Estimate, accumulate, summarize
 from entropy_elbo.errors import EntropyElboError
 from entropy_elbo.latents import (
     ACTIVE_THRESHOLD,
@@ -38,6 +38,7 @@ from entropy_elbo.latents import (
 )
 from entropy_elbo.models.protocol import GaussianVAE, VAEBase
 from entropy_elbo.montecarlo import IWAEBound, RowSeed, check_iwae, iwae_from_sums, iwae_sums
+from entropy_elbo.pass_checks import check_samples
 from entropy_elbo.runs import RunFolder
 from entropy_elbo.train import StepHooks, TrainConfig, sampled_elbo_parts, train
 

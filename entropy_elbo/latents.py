@@ -29,10 +29,10 @@ import torch
 from torch import Tensor
 
 from entropy_elbo.choices import ACTIVE_THRESHOLD, LUCAS_DELTA, LUCAS_EPSILON
-from entropy_elbo.elbo import check_encoder_output
 from entropy_elbo.entropies import LOG_2PI_E, gaussian_entropy, latent_kl
 from entropy_elbo.errors import EntropyElboError
 from entropy_elbo.models.protocol import GaussianVAE, check_protocol
+from entropy_elbo.pass_checks import check_encoder_output
 from entropy_elbo.stationarity import encoder_far_warning
 
 PRIOR_ENTROPY = 0.5 * LOG_2PI_E  # H[N(0, 1)] = 0.5 log(2 pi e) ~ 1.4189 nats

@@ -20,7 +20,6 @@ from entropy_elbo.checkpoints.introspect import Introspection
 from entropy_elbo.devices import resolve_device
 from entropy_elbo.elbo import (
     Estimate,
-    check_samples,
     estimate_without_data,
     with_iwae,
 )
@@ -32,6 +31,7 @@ from entropy_elbo.latents import ACTIVE_THRESHOLD, LUCAS_DELTA, LUCAS_EPSILON, C
 from entropy_elbo.latents import collapse as collapse_batches
 from entropy_elbo.montecarlo import iwae_bound
 from entropy_elbo.opening import Opened, Progress, Rows, load_options, no_progress, open_checkpoint, scored_on
+from entropy_elbo.pass_checks import check_samples
 from entropy_elbo.stationarity import at_optimal_variance
 
 Source = str | Path | nn.Module

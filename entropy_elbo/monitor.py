@@ -36,7 +36,6 @@ from entropy_elbo.elbo import (
     UNITS,
     Estimate,
     accumulate,
-    check_finite_estimate,
     summarize,
 )
 from entropy_elbo.errors import EntropyElboError
@@ -51,6 +50,7 @@ from entropy_elbo.latents import (
     summarize_collapse,
 )
 from entropy_elbo.opening import check_rows, open_module, variance_known
+from entropy_elbo.pass_checks import check_finite_estimate
 from entropy_elbo.runs import append_log
 from entropy_elbo.stationarity import at_optimal_variance
 
