@@ -166,7 +166,8 @@ def plot_run(rows: list[dict[str, object]], out: str | Path, threshold: float = 
 def elbo_panel(a: object, rows: list[dict[str, object]], epochs: list[object]) -> None:
     """The logged ELBOs: the sampled training ELBO, the held-out one, the entropy ELBO, and the fixed batch's pair
     (MC ELBO and entropy ELBO on the same rows in eval mode) where the log has it."""
-    fixed = any(isinstance(r.get("fixed_batch"), dict) for r in rows)
+    batch = fixed_batches(rows)
+    fixed = batch is not None
     if any(r["mc_elbo"] is not None for r in rows):
         where = "the monitor's fixed batch" if "mc_samples" in rows[0] else "training batches"
         a.plot(epochs, [r["mc_elbo"] for r in rows], label=f"ELBO (sampled, {where})", alpha=0.5 if fixed else 1)
@@ -174,14 +175,20 @@ def elbo_panel(a: object, rows: list[dict[str, object]], epochs: list[object]) -
         a.plot(epochs, [r.get("heldout_elbo") for r in rows], label="ELBO (held-out)")
     if any(r.get("entropy_elbo") is not None for r in rows):
         a.plot(epochs, [r.get("entropy_elbo") for r in rows], "--", label="entropy ELBO (eq. 14 / 22)")
-    if fixed:
-        batch = [r.get("fixed_batch") or {} for r in rows]
+    if batch is not None:
         said = fixed_batch_words(batch)
         a.plot(epochs, [b.get("mc_elbo") for b in batch], color="black", lw=1.2, label=f"MC ELBO ({said})")
         a.plot(epochs, [b.get("entropy_elbo") for b in batch], ":", color="tab:red", lw=1.6,
                label=f"entropy ELBO ({said})")
     a.set(xlabel="epoch", ylabel="nats per data point", title="ELBO and the sum of three entropies")
     a.legend(fontsize=7)
+
+
+def fixed_batches(rows: list[dict[str, object]]) -> list[dict[str, object]] | None:
+    """Each row's fixed-batch numbers ({} where a row has none), or None where the log has no fixed batch."""
+    if not any(isinstance(r.get("fixed_batch"), dict) for r in rows):
+        return None
+    return [r["fixed_batch"] if isinstance(r.get("fixed_batch"), dict) else {} for r in rows]
 
 
 def fixed_batch_words(batch: list[dict[str, object]]) -> str:
@@ -196,8 +203,8 @@ def difference_series(rows: list[dict[str, object]]) -> tuple[list[float | None]
     training log, or a monitor log's own fixed batch; an old training log has only the sampled training ELBO (said
     so). Where the ELBO crosses 0 or nears it late in the run, the relative difference explodes: the difference in
     nats is drawn instead."""
-    if any(isinstance(r.get("fixed_batch"), dict) for r in rows):
-        batch = [r.get("fixed_batch") or {} for r in rows]
+    batch = fixed_batches(rows)
+    if batch is not None:
         mc, f_h, rel = ([b.get(k) for b in batch] for k in ("mc_elbo", "entropy_elbo", "relative_difference"))
         where = f"the {fixed_batch_words(batch)}"
     else:
@@ -221,8 +228,8 @@ def crosses_zero(mc: list[float | None], f_h: list[float | None]) -> bool:
 
 def stderr_band(rows: list[dict[str, object]], relative: bool) -> list[float] | None:
     """2 standard errors of the fixed batch's MC ELBO per epoch (in % of |ELBO| or in nats), else None."""
-    batch = [r.get("fixed_batch") if isinstance(r.get("fixed_batch"), dict) else {} for r in rows]
-    if not all(b.get("mc_stderr") is not None and b.get("mc_elbo") for b in batch):
+    batch = fixed_batches(rows)
+    if batch is None or not all(b.get("mc_stderr") is not None and b.get("mc_elbo") for b in batch):
         return None
     return [2 * b["mc_stderr"] * (100 / abs(b["mc_elbo"]) if relative else 1) for b in batch]
 
